@@ -1,0 +1,92 @@
+"""Shared test fixtures: a linear-Gaussian (factor analysis) model with exact answers.
+
+```none
+p(z) = N(0, I_Z),   p(x | z) = N(W z + b, s2 I_D)
+p(x) = N(b, W W^T + s2 I)                                  (exact log-evidence)
+p(z | x) = N(m, S),  S = (I + W^T W / s2)^-1,  m = S W^T (x - b) / s2   (exact posterior)
+```
+
+`LinearGaussian` implements the part of the `GenerativeModel` interface the
+objectives use (`log_joint_parts`, `log_joint`, `prior`), so every bound can be
+checked against closed forms.
+"""
+
+import math
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name):
+  """Path of a file in ../shared/data; skips only when absent and not on CI."""
+  path = SHARED_DATA / name
+  if not path.exists():
+    if os.environ.get("CI"):
+      pytest.fail(f"CI must have the shared data file {path}.")
+    pytest.skip(f"{path} is not available.")
+  return path
+
+
+class LinearGaussian:
+  """Factor analysis p(x, z) with exact evidence and posterior (float64 by default)."""
+
+  def __init__(self, weights, bias, noise_variance, dtype=tf.float64):
+    self.weights = tf.constant(weights, dtype)  # [D, Z]
+    self.bias = tf.constant(bias, dtype)  # [D]
+    self.noise_variance = tf.constant(noise_variance, dtype)
+    self.dtype = dtype
+    self.latent_size = int(self.weights.shape[1])
+    self.num_levels = 1
+
+  def log_joint_parts(self, x, z, training=False):
+    del training
+    mean = tf.einsum("dz,sbz->sbd", self.weights, z) + self.bias
+    likelihood = tfd.Independent(tfd.Normal(mean, tf.sqrt(self.noise_variance)), 1)
+    return likelihood.log_prob(x), self.prior(self.dtype).log_prob(z)
+
+  def log_joint(self, x, z, training=False):
+    log_likelihood, log_prior = self.log_joint_parts(x, z, training)
+    return log_likelihood + log_prior
+
+  def prior(self, dtype):
+    zeros = tf.zeros([self.latent_size], dtype)
+    return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
+
+  def log_evidence(self, x):
+    """Exact log p(x): `[B, D]` -> `[B]`."""
+    covariance = (tf.matmul(self.weights, self.weights, transpose_b=True)
+                  + self.noise_variance * tf.eye(int(self.weights.shape[0]), dtype=self.dtype))
+    return tfd.MultivariateNormalTriL(self.bias, tf.linalg.cholesky(covariance)).log_prob(x)
+
+  def posterior(self, x):
+    """Exact posterior mean `[B, Z]` and covariance `[Z, Z]`."""
+    precision = (tf.eye(self.latent_size, dtype=self.dtype)
+                 + tf.matmul(self.weights, self.weights, transpose_a=True) / self.noise_variance)
+    covariance = tf.linalg.inv(precision)
+    mean = tf.einsum("zy,dy,bd->bz", covariance, self.weights, x - self.bias) / self.noise_variance
+    return mean, covariance
+
+
+def diagonal_model(latent_size=3, data_size=6, seed=0):
+  """A model whose exact posterior is diagonal (W has orthogonal columns)."""
+  rng = np.random.default_rng(seed)
+  q, _ = np.linalg.qr(rng.normal(size=(data_size, latent_size)))
+  weights = q * rng.uniform(0.5, 2.0, size=latent_size)
+  return LinearGaussian(weights, rng.normal(size=data_size), 0.5)
+
+
+def data_from(model, batch_size, seed=1):
+  """Samples x `[B, D]` from the model's own marginal."""
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(batch_size, model.latent_size))
+  noise = rng.normal(size=(batch_size, int(model.weights.shape[0])))
+  return tf.constant(z @ model.weights.numpy().T + model.bias.numpy()
+                     + math.sqrt(float(model.noise_variance)) * noise, model.dtype)

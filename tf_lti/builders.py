@@ -1,0 +1,87 @@
+"""Builds models and optimizers from an `ExperimentConfig`.
+
+The trainer, the evaluator, the benchmark and the exporter all construct
+models here, so a checkpoint written by one restores into the others.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_lti import generative as generative_lib
+from tf_lti import objective as objective_lib
+from tf_lti import posterior as posterior_lib
+from tf_lti import vae as vae_lib
+from tf_lti.inference import amortized
+
+__all__ = ["build_model", "build_optimizers", "build_checkpoint"]
+
+
+def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
+  """A compiled-ready `vae.VAE` for `config` and data of `event_size` dimensions.
+
+  Args:
+    config: a validated `config.ExperimentConfig`.
+    event_size: D, the flattened data size.
+    num_bins: 256 for a Gaussian likelihood on dequantized 8-bit data, else `None`.
+    steps_per_epoch: converts the KL warm-up from epochs to steps. Default value: 1.
+
+  Returns:
+    model: a `vae.VAE` (weights not yet created; see `VAE.build_all`).
+  """
+  model_config = config.model
+  family = posterior_lib.get_family(config.inference.posterior)
+  generative = generative_lib.GenerativeModel(
+      event_size, model_config.latent_sizes, model_config.hidden_units,
+      num_hidden_layers=model_config.num_hidden_layers,
+      deterministic_sizes=model_config.deterministic_sizes or None,
+      likelihood=model_config.likelihood, gaussian_variance=model_config.gaussian_variance,
+      num_bins=num_bins, activation=model_config.activation,
+      connection=model_config.decoder_connection, batch_norm=model_config.batch_norm,
+      name="generative")
+  inference = amortized.AmortizedEncoder(
+      family, model_config.latent_sizes, model_config.hidden_units,
+      num_hidden_layers=model_config.num_hidden_layers, activation=model_config.activation,
+      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm,
+      name="inference")
+  objective = objective_lib.Objective(bound=config.objective.bound,
+                                      num_samples=config.objective.num_samples,
+                                      kl=config.objective.kl)
+  return vae_lib.VAE(generative, inference, objective,
+                     kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
+                     kl_initial_weight=config.objective.kl_initial_weight,
+                     seed=config.train.seed, name="vae")
+
+
+def build_optimizers(config, steps_per_epoch):
+  """Adam for the generative model and for the inference procedure.
+
+  The learning rate decays by `lr_decay_per_epoch` once per epoch (staircase);
+  `clip_norm` > 0 clips each optimizer's gradients by their global norm.
+
+  Returns:
+    (generative_optimizer, inference_optimizer): two `keras.optimizers.Adam`.
+  """
+  train = config.train
+
+  def make(name):
+    learning_rate = train.learning_rate
+    if train.lr_decay_per_epoch < 1.0:
+      learning_rate = keras.optimizers.schedules.ExponentialDecay(
+          train.learning_rate, decay_steps=steps_per_epoch, decay_rate=train.lr_decay_per_epoch,
+          staircase=True)
+    return keras.optimizers.Adam(learning_rate, global_clipnorm=train.clip_norm or None, name=name)
+
+  return make("generative_optimizer"), make("inference_optimizer")
+
+
+def build_checkpoint(model):
+  """A `tf.train.Checkpoint` over the model, its optimizers and the epoch counter.
+
+  Returns:
+    (checkpoint, epoch): the checkpoint and its int64 epoch `tf.Variable`
+    (the step counter is the generative optimizer's `iterations`).
+  """
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  checkpoint = tf.train.Checkpoint(model=model, generative_optimizer=model.generative_optimizer,
+                                   inference_optimizer=model.inference_optimizer, epoch=epoch)
+  return checkpoint, epoch

@@ -1,0 +1,298 @@
+"""Typed experiment configuration: documented dataclasses, presets, validation.
+
+An `ExperimentConfig` is a tree of small dataclasses. Field names are unique
+across the tree, so every field is also a flat command-line flag
+(`--latent_sizes=64,32`). Overrides layer in a fixed order:
+defaults -> `--preset` -> explicitly given flags; then `validate()` rejects bad
+values and bad combinations with messages that name the field and the value.
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+__all__ = [
+    "DataConfig", "ModelConfig", "InferenceConfig", "ObjectiveConfig", "TrainConfig",
+    "EvalConfig", "ExperimentConfig", "PRESETS", "from_preset", "field_index",
+]
+
+BINARIZATIONS = ("none", "static", "dynamic")
+LIKELIHOODS = ("bernoulli", "gaussian")
+CONNECTIONS = ("sequential", "highway")
+GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
+PROCEDURES = ("amortized",)
+POSTERIORS = ("diagonal", "rank_one", "point")
+BOUNDS = ("elbo", "iw")
+KL_MODES = ("analytic", "sample")
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """Attributes:
+    source: `digits` (embedded, no network), a `.npz`/`.mat` path, an `.amat` path
+      pattern with `{split}`, or `tfds:NAME`.
+    binarization: `none`, `static` (once, fixed seed) or `dynamic` (resampled each epoch).
+    validation_size: examples carved from the end of train when a source has no
+      validation split (None: the loader's default).
+    batch_size: training batch size.
+    tfds_data_dir: TFDS data directory ('' for TFDS's default).
+    tfds_manual_dir: directory with manually downloaded TFDS source files ('' for none).
+  """
+  source: str = "digits"
+  binarization: str = "dynamic"
+  validation_size: Optional[int] = None
+  batch_size: int = 100
+  tfds_data_dir: str = ""
+  tfds_manual_dir: str = ""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """Attributes:
+    likelihood: `bernoulli` or `gaussian`.
+    latent_sizes: z_1 ... z_L, bottom first.
+    hidden_units: width of the networks at each level (encoder and decoder).
+    num_hidden_layers: hidden layers per network.
+    deterministic_sizes: deterministic units beside each latent level (decoder).
+    activation: Keras activation of the hidden layers.
+    encoder_connection: `sequential` or `highway` for the inference networks.
+    decoder_connection: `sequential` or `highway` for the generative networks.
+    batch_norm: batch normalization in every hidden layer.
+    gaussian_variance: `global`, `per_dim` or `per_example` output variance.
+  """
+  likelihood: str = "bernoulli"
+  latent_sizes: tuple = (64,)
+  hidden_units: tuple = (512,)
+  num_hidden_layers: int = 2
+  deterministic_sizes: tuple = ()
+  activation: str = "elu"
+  encoder_connection: str = "highway"
+  decoder_connection: str = "sequential"
+  batch_norm: bool = False
+  gaussian_variance: str = "global"
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+  """Attributes:
+    procedure: the inference procedure (`amortized`: a standard encoder).
+    posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
+      rank-one-plus-diagonal precision) or `point` (a Dirac point estimate).
+  """
+  procedure: str = "amortized"
+  posterior: str = "diagonal"
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+  """Attributes:
+    bound: training bound, `elbo` or `iw` (importance weighted, Burda et al.).
+    num_samples: S samples for the ELBO, K for the IW bound.
+    kl: `analytic` (closed form, one-level models) or `sample` (Monte Carlo).
+    kl_warmup_epochs: epochs of linear KL warm-up, counted in batches (0: none).
+    kl_initial_weight: KL weight at the start of the warm-up.
+  """
+  bound: str = "elbo"
+  num_samples: int = 1
+  kl: str = "analytic"
+  kl_warmup_epochs: float = 0.0
+  kl_initial_weight: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Attributes:
+    epochs: passes over the training set.
+    max_steps: stop after this many steps in total (0: no limit).
+    learning_rate: Adam learning rate for both optimizers.
+    lr_decay_per_epoch: learning rate factor per epoch (Marino: 0.999).
+    clip_norm: global gradient-norm clipping per optimizer (0: none).
+    seed: seeds data order, binarization and every sample.
+    jit_compile: compile the training step with XLA (it is never on by default on CPU).
+    checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
+    log_every_steps: TensorBoard scalar period in steps.
+    keep_checkpoints: checkpoints kept by the manager.
+  """
+  epochs: int = 10
+  max_steps: int = 0
+  learning_rate: float = 1e-3
+  lr_decay_per_epoch: float = 1.0
+  clip_norm: float = 0.0
+  seed: int = 0
+  jit_compile: bool = True
+  checkpoint_every_steps: int = 1000
+  log_every_steps: int = 50
+  keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass
+class EvalConfig:
+  """Attributes:
+    num_importance_samples: K for the test log p(x) estimate (0: skip it).
+    eval_batch_size: examples per evaluation batch.
+    eval_chunk_size: importance samples per chunk (bounds memory).
+    eval_max_examples: evaluate on the first N test examples only (0: all).
+  """
+  num_importance_samples: int = 5000
+  eval_batch_size: int = 100
+  eval_chunk_size: int = 500
+  eval_max_examples: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """The whole experiment: data, model, inference, objective, training, evaluation."""
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+  objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+  def override(self, values):
+    """Sets flat `{field: value}` overrides in place; unknown fields are an error."""
+    index = field_index()
+    for name, value in values.items():
+      if name not in index:
+        raise ValueError(f"Unknown config field `{name}`; known fields: {sorted(index)}.")
+      section, field = index[name]
+      if field.type is tuple or isinstance(field.default, tuple):
+        value = tuple(value)
+      setattr(getattr(self, section), name, value)
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  def to_json(self):
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values):
+    config = cls()
+    for fields in values.values():
+      config.override(fields)
+    return config
+
+  def validate(self):
+    """Raises `ValueError` naming the field and the value for any bad setting."""
+    _one_of("binarization", self.data.binarization, BINARIZATIONS)
+    _one_of("likelihood", self.model.likelihood, LIKELIHOODS)
+    _one_of("encoder_connection", self.model.encoder_connection, CONNECTIONS)
+    _one_of("decoder_connection", self.model.decoder_connection, CONNECTIONS)
+    _one_of("gaussian_variance", self.model.gaussian_variance, GAUSSIAN_VARIANCES)
+    _one_of("procedure", self.inference.procedure, PROCEDURES)
+    _one_of("posterior", self.inference.posterior, POSTERIORS)
+    _one_of("bound", self.objective.bound, BOUNDS)
+    _one_of("kl", self.objective.kl, KL_MODES)
+    _positive("batch_size", self.data.batch_size)
+    _positive("num_hidden_layers", self.model.num_hidden_layers)
+    _positive("num_samples", self.objective.num_samples)
+    _positive("epochs", self.train.epochs)
+    _positive("learning_rate", self.train.learning_rate)
+    _positive("checkpoint_every_steps", self.train.checkpoint_every_steps)
+    _positive("log_every_steps", self.train.log_every_steps)
+    _positive("keep_checkpoints", self.train.keep_checkpoints)
+    _positive("eval_batch_size", self.eval.eval_batch_size)
+    _positive("eval_chunk_size", self.eval.eval_chunk_size)
+    _non_negative("max_steps", self.train.max_steps)
+    _non_negative("num_importance_samples", self.eval.num_importance_samples)
+    _non_negative("eval_max_examples", self.eval.eval_max_examples)
+    _non_negative("clip_norm", self.train.clip_norm)
+    _non_negative("kl_warmup_epochs", self.objective.kl_warmup_epochs)
+    if not 0.0 < self.train.lr_decay_per_epoch <= 1.0:
+      raise ValueError(f"`lr_decay_per_epoch` must be in (0, 1]; got {self.train.lr_decay_per_epoch}.")
+    if not 0.0 <= self.objective.kl_initial_weight <= 1.0:
+      raise ValueError(f"`kl_initial_weight` must be in [0, 1]; got {self.objective.kl_initial_weight}.")
+    levels = len(self.model.latent_sizes)
+    if levels == 0 or min(self.model.latent_sizes) < 1:
+      raise ValueError(f"`latent_sizes` must be positive sizes, one per level; got {list(self.model.latent_sizes)}.")
+    if len(self.model.hidden_units) != levels or min(self.model.hidden_units) < 1:
+      raise ValueError(f"`hidden_units` needs one positive width per latent level ({levels}); "
+                       f"got {list(self.model.hidden_units)}.")
+    if self.model.deterministic_sizes and len(self.model.deterministic_sizes) != levels:
+      raise ValueError(f"`deterministic_sizes` needs one entry per latent level ({levels}); "
+                       f"got {list(self.model.deterministic_sizes)}.")
+    if self.objective.kl == "analytic" and levels > 1:
+      raise ValueError(f"`kl=analytic` needs a one-level model; `latent_sizes` "
+                       f"{list(self.model.latent_sizes)} has {levels} levels: use `kl=sample`.")
+    if self.inference.posterior == "point":
+      if self.objective.kl == "analytic":
+        raise ValueError("`posterior=point` has no closed-form KL: use `kl=sample`.")
+      if self.objective.bound == "iw" or self.eval.num_importance_samples:
+        raise ValueError("`posterior=point` has no density for importance sampling: use "
+                         "`bound=elbo` and `num_importance_samples=0`.")
+    if self.model.likelihood == "gaussian" and self.data.binarization != "none":
+      raise ValueError(f"`likelihood=gaussian` models continuous data: `binarization` must be "
+                       f"none; got {self.data.binarization!r}.")
+    return self
+
+
+def _one_of(name, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
+
+
+def _positive(name, value):
+  if not value > 0:
+    raise ValueError(f"`{name}` must be > 0; got {value!r}.")
+
+
+def _non_negative(name, value):
+  if not value >= 0:
+    raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
+
+
+def field_index():
+  """`{field name: (section name, dataclasses.Field)}` over the whole config tree."""
+  index = {}
+  for section in dataclasses.fields(ExperimentConfig):
+    for field in dataclasses.fields(section.default_factory):
+      index[field.name] = (section.name, field)
+  return index
+
+
+# Presets: flat overrides of the defaults. Budgets (epochs) fit this 2-core CPU; the
+# papers' budgets are noted where they differ.
+PRESETS = {
+    # The quick start: embedded 8x8 digits, a small model, trains and evaluates in ~1 minute.
+    "quickstart": dict(source="digits", binarization="dynamic", latent_sizes=(8,),
+                       hidden_units=(128,), batch_size=50, epochs=60, learning_rate=2e-3,
+                       checkpoint_every_steps=500, log_every_steps=20,
+                       num_importance_samples=5000, eval_batch_size=100),
+    # One-level 784-512-512-64 Bernoulli VAE on static binarized MNIST (Larochelle split).
+    "mnist_one_level": dict(source="../shared/data/binarized_mnist.npz", binarization="none",
+                            latent_sizes=(64,), hidden_units=(512,), batch_size=100,
+                            learning_rate=1e-3, epochs=50),
+    # Marino et al. (2018) C.5.1 one-level model: dynamic binarization, Adam 2e-4, x0.999/epoch
+    # (the paper trains 1500 epochs).
+    "marino_mnist_one_level": dict(source="../shared/data/mnist.npz", binarization="dynamic",
+                                   latent_sizes=(64,), hidden_units=(512,), batch_size=64,
+                                   learning_rate=2e-4, lr_decay_per_epoch=0.999, epochs=1500),
+    # Marino et al. (2018) C.5.1 hierarchical model: 64/32 latents, 512/256 units, 64
+    # deterministic units at level 1, batch norm and highway layers everywhere.
+    "marino_mnist_hierarchical": dict(source="../shared/data/mnist.npz", binarization="dynamic",
+                                      latent_sizes=(64, 32), hidden_units=(512, 256),
+                                      deterministic_sizes=(64, 0), batch_norm=True,
+                                      decoder_connection="highway", kl="sample", batch_size=64,
+                                      learning_rate=2e-4, lr_decay_per_epoch=0.999, epochs=1500),
+    # Rezende et al. (2014) style DLGM with the rank-one-plus-diagonal precision posterior.
+    "rezende_mnist_rank_one": dict(source="../shared/data/binarized_mnist.npz",
+                                   binarization="none", latent_sizes=(64,), hidden_units=(512,),
+                                   posterior="rank_one", epochs=50),
+    # Frey faces with a Gaussian likelihood on dequantized 8-bit data (bits/dim reported).
+    "freyfaces_gaussian": dict(source="../shared/data/freyfaces.npz", binarization="none",
+                               likelihood="gaussian", gaussian_variance="per_dim",
+                               latent_sizes=(10,), hidden_units=(200,), batch_size=100,
+                               epochs=200, eval_batch_size=50),
+}
+
+
+def from_preset(name):
+  """A fresh config with preset `name` applied (`""` for the defaults)."""
+  config = ExperimentConfig()
+  if not name:
+    return config
+  if name not in PRESETS:
+    raise ValueError(f"`preset` must be one of {sorted(PRESETS)}; got {name!r}.")
+  return config.override(PRESETS[name])

@@ -1,0 +1,94 @@
+"""The one interface every inference procedure implements.
+
+An inference procedure maps data `x` `[B, D]` to posterior parameters
+`params` `[B, P]` of a `posterior.PosteriorFamily` -- never to samples -- and
+says how its own weights and the generative model's are trained from a
+training bound. Standard encoders, iterative inference models and
+semi-amortized (SVI-refined) encoders differ only in these two methods, so the
+VAE model, the trainer, evaluation and export treat them alike.
+"""
+
+import dataclasses
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+__all__ = ["InferenceProcedure", "InferenceResult", "TrainingLosses"]
+
+
+@dataclasses.dataclass
+class InferenceResult:
+  """What an inference procedure returns.
+
+  Attributes:
+    params: posterior parameters, float `Tensor` `[B, P]`.
+    bound_trajectory: the bound after each refinement step, `[T + 1, B]`, for
+      procedures that refine; `None` for a single-pass encoder.
+  """
+  params: tf.Tensor
+  bound_trajectory: Optional[tf.Tensor] = None
+
+
+@dataclasses.dataclass
+class TrainingLosses:
+  """Scalar losses of one training step and per-example terms for metrics.
+
+  Attributes:
+    generative_loss: minimized w.r.t. the generative model's weights.
+    inference_loss: minimized w.r.t. the inference procedure's weights; may be
+      the same tensor as `generative_loss` (one backward pass then serves both).
+    terms: dict of `[B]` tensors (`bound`, `elbo`, `log_likelihood`, `kl`, ...).
+  """
+  generative_loss: tf.Tensor
+  inference_loss: tf.Tensor
+  terms: dict
+
+
+class InferenceProcedure(keras.layers.Layer):
+  """Base class: produces `params` for a posterior family given x.
+
+  Args:
+    family: a `posterior.PosteriorFamily`.
+    latent_size: Z, the size of the concatenated latent vector.
+  """
+
+  def __init__(self, family, latent_size, **kwargs):
+    super().__init__(**kwargs)
+    self.family = family
+    self.latent_size = int(latent_size)
+
+  @property
+  def num_params(self):
+    """P, the width of `params`."""
+    return self.family.num_params(self.latent_size)
+
+  def infer(self, x, generative, *, seed, training=False):
+    """Posterior parameters for `x` `[B, D]`: returns an `InferenceResult`."""
+    raise NotImplementedError(f"{type(self).__name__} must implement `infer`.")
+
+  def training_losses(self, x, generative, objective, *, seed, kl_weight):
+    """Losses for one training step (default: both trained on the same bound).
+
+    ```none
+    loss = -mean_b bound(x_b; params = infer(x_b))
+    ```
+    Subclasses whose training couples inference and generative gradients
+    differently (per-iteration averaging, SVI refinement) override this.
+
+    Args:
+      x: float `Tensor` `[B, D]`.
+      generative: a `generative.GenerativeModel`.
+      objective: an `objective.Objective`.
+      seed: stateless seed, int `Tensor` `[2]`.
+      kl_weight: scalar KL weight (annealing).
+
+    Returns:
+      A `TrainingLosses`.
+    """
+    inference_seed, objective_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    result = self.infer(x, generative, seed=inference_seed, training=True)
+    terms = objective(x, generative, self.family.distribution(result.params),
+                      seed=objective_seed, kl_weight=kl_weight, training=True)
+    loss = -tf.reduce_mean(terms["bound"])
+    return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms)

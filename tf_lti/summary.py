@@ -1,0 +1,43 @@
+"""TensorBoard writing and image grids; no math lives here."""
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["image_grid", "write_images", "write_scalars"]
+
+
+def image_grid(images, image_shape, columns):
+  """Tiles flat images into one picture.
+
+  Args:
+    images: `np.ndarray` `[N, D]` with values in [0, 1], D = H * W.
+    image_shape: (H, W).
+    columns: images per row.
+
+  Returns:
+    grid: float32 `np.ndarray` `[rows * (H + 1) - 1, columns * (W + 1) - 1]`,
+    images separated by one-pixel white lines.
+  """
+  height, width = image_shape
+  images = np.asarray(images, np.float32).reshape(-1, height, width)
+  rows = -(-len(images) // columns)
+  grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1), np.float32)
+  for index, image in enumerate(images):
+    row, column = divmod(index, columns)
+    grid[row * (height + 1):row * (height + 1) + height,
+         column * (width + 1):column * (width + 1) + width] = image
+  return grid
+
+
+def write_scalars(writer, scalars, step):
+  """Writes `{name: float}` as TF2 scalar summaries at `step`."""
+  with writer.as_default(step=step):
+    for name, value in scalars.items():
+      tf.summary.scalar(name, float(value))
+
+
+def write_images(writer, images, step):
+  """Writes `{name: grid [H, W]}` (values in [0, 1]) as image summaries at `step`."""
+  with writer.as_default(step=step):
+    for name, grid in images.items():
+      tf.summary.image(name, np.asarray(grid, np.float32)[None, :, :, None], max_outputs=1)

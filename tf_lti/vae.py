@@ -1,0 +1,128 @@
+"""The VAE: the one `keras.Model`, wiring generative model, inference and objective.
+
+`VAE.train_step` asks the inference procedure for its training losses (so
+standard, iterative and semi-amortized procedures all train through the same
+step), applies the generative and inference gradients with their own
+optimizers, and updates the metric trackers. `fit()` works on it; the trainer
+drives the same `train_step` from its own checkpointed loop.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_lti import objective as objective_lib
+
+__all__ = ["VAE", "METRIC_NAMES"]
+
+# Names of the logged metrics; `loss` is the negative training bound.
+METRIC_NAMES = ("loss", "bound", "elbo", "log_likelihood", "kl", "kl_weight")
+
+
+class VAE(keras.Model):
+  """A deep latent-variable model trained with a chosen inference procedure.
+
+  Args:
+    generative: a `generative.GenerativeModel`.
+    inference: an `inference.base.InferenceProcedure`.
+    objective: an `objective.Objective` (the training bound).
+    kl_warmup_steps: steps of linear KL warm-up. Default value: 0 (none).
+    kl_initial_weight: KL weight at step 0 of the warm-up. Default value: 1.
+    seed: Python int; every step draws with the stateless seed (seed, step).
+      Default value: 0.
+  """
+
+  def __init__(self, generative, inference, objective, *, kl_warmup_steps=0,
+               kl_initial_weight=1.0, seed=0, **kwargs):
+    super().__init__(**kwargs)
+    if kl_warmup_steps < 0:
+      raise ValueError(f"`kl_warmup_steps` must be >= 0; got {kl_warmup_steps}.")
+    if not 0.0 <= kl_initial_weight <= 1.0:
+      raise ValueError(f"`kl_initial_weight` must be in [0, 1]; got {kl_initial_weight}.")
+    self.generative = generative
+    self.inference = inference
+    self.objective = objective
+    self.kl_warmup_steps = int(kl_warmup_steps)
+    self.kl_initial_weight = float(kl_initial_weight)
+    self.seed = int(seed)
+    self._trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+    self.generative_optimizer = None
+    self.inference_optimizer = None
+
+  @property
+  def family(self):
+    return self.inference.family
+
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def compile(self, generative_optimizer, inference_optimizer=None, jit_compile=False, **kwargs):
+    """Sets the two optimizers (the inference one defaults to a copy of the generative one)."""
+    super().compile(jit_compile=jit_compile, **kwargs)
+    self.generative_optimizer = generative_optimizer
+    self.inference_optimizer = inference_optimizer or generative_optimizer.from_config(
+        generative_optimizer.get_config())
+
+  def build_all(self, event_size):
+    """Creates every weight and optimizer slot (before any `tf.function` traces a step)."""
+    x = tf.zeros([2, event_size])
+    self.inference.infer(x, self.generative, seed=tf.constant([0, 0]), training=False)
+    self.generative(tf.zeros([2, self.generative.latent_size]))
+    if self.generative_optimizer is not None:
+      self.generative_optimizer.build(self.generative.trainable_variables)
+      self.inference_optimizer.build(self.inference.trainable_variables)
+
+  def call(self, x, training=False):
+    """Posterior parameters `[B, P]` for `x` `[B, D]` (fixed seed)."""
+    return self.infer(x, seed=tf.constant([self.seed, 0]), training=training).params
+
+  def infer(self, x, *, seed, training=False):
+    """The inference procedure's `InferenceResult` for `x` `[B, D]`."""
+    return self.inference.infer(x, self.generative, seed=seed, training=training)
+
+  def step_seed(self, salt):
+    """Stateless seed `[2]` for the current step, distinct per `salt`."""
+    step = tf.cast(self.generative_optimizer.iterations, tf.int32)
+    return tf.stack([tf.constant(self.seed, tf.int32) + 7919 * salt, step])
+
+  def kl_weight(self):
+    return objective_lib.kl_weight(self.generative_optimizer.iterations, self.kl_warmup_steps,
+                                   self.kl_initial_weight)
+
+  def _update_metrics(self, loss, terms, kl_weight):
+    self._trackers["loss"].update_state(loss)
+    self._trackers["kl_weight"].update_state(kl_weight)
+    for name, value in terms.items():
+      if name in self._trackers:
+        self._trackers[name].update_state(tf.reduce_mean(value))
+    return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+  def train_step(self, x):
+    """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
+    kl_weight = self.kl_weight()
+    generative_vars = self.generative.trainable_variables
+    inference_vars = self.inference.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+      losses = self.inference.training_losses(x, self.generative, self.objective,
+                                              seed=self.step_seed(0), kl_weight=kl_weight)
+    if losses.generative_loss is losses.inference_loss:
+      grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)
+      generative_grads = grads[:len(generative_vars)]
+      inference_grads = grads[len(generative_vars):]
+    else:
+      generative_grads = tape.gradient(losses.generative_loss, generative_vars)
+      inference_grads = tape.gradient(losses.inference_loss, inference_vars)
+    del tape
+    self.generative_optimizer.apply(generative_grads, generative_vars)
+    if inference_vars:
+      self.inference_optimizer.apply(inference_grads, inference_vars)
+    return self._update_metrics(losses.generative_loss, losses.terms, kl_weight)
+
+  def test_step(self, x):
+    """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` at the inferred posterior."""
+    seed = self.step_seed(1)
+    result = self.infer(x, seed=seed, training=False)
+    terms = objective_lib.elbo(x, self.generative, self.family.distribution(result.params),
+                               seed=seed, num_samples=self.objective.num_samples,
+                               kl=self.objective.kl, training=False)
+    return self._update_metrics(-tf.reduce_mean(terms["elbo"]), terms, tf.constant(1.0))

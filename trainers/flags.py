@@ -1,0 +1,75 @@
+"""absl flags mirroring every `ExperimentConfig` field, plus `--preset` and `--workdir`.
+
+Every config field is a flat flag of the same name. Only flags given on the
+command line override the preset, so `--preset=X --epochs=3` means "preset X,
+but 3 epochs".
+"""
+
+import dataclasses
+import sys
+from typing import Optional
+
+from absl import flags
+
+from tf_lti import config as config_lib
+
+__all__ = ["define_experiment_flags", "config_from_flags", "exit_on_user_error"]
+
+
+def _define(name, field, flag_values):
+  help_text = f"Config field `{name}` (default {field.default if field.default is not dataclasses.MISSING else '()'})."
+  default = field.default if field.default is not dataclasses.MISSING else None
+  if isinstance(default, bool):
+    flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+  elif isinstance(default, tuple):
+    flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+  elif isinstance(default, int) or field.type == Optional[int]:
+    flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+  elif isinstance(default, float):
+    flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+  else:
+    flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def define_experiment_flags(flag_values=flags.FLAGS):
+  """Defines `--preset` and one flag per config field."""
+  flags.DEFINE_string("preset", "", f"Preset to start from: one of {sorted(config_lib.PRESETS)}.",
+                      flag_values=flag_values)
+  for name, (_, field) in config_lib.field_index().items():
+    _define(name, field, flag_values)
+
+
+def _parse_tuple(name, values):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError as error:
+    raise ValueError(f"`{name}` must be a comma-separated list of integers; got "
+                     f"{','.join(values)!r}.") from error
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The validated config: defaults -> preset -> flags given on the command line."""
+  config = config_lib.from_preset(flag_values.preset)
+  overrides = {}
+  for name, (_, field) in config_lib.field_index().items():
+    if not flag_values[name].present:
+      continue
+    value = flag_values[name].value
+    if isinstance(field.default, tuple):
+      value = _parse_tuple(name, value)
+    overrides[name] = value
+  return config.override(overrides).validate()
+
+
+def exit_on_user_error(main):
+  """Wraps an absl `main`: a user error prints one line to stderr and exits with status 2."""
+  from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError, data_lib.DataError) as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(2)
+
+  return wrapped

@@ -1,0 +1,35 @@
+r"""Trains a deep latent-variable model and evaluates it on the test set.
+
+  tf-lti-train --preset=quickstart --workdir=runs/quickstart
+  tf-lti-train --preset=mnist_one_level --epochs=5 --workdir=runs/mnist
+  tensorboard --logdir=runs/quickstart
+
+Every config field is a flag (`--latent_sizes=64,32 --kl=sample ...`); rerunning
+the same command in the same --workdir resumes from the latest checkpoint.
+"""
+
+from absl import app
+from absl import flags
+
+from trainers import flags as flags_lib
+
+flags_lib.define_experiment_flags()
+flags.DEFINE_string("workdir", None, "Output directory (checkpoints, TensorBoard, metrics.json).")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+@flags_lib.exit_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
+  train_lib.train_and_evaluate(flags_lib.config_from_flags(), FLAGS.workdir)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
