@@ -26,8 +26,11 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
     steps_per_epoch: converts the KL warm-up from epochs to steps. Default value: 1.
 
   Returns:
-    model: a `vae.VAE` (weights not yet created; see `VAE.build_all`).
+    model: a `vae.VAE` (weights not yet created; see `VAE.build_all`). Weights
+    are initialized reproducibly from `config.train.seed`: this resets Keras'
+    global seed (`keras.utils.set_random_seed`).
   """
+  keras.utils.set_random_seed(config.train.seed)
   model_config = config.model
   family = posterior_lib.get_family(config.inference.posterior)
   generative = generative_lib.GenerativeModel(

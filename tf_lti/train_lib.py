@@ -268,18 +268,21 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
   return metrics
 
 
-def format_table(metrics):
-  """A plain-text results table of the headline metrics."""
-  rows = [("dataset", metrics["dataset"]), ("steps", metrics["steps"]),
-          ("train seconds", f"{metrics['train_seconds']:.1f}")]
-  for key, label in (("test_log_likelihood", "test log p(x) (IW)"),
-                     ("test_elbo", "test ELBO"), ("test_kl", "test KL"),
-                     ("test_log_likelihood_term", "test E_q log p(x|z)"),
-                     ("test_log_likelihood_bits_per_dim", "test bits/dim (IW)"),
-                     ("test_active_units", "active units"), ("valid_elbo", "validation ELBO")):
-    if key in metrics:
-      value = metrics[key]
-      rows.append((label, f"{value:.3f}" if isinstance(value, float) else str(value)))
+def format_table(metrics, prefix="test"):
+  """A plain-text results table of the headline `<prefix>_*` metrics."""
+  rows = [("dataset", metrics["dataset"]), ("steps", metrics["steps"])]
+  if "train_seconds" in metrics:
+    rows.append(("train seconds", f"{metrics['train_seconds']:.1f}"))
+  for key, label in (("log_likelihood", "log p(x) (IW)"), ("elbo", "ELBO"), ("kl", "KL"),
+                     ("log_likelihood_term", "E_q log p(x|z)"),
+                     ("log_likelihood_bits_per_dim", "bits/dim (IW)"),
+                     ("elbo_bits_per_dim", "bits/dim (ELBO)"),
+                     ("active_units", "active units"), ("num_examples", "examples")):
+    if f"{prefix}_{key}" in metrics:
+      value = metrics[f"{prefix}_{key}"]
+      rows.append((f"{prefix} {label}", f"{value:.3f}" if isinstance(value, float) else str(value)))
+  if "valid_elbo" in metrics and prefix != "valid":
+    rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
   width = max(len(label) for label, _ in rows)
   lines = ["", "Results (nats per example)", "-" * (width + 14)]
   lines += [f"{label:<{width}}  {value:>12}" for label, value in rows]

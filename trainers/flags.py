@@ -10,6 +10,7 @@ import sys
 from typing import Optional
 
 from absl import flags
+from absl import logging
 
 from tf_lti import config as config_lib
 
@@ -62,10 +63,15 @@ def config_from_flags(flag_values=flags.FLAGS):
 
 
 def exit_on_user_error(main):
-  """Wraps an absl `main`: a user error prints one line to stderr and exits with status 2."""
+  """Wraps an absl `main`: a user error prints one line to stderr and exits with status 2.
+
+  It also lowers absl logging to warnings: TF's checkpoint INFO lines would
+  otherwise interleave with the progress bar.
+  """
   from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
 
   def wrapped(argv):
+    logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except (ValueError, FileNotFoundError, data_lib.DataError) as error:

@@ -1,0 +1,149 @@
+r"""Throughput and memory of a training step or of the IW evaluation, as JSON lines.
+
+  # Standard VAE step, 784-512-512-64 Bernoulli, batch 100, with and without XLA:
+  tf-lti-benchmark --mode=train --encoder_connection=sequential --xla=both
+  # 5000-sample IW log p(x) per test point, and the share of the matmul ceiling:
+  tf-lti-benchmark --mode=iw_eval --encoder_connection=sequential --xla=both
+
+Every config field is a flag, as for `tf-lti-train`. Data are random binary
+vectors of `--event_size` dimensions (speed does not depend on the values).
+Each XLA setting runs in its own process, so `peak_memory_mb` (the process's
+peak resident memory, VmHWM) belongs to that setting alone. Run it on an idle
+machine: the median over `--timed_steps` steps is reported.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from trainers import flags as flags_lib
+
+flags_lib.define_experiment_flags()
+flags.DEFINE_enum("mode", "train", ["train", "iw_eval"], "What to time.")
+flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA settings to run (each in a process).")
+flags.DEFINE_integer("event_size", 784, "Data dimension D of the synthetic binary data.")
+flags.DEFINE_integer("warmup_steps", 10, "Untimed steps after compilation.")
+flags.DEFINE_integer("timed_steps", 100, "Timed steps (train) or batches (iw_eval); >= 50 for train.")
+FLAGS = flags.FLAGS
+
+
+def _peak_memory_mb():
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024.0
+  raise RuntimeError("VmHWM not found in /proc/self/status.")
+
+
+def _decoder_flops_per_sample(model):
+  """Multiply-adds x 2 of one decoder pass (dense layers only)."""
+  return 2 * sum(int(v.shape[0]) * int(v.shape[1])
+                 for v in model.generative.trainable_variables if len(v.shape) == 2)
+
+
+def _matmul_gflops(tf, rows, inner, cols, repeats=20):
+  """Measured dense float32 matmul throughput of this machine for one layer shape."""
+  a = tf.random.normal([rows, inner])
+  b = tf.random.normal([inner, cols])
+  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+  matmul().numpy()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    matmul().numpy()
+  return 2.0 * rows * inner * cols * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _build(config, tf):
+  from tf_lti import builders  # pylint: disable=g-import-not-at-top
+  model = builders.build_model(config, FLAGS.event_size)
+  model.compile(*builders.build_optimizers(config, steps_per_epoch=1000))
+  model.build_all(FLAGS.event_size)
+  x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1]) < 0.3,
+              tf.float32)
+  return model, x
+
+
+def _time(fn, steps):
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _run_one(config, jit_compile):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
+  model, x = _build(config, tf)
+  result = {"mode": FLAGS.mode, "jit_compile": jit_compile, "event_size": FLAGS.event_size,
+            "batch_size": config.data.batch_size, "config": config.to_dict(),
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "cpu_count": os.cpu_count()}}
+  if FLAGS.mode == "train":
+    if FLAGS.timed_steps < 50:
+      raise ValueError(f"`timed_steps` must be >= 50 for mode=train; got {FLAGS.timed_steps}.")
+    step = tf.function(model.train_step, jit_compile=jit_compile)
+    run = lambda: step(x)["loss"].numpy()
+    start = time.perf_counter()
+    run()
+    result["compile_seconds"] = time.perf_counter() - start
+    _time(run, FLAGS.warmup_steps)
+    times = _time(run, FLAGS.timed_steps)
+    median = statistics.median(times)
+    result.update(step_ms_median=1e3 * median, step_ms_p90=1e3 * sorted(times)[int(0.9 * len(times))],
+                  examples_per_sec=config.data.batch_size / median)
+  else:
+    num_samples = config.eval.num_importance_samples
+    chunk = config.eval.eval_chunk_size
+
+    @tf.function(jit_compile=jit_compile)
+    def iw(x_batch):
+      params = model.infer(x_batch, seed=tf.constant([0, 0])).params
+      return evaluation.iw_log_likelihood(x_batch, model.generative,
+                                          model.family.distribution(params),
+                                          seed=tf.constant([0, 1]), num_samples=num_samples,
+                                          chunk_size=chunk)
+    x = x[:config.eval.eval_batch_size]
+    run = lambda: iw(x).numpy()
+    run()
+    _time(run, 2)
+    times = _time(run, max(3, FLAGS.timed_steps // 20))
+    median = statistics.median(times)
+    per_point = median / int(x.shape[0])
+    flops = _decoder_flops_per_sample(model) * num_samples
+    rows = evaluation.pick_chunk_size(num_samples, chunk) * int(x.shape[0])
+    ceiling = _matmul_gflops(tf, rows, 512, 784)
+    result.update(num_importance_samples=num_samples, eval_batch_size=int(x.shape[0]),
+                  eval_chunk_size=chunk, ms_per_test_point=1e3 * per_point,
+                  decoder_gflop_per_test_point=flops / 1e9, matmul_ceiling_gflops=ceiling,
+                  fraction_of_matmul_ceiling=flops / per_point / 1e9 / ceiling)
+  result["peak_memory_mb"] = _peak_memory_mb()
+  return result
+
+
+@flags_lib.exit_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = flags_lib.config_from_flags()
+  if FLAGS.xla == "both":
+    for setting in ("on", "off"):
+      arguments = [a for a in sys.argv[1:] if not a.startswith("--xla")] + [f"--xla={setting}"]
+      subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments], check=True)
+    return
+  print(json.dumps(_run_one(config, FLAGS.xla == "on"), sort_keys=True), flush=True)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
