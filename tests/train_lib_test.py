@@ -44,7 +44,8 @@ def test_smoke_writes_metrics_checkpoints_summaries_and_plots(tmp_path):
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["test_elbo"] == metrics["test_elbo"]
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-56")
-  assert {"loss", "elbo", "kl", "examples_per_sec", "generative_learning_rate"} <= _scalar_tags(
+  assert {"loss", "elbo", "kl", "examples_per_sec", "generative_learning_rate",
+          "_hparams_/session_start_info"} <= _scalar_tags(
       os.path.join(workdir, "train"))
   validation_tags = _scalar_tags(os.path.join(workdir, "validation"))
   assert {"elbo", "kl", "reconstructions", "samples", "test_log_likelihood"} <= validation_tags
@@ -120,3 +121,13 @@ def test_train_then_evaluate_cli(tmp_path):
     results = json.load(f)
   assert results["valid_num_importance_samples"] == 40 and results["steps"] == 28
   assert np.isfinite(results["valid_log_likelihood"])
+
+
+def test_gaussian_likelihood_on_frey_faces_beats_the_uniform_8_bit_model(tmp_path):
+  # A uniform distribution over 256 levels costs exactly 8 bits per dimension.
+  config = config_lib.from_preset("freyfaces_gaussian").override(dict(
+      source=str(testing.shared_data("freyfaces.npz")), epochs=15, hidden_units=(100,),
+      num_importance_samples=100, eval_chunk_size=50, jit_compile=False))
+  metrics = train_lib.train_and_evaluate(config, str(tmp_path / "frey"), verbose=False)
+  assert metrics["test_elbo_bits_per_dim"] < 7.0
+  assert metrics["test_log_likelihood_bits_per_dim"] <= metrics["test_elbo_bits_per_dim"] + 0.01

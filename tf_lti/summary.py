@@ -2,8 +2,9 @@
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 
-__all__ = ["image_grid", "write_images", "write_scalars"]
+__all__ = ["image_grid", "write_hparams", "write_images", "write_scalars"]
 
 
 def image_grid(images, image_shape, columns):
@@ -41,3 +42,18 @@ def write_images(writer, images, step):
   with writer.as_default(step=step):
     for name, grid in images.items():
       tf.summary.image(name, np.asarray(grid, np.float32)[None, :, :, None], max_outputs=1)
+
+
+def write_hparams(writer, config):
+  """Records a nested config dict as TensorBoard hparams (`section.field` names).
+
+  Tuples become strings; `None` becomes `"none"` (hparams take bool, number or string).
+  """
+  values = {}
+  for section, fields in config.items():
+    for name, value in fields.items():
+      if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+      values[f"{section}.{name}"] = "none" if value is None else value
+  with writer.as_default():
+    hparams_api.hparams(values)

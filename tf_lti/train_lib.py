@@ -177,6 +177,7 @@ def train_and_evaluate(config, workdir, *, verbose=True):
   test_step = tf.function(model.test_step, jit_compile=train_config.jit_compile)
   train_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
   valid_writer = tf.summary.create_file_writer(os.path.join(workdir, "validation"))
+  summary.write_hparams(train_writer, config.to_dict())
   history_path = os.path.join(workdir, "history.jsonl")
   plot_dir = os.path.join(workdir, "plots")
   os.makedirs(plot_dir, exist_ok=True)

@@ -129,9 +129,7 @@ def _run_one(config, jit_compile):
 
 
 @flags_lib.exit_on_user_error
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main():
   config = flags_lib.config_from_flags()
   if FLAGS.xla == "both":
     for setting in ("on", "off"):

@@ -27,9 +27,7 @@ FLAGS = flags.FLAGS
 
 
 @flags_lib.exit_on_user_error
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main():
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top

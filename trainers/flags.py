@@ -9,6 +9,7 @@ import dataclasses
 import sys
 from typing import Optional
 
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -63,17 +64,21 @@ def config_from_flags(flag_values=flags.FLAGS):
 
 
 def exit_on_user_error(main):
-  """Wraps an absl `main`: a user error prints one line to stderr and exits with status 2.
+  """Turns `main()` into an absl main with one-line user errors.
 
-  It also lowers absl logging to warnings: TF's checkpoint INFO lines would
-  otherwise interleave with the progress bar.
+  Extra positional arguments are a usage error. A user error (`ValueError`,
+  `FileNotFoundError`, `DataError`) prints one line to stderr and exits with
+  status 2, with no traceback. absl logging is lowered to warnings: TF's
+  checkpoint INFO lines would otherwise interleave with the progress bar.
   """
   from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
 
   def wrapped(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     try:
-      return main(argv)
+      return main()
     except (ValueError, FileNotFoundError, data_lib.DataError) as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)

@@ -20,9 +20,7 @@ FLAGS = flags.FLAGS
 
 
 @flags_lib.exit_on_user_error
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main():
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   train_lib.train_and_evaluate(flags_lib.config_from_flags(), FLAGS.workdir)
 
