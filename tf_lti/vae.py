@@ -1,6 +1,6 @@
 """The VAE: the one `keras.Model`, wiring generative model, inference and objective.
 
-`VAE.train_step` asks the inference procedure for its training losses (so
+`VAE.train_step` asks the inference procedure for its training gradients (so
 standard, iterative and semi-amortized procedures all train through the same
 step), applies the generative and inference gradients with their own
 optimizers, and updates the metric trackers. `fit()` works on it; the trainer
@@ -100,29 +100,19 @@ class VAE(keras.Model):
   def train_step(self, x):
     """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
     kl_weight = self.kl_weight()
-    generative_vars = self.generative.trainable_variables
-    inference_vars = self.inference.trainable_variables
-    with tf.GradientTape(persistent=True) as tape:
-      losses = self.inference.training_losses(x, self.generative, self.objective,
-                                              seed=self.step_seed(0), kl_weight=kl_weight)
-    if losses.generative_loss is losses.inference_loss:
-      grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)
-      generative_grads = grads[:len(generative_vars)]
-      inference_grads = grads[len(generative_vars):]
-    else:
-      generative_grads = tape.gradient(losses.generative_loss, generative_vars)
-      inference_grads = tape.gradient(losses.inference_loss, inference_vars)
-    del tape
-    self.generative_optimizer.apply(generative_grads, generative_vars)
-    if inference_vars:
-      self.inference_optimizer.apply(inference_grads, inference_vars)
-    return self._update_metrics(losses.generative_loss, losses.terms, kl_weight)
+    gradients = self.inference.training_gradients(x, self.generative, self.objective,
+                                                  seed=self.step_seed(0), kl_weight=kl_weight)
+    self.generative_optimizer.apply(gradients.generative, self.generative.trainable_variables)
+    if self.inference.trainable_variables:
+      self.inference_optimizer.apply(gradients.inference, self.inference.trainable_variables)
+    return self._update_metrics(gradients.loss, gradients.terms, kl_weight)
 
   def test_step(self, x):
     """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` at the inferred posterior."""
-    seed = self.step_seed(1)
-    result = self.infer(x, seed=seed, training=False)
+    inference_seed, elbo_seed = tf.unstack(
+        tf.random.experimental.stateless_split(self.step_seed(1), 2))
+    result = self.infer(x, seed=inference_seed, training=False)
     terms = objective_lib.elbo(x, self.generative, self.family.distribution(result.params),
-                               seed=seed, num_samples=self.objective.num_samples,
+                               seed=elbo_seed, num_samples=self.objective.num_samples,
                                kl=self.objective.kl, training=False)
     return self._update_metrics(-tf.reduce_mean(terms["elbo"]), terms, tf.constant(1.0))

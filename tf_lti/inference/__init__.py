@@ -7,6 +7,8 @@
 from tf_lti.inference.amortized import AmortizedEncoder
 from tf_lti.inference.base import InferenceProcedure
 from tf_lti.inference.base import InferenceResult
+from tf_lti.inference.base import TrainingGradients
 from tf_lti.inference.base import TrainingLosses
 
-__all__ = ["AmortizedEncoder", "InferenceProcedure", "InferenceResult", "TrainingLosses"]
+__all__ = ["AmortizedEncoder", "InferenceProcedure", "InferenceResult", "TrainingGradients",
+           "TrainingLosses"]

@@ -14,7 +14,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-__all__ = ["InferenceProcedure", "InferenceResult", "TrainingLosses"]
+__all__ = ["InferenceProcedure", "InferenceResult", "TrainingGradients", "TrainingLosses"]
 
 
 @dataclasses.dataclass
@@ -42,6 +42,22 @@ class TrainingLosses:
   """
   generative_loss: tf.Tensor
   inference_loss: tf.Tensor
+  terms: dict
+
+
+@dataclasses.dataclass
+class TrainingGradients:
+  """Gradients of one training step.
+
+  Attributes:
+    generative: gradients for `generative.trainable_variables`, in order.
+    inference: gradients for the procedure's `trainable_variables`, in order.
+    loss: scalar, the generative loss (logged as `loss`).
+    terms: dict of `[B]` tensors for metrics.
+  """
+  generative: list
+  inference: list
+  loss: tf.Tensor
   terms: dict
 
 
@@ -92,3 +108,27 @@ class InferenceProcedure(keras.layers.Layer):
                       seed=objective_seed, kl_weight=kl_weight, training=True)
     loss = -tf.reduce_mean(terms["bound"])
     return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms)
+
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+    """Gradients of one training step (default: autodiff of `training_losses`).
+
+    Procedures that must accumulate gradients inside their own loop (so that
+    memory stays flat in the number of refinement steps) override this.
+
+    Returns:
+      A `TrainingGradients`.
+    """
+    generative_vars = generative.trainable_variables
+    inference_vars = self.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+      losses = self.training_losses(x, generative, objective, seed=seed, kl_weight=kl_weight)
+    if losses.generative_loss is losses.inference_loss:
+      # One backward pass serves both sets of variables.
+      grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)
+      generative_grads, inference_grads = grads[:len(generative_vars)], grads[len(generative_vars):]
+    else:
+      generative_grads = tape.gradient(losses.generative_loss, generative_vars)
+      inference_grads = tape.gradient(losses.inference_loss, inference_vars)
+    del tape
+    return TrainingGradients(generative=generative_grads, inference=inference_grads,
+                             loss=losses.generative_loss, terms=losses.terms)
