@@ -59,7 +59,7 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
                                      connection="highway", batch_norm=True)
   z = tf.random.stateless_normal([5, 5], [0, 8])
   model(z)
-  _, log_prior = model.decode(z)
+  _, log_prior, latent_error = model.decode(z)
   z1, z2 = model.split_latents(z)
   # Rebuild log p(z2) + log p(z1 | z2) by hand from the layers.
   h = model._torsos[1](z2, training=False)  # pylint: disable=protected-access
@@ -67,6 +67,9 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
   expected = (tfd.Independent(tfd.Normal(tf.zeros(2), 1.0), 1).log_prob(z2)
               + tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1).log_prob(z1))
   np.testing.assert_allclose(log_prior, expected, rtol=1e-5)
+  # Top-down errors are -d log p(z) / d z_l through each level's own prior term.
+  np.testing.assert_allclose(latent_error[:, :3], (z1 - mean) / tf.exp(log_variance), rtol=1e-5)
+  np.testing.assert_allclose(latent_error[:, 3:], z2)
   assert model.latent_size == 5 and model.num_levels == 2
   with pytest.raises(ValueError, match="no closed-form prior"):
     model.prior()
@@ -92,3 +95,22 @@ def test_generative_model_rejects_bad_arguments(kwargs, match):
   arguments.update(kwargs)
   with pytest.raises(ValueError, match=match):
     generative.GenerativeModel(**arguments)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_prediction_error_is_the_likelihood_gradient(name):
+  head = likelihood.make_head(name, 6)
+  params = head(tf.random.stateless_normal([4, 3], [0, 9]))
+  x = tf.cast(tf.random.stateless_uniform([4, 6], [0, 10]) < 0.5, tf.float32)
+  if name == "bernoulli":
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      log_prob = head.log_prob(x, params)
+    expected = tape.gradient(log_prob, params)
+  else:
+    mean, log_variance = tf.split(params, 2, axis=-1)
+    with tf.GradientTape() as tape:
+      tape.watch(mean)
+      log_prob = likelihood.gaussian_log_prob(x, mean, log_variance)
+    expected = tape.gradient(log_prob, mean)
+  np.testing.assert_allclose(head.prediction_error(x, params), expected, rtol=1e-5, atol=1e-6)

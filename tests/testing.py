@@ -45,12 +45,34 @@ class LinearGaussian:
     self.dtype = dtype
     self.latent_size = int(self.weights.shape[1])
     self.num_levels = 1
+    self.trainable_variables = []  # a fixed model: nothing to train
 
-  def log_joint_parts(self, x, z, training=False):
+  def elbo_gradient(self, x, loc, log_variance):
+    """Exact per-example gradient of the analytic ELBO of a diagonal q (Marino eqs. 58-59).
+
+    ```none
+    ELBO = -D/2 log(2 pi s2) - (|x - W m - b|^2 + sum_z (W^T W)_zz v_z) / (2 s2)
+           - 1/2 sum_z (v_z + m_z^2 - 1 - log v_z),          v = exp(log_variance)
+    d/dm     = W^T (x - W m - b) / s2 - m
+    d/dlog v = -(W^T W)_zz v_z / (2 s2) - (v_z - 1) / 2
+    ```
+    Returns `[B, 2Z]` in the diagonal family's layout.
+    """
+    variance = tf.exp(log_variance)
+    residual = x - tf.matmul(loc, self.weights, transpose_b=True) - self.bias
+    d_loc = tf.matmul(residual, self.weights) / self.noise_variance - loc
+    gram_diagonal = tf.reduce_sum(tf.square(self.weights), axis=0)
+    d_log_variance = -gram_diagonal * variance / (2 * self.noise_variance) - (variance - 1) / 2
+    return tf.concat([d_loc, d_log_variance], axis=-1)
+
+  def log_joint_parts(self, x, z, training=False, with_errors=False):
     del training
     mean = tf.einsum("dz,sbz->sbd", self.weights, z) + self.bias
     likelihood = tfd.Independent(tfd.Normal(mean, tf.sqrt(self.noise_variance)), 1)
-    return likelihood.log_prob(x), self.prior(self.dtype).log_prob(z)
+    parts = likelihood.log_prob(x), self.prior(self.dtype).log_prob(z)
+    if not with_errors:
+      return parts
+    return parts + ({"data_error": (x - mean) / self.noise_variance, "latent_error": z},)
 
   def log_joint(self, x, z, training=False):
     log_likelihood, log_prior = self.log_joint_parts(x, z, training)

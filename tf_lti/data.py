@@ -34,7 +34,7 @@ valid or test in order, keeping the last partial batch.
 
 All randomness is stateless: numpy generators seeded with `[seed, stream, ...]`
 and TF stateless ops with seeds folded from `[seed, stream]`, where `stream`
-(a `_Stream`) keeps the uses apart.
+numbers the use (split, binarization, shuffle, ...) so the uses stay apart.
 """
 
 import dataclasses
@@ -76,10 +76,10 @@ _TFDS_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
 
 
 class DataError(ValueError):
-  """Bad data or a bad data argument.
+  """Bad data or a bad argument of this module (every error it raises).
 
   The one-line message names the source (file or dataset), the key or split,
-  and the problem.
+  and the problem; or the argument and its bad value.
   """
 
 
@@ -257,11 +257,11 @@ def make_train_dataset(splits: DataSplits, batch_size: int, *, seed: int,
   """
   num_train = len(splits.train)
   if not 1 <= batch_size <= num_train:
-    raise ValueError(f"batch_size must be in [1, {num_train}] (the train size of "
+    raise DataError(f"batch_size must be in [1, {num_train}] (the train size of "
                      f"{splits.name}), got {batch_size!r}")
   _check_seed(seed)
   if epoch < 0:
-    raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+    raise DataError(f"epoch must be a non-negative int, got {epoch!r}")
   order = np.random.default_rng([seed, _Stream.SHUFFLE, epoch]).permutation(num_train)
   train = tf.convert_to_tensor(splits.train)
   noise = _train_noise(splits)
@@ -288,7 +288,7 @@ def make_eval_dataset(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
     batches.
   """
   if batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    raise DataError(f"batch_size must be a positive int, got {batch_size!r}")
   x = tf.convert_to_tensor(x, tf.float32)
   return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -303,7 +303,7 @@ def _check_choice(name, value, choices):
 
 def _check_seed(seed):
   if not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    raise DataError(f"seed must be a non-negative int, got {seed!r}")
 
 
 def _stateless_seed(seed, stream, *data) -> tf.Tensor:
@@ -432,34 +432,28 @@ def _read_amat(path) -> np.ndarray:
 
 
 def _read_tfds(source, data_dir, manual_dir) -> dict[str, _Part]:
-  """The `image` feature of every train/validation/test split of a TFDS builder.
+  """The `image` feature of the train/validation/test splits of a TFDS builder.
 
-  With `manual_dir`, TFDS's download manager takes each source file whose name
-  matches a registered URL from there (checking its registered checksum)
-  instead of downloading it.
+  This is `tfds.load` taken apart, so that only the splits used are read (not,
+  e.g., SVHN's `extra`). With `manual_dir`, TFDS's download manager takes each
+  source file whose name matches a registered URL's from there, still checking
+  its registered size and checksum, instead of downloading it.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow import)
   name = source.removeprefix("tfds:")
-  prepare_kwargs = None
-  if manual_dir is not None:
-    prepare_kwargs = {"download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
   try:
-    splits = tfds.as_numpy(tfds.load(name, data_dir=data_dir, batch_size=-1,
-                                      download_and_prepare_kwargs=prepare_kwargs))
+    builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError as error:
     raise DataError(f"{source}: TFDS has no dataset {name!r}") from error
-  parts = {}
-  for tfds_split, split in _TFDS_SPLITS.items():
-    if tfds_split not in splits:
-      continue
-    features = splits[tfds_split]
-    if "image" not in features:
-      raise DataError(f"{source}, split {tfds_split!r}: no 'image' feature "
-                      f"(features: {sorted(features)})")
-    parts[split] = _Part(f"{source}, split {tfds_split!r}", features["image"])
-  if "train" not in parts:
-    raise DataError(f"{source}: no 'train' split (splits: {sorted(splits)})")
-  return parts
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder.download_and_prepare(download_config=download_config)
+  if "image" not in builder.info.features:
+    raise DataError(f"{source}: no 'image' feature (features: {sorted(builder.info.features)})")
+  if "train" not in builder.info.splits:
+    raise DataError(f"{source}: no 'train' split (splits: {sorted(builder.info.splits)})")
+  return {split: _Part(f"{source}, split {tfds_split!r}",
+                       tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))["image"])
+          for tfds_split, split in _TFDS_SPLITS.items() if tfds_split in builder.info.splits}
 
 
 # Checks and scaling of the raw arrays.
@@ -505,7 +499,7 @@ def _to_unit_interval(part, eight_bit, dequantize) -> np.ndarray:
       raise DataError(f"{part.where}: 8-bit data must lie in 0..{_EIGHT_BIT_MAX}, "
                       f"got min {x.min()}, max {x.max()}")
     x = x.astype(np.float32) / (_DEQUANTIZATION_BINS if dequantize else _EIGHT_BIT_MAX)
-  x = x.astype(np.float32).reshape(len(x), -1)
+  x = x.astype(np.float32, copy=False).reshape(len(x), -1)
   if x.min() < 0 or x.max() > 1:
     raise DataError(f"{part.where}: values outside [0, 1]: min {x.min()}, max {x.max()}")
   return x

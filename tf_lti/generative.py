@@ -139,16 +139,20 @@ class GenerativeModel(keras.layers.Layer):
     Returns:
       likelihood_params: `[N, P_x]`.
       log_prior: `[N]`, log p(z) including every conditional level.
+      latent_error: `[N, Z]`, the top-down prediction errors
+        (z_l - prior_mean_l) / prior_variance_l of every level (z_L for the top).
     """
     levels = self.split_latents(z)
     log_prior_terms = [standard_normal_log_prob(levels[-1])]
+    errors = [None] * (self.num_levels - 1) + [levels[-1]]
 
     def given_level(level, mean, log_variance):
       log_prior_terms.append(likelihood_lib.gaussian_log_prob(levels[level], mean, log_variance))
+      errors[level] = (levels[level] - mean) * tf.exp(-log_variance)
       return levels[level]
 
     params = self._top_down(levels[-1], given_level, training)
-    return params, tf.add_n(log_prior_terms)
+    return params, tf.add_n(log_prior_terms), tf.concat(errors, axis=-1)
 
   def decode(self, z, training=False):
     """Likelihood parameters and log-prior for latent draws of any leading shape.
@@ -160,26 +164,38 @@ class GenerativeModel(keras.layers.Layer):
     Returns:
       likelihood_params: `[*S, P_x]`.
       log_prior: `[*S]`.
+      latent_error: `[*S, Z]`, see `log_joint_parts`.
     """
     leading = tf.shape(z)[:-1]
-    params, log_prior = self._decode_flat(tf.reshape(z, [-1, self.latent_size]), training)
+    params, log_prior, latent_error = self._decode_flat(
+        tf.reshape(z, [-1, self.latent_size]), training)
     params = tf.reshape(params, tf.concat([leading, tf.shape(params)[-1:]], axis=0))
-    return params, tf.reshape(log_prior, leading)
+    return params, tf.reshape(log_prior, leading), tf.reshape(latent_error, tf.shape(z))
 
-  def log_joint_parts(self, x, z, training=False):
+  def log_joint_parts(self, x, z, training=False, with_errors=False):
     """log p(x | z) and log p(z) from one decoder pass.
 
     Args:
       x: float `Tensor` `[B, D]`.
       z: float `Tensor` `[S, B, Z]`.
       training: batch-norm mode. Default value: `False`.
+      with_errors: also return the prediction errors that iterative inference
+        models encode (Marino et al. 2018, section 4.1). Default value: `False`.
 
     Returns:
       log_likelihood: `[S, B]`.
       log_prior: `[S, B]`.
+      errors (only `with_errors`): dict with `data_error` `[S, B, D]`, the
+        likelihood's prediction error (`likelihood` heads' `prediction_error`),
+        and `latent_error` `[S, B, Z]`, per level
+        `(z_l - prior_mean_l) / prior_variance_l` (z_L for the N(0, I) top level).
     """
-    params, log_prior = self.decode(z, training)
-    return self.head.log_prob(x, params), log_prior
+    params, log_prior, latent_error = self.decode(z, training)
+    log_likelihood = self.head.log_prob(x, params)
+    if not with_errors:
+      return log_likelihood, log_prior
+    errors = {"data_error": self.head.prediction_error(x, params), "latent_error": latent_error}
+    return log_likelihood, log_prior, errors
 
   def log_joint(self, x, z, training=False):
     """log p(x, z) = log p(x | z) + log p(z): `x` `[B, D]`, `z` `[S, B, Z]` -> `[S, B]`."""

@@ -99,6 +99,10 @@ class BernoulliHead(keras.layers.Layer):
     """Pixel probabilities `[..., D]`."""
     return tf.sigmoid(params)
 
+  def prediction_error(self, x, params):
+    """x - sigmoid(logits) `[..., D]`: the gradient of log p(x | z) w.r.t. the logits."""
+    return x - tf.sigmoid(params)
+
   def distribution(self, params):
     """`tfd.Distribution` with event shape `[D]`."""
     return tfd.Independent(tfd.Bernoulli(logits=params, dtype=params.dtype), 1)
@@ -158,6 +162,11 @@ class GaussianHead(keras.layers.Layer):
 
   def mean(self, params):
     return self._split(params)[0]
+
+  def prediction_error(self, x, params):
+    """(x - mean) / variance `[..., D]`: the gradient of log p(x | z) w.r.t. the mean."""
+    mean, log_variance = self._split(params)
+    return (x - mean) * tf.exp(-log_variance)
 
   def distribution(self, params):
     mean, log_variance = self._split(params)

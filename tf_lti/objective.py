@@ -29,7 +29,7 @@ BOUNDS = ("elbo", "iw")
 
 
 def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_weight=1.0,
-         training=False):
+         training=False, with_errors=False):
   """Monte-Carlo evidence lower bound, one value per example.
 
   ```none
@@ -51,13 +51,19 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
     kl: one of `KL_MODES`. Default value: `"analytic"`.
     kl_weight: scalar weight of the KL term in `bound`. Default value: 1.
     training: batch-norm mode of the decoder. Default value: `False`.
+    with_errors: also return the sample-averaged prediction errors
+      (`data_error` `[B, D]`, `latent_error` `[B, Z]`; see
+      `GenerativeModel.log_joint_parts`) from the same decoder pass.
+      Default value: `False`.
 
   Returns:
     Dict of `[B]` tensors: `bound` (the weighted objective), `elbo`,
-    `log_likelihood` (the reconstruction term E_q[log p(x | z)]) and `kl`.
+    `log_likelihood` (the reconstruction term E_q[log p(x | z)]) and `kl`
+    (plus the errors, if asked for).
   """
   z = posterior.sample(num_samples, seed=seed)  # [S, B, Z]
-  log_likelihood, log_prior = generative.log_joint_parts(x, z, training)  # [S, B] each
+  parts = generative.log_joint_parts(x, z, training, with_errors=with_errors)
+  log_likelihood, log_prior = parts[:2]  # [S, B] each
   reconstruction = tf.reduce_mean(log_likelihood, axis=0)
   if kl == "analytic":
     kl_term = tfd.kl_divergence(posterior, generative.prior(x.dtype))
@@ -65,12 +71,15 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
     kl_term = tf.reduce_mean(posterior.log_prob(z) - log_prior, axis=0)
   else:
     raise ValueError(f"`kl` must be one of {KL_MODES}; got {kl!r}.")
-  return {
+  terms = {
       "bound": reconstruction - kl_weight * kl_term,
       "elbo": reconstruction - kl_term,
       "log_likelihood": reconstruction,
       "kl": kl_term,
   }
+  if with_errors:
+    terms.update({name: tf.reduce_mean(error, axis=0) for name, error in parts[2].items()})
+  return terms
 
 
 def log_importance_weights(x, generative, posterior, *, seed, num_samples, training=False):
@@ -153,11 +162,17 @@ class Objective:
     if self.num_samples < 1:
       raise ValueError(f"`num_samples` must be >= 1; got {self.num_samples}.")
 
-  def __call__(self, x, generative, posterior, *, seed, kl_weight=1.0, training=False):
-    """Per-example terms, dict of `[B]` tensors; `bound` is what training maximizes."""
+  def __call__(self, x, generative, posterior, *, seed, kl_weight=1.0, training=False,
+               with_errors=False):
+    """Per-example terms, dict of `[B]` tensors; `bound` is what training maximizes.
+
+    `with_errors` (ELBO only) adds the prediction errors, see `elbo`.
+    """
     if self.bound == "elbo":
       return elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
-                  kl=self.kl, kl_weight=kl_weight, training=training)
+                  kl=self.kl, kl_weight=kl_weight, training=training, with_errors=with_errors)
+    if with_errors:
+      raise ValueError("Prediction errors come with the ELBO only; got `bound='iw'`.")
     log_weights = log_importance_weights(x, generative, posterior, seed=seed,
                                          num_samples=self.num_samples, training=training)
     return {

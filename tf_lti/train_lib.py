@@ -114,7 +114,7 @@ def _epoch_images(model, splits, step):
   x = tf.constant(splits.valid[:8])
   params = model.infer(x, seed=tf.constant([0, 0])).params
   mean = model.family.distribution(params).mean()
-  likelihood_params, _ = model.generative.decode(mean[None])
+  likelihood_params = model.generative.decode(mean[None])[0]
   reconstructions = model.generative.head.mean(likelihood_params)[0].numpy()
   _, samples = model.generative.sample(32, tf.constant([model.seed, step], tf.int32))
   return {

@@ -14,7 +14,6 @@ family's flat group layout so the family never needs to know about levels.
 """
 
 import keras
-import tensorflow as tf
 
 from tf_lti import network
 from tf_lti.inference import base
@@ -51,10 +50,10 @@ class AmortizedEncoder(base.InferenceProcedure):
     """`x` `[B, D]` -> `params` `[B, P]` in the family's group layout."""
     h = x
     per_level = []
-    for torso, head, size in zip(self._torsos, self._heads, self.latent_sizes):
+    for torso, head in zip(self._torsos, self._heads):
       h = torso(h, training=training)
-      per_level.append(tf.reshape(head(h), [-1, self._num_groups, size]))
-    return tf.reshape(tf.concat(per_level, axis=-1), [-1, self.num_params])
+      per_level.append(head(h))
+    return base.join_levels(per_level, self._num_groups)
 
   def infer(self, x, generative, *, seed, training=False):
     del generative, seed  # A single deterministic pass needs neither.

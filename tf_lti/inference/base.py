@@ -14,7 +14,35 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-__all__ = ["InferenceProcedure", "InferenceResult", "TrainingGradients", "TrainingLosses"]
+__all__ = ["InferenceProcedure", "InferenceResult", "TrainingGradients", "TrainingLosses",
+           "join_levels", "split_levels"]
+
+
+def split_levels(params, num_groups, latent_sizes):
+  """Per-level slices of group-laid-out parameters.
+
+  `params` holds `num_groups` groups of width Z = sum(latent_sizes), each the
+  concatenation of the levels (bottom first); level l's slice keeps the same
+  group layout with width Z_l.
+
+  Args:
+    params: float `Tensor` `[B, num_groups * Z]`.
+    num_groups: G, the family's number of parameter groups.
+    latent_sizes: Z_1 ... Z_L.
+
+  Returns:
+    List of L tensors `[B, G * Z_l]`.
+  """
+  grouped = tf.reshape(params, [-1, num_groups, sum(latent_sizes)])
+  return [tf.reshape(level, [-1, num_groups * size])
+          for level, size in zip(tf.split(grouped, latent_sizes, axis=-1), latent_sizes)]
+
+
+def join_levels(levels, num_groups):
+  """Inverse of `split_levels`: list of `[B, G * Z_l]` -> `[B, G * Z]`."""
+  grouped = [tf.reshape(level, [-1, num_groups, level.shape[-1] // num_groups]) for level in levels]
+  joined = tf.concat(grouped, axis=-1)
+  return tf.reshape(joined, [-1, num_groups * joined.shape[-1]])
 
 
 @dataclasses.dataclass

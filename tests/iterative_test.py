@@ -1,0 +1,160 @@
+"""Iterative inference models on the exact linear-Gaussian model and on small DLGMs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import testing
+from tf_lti import builders
+from tf_lti import config as config_lib
+from tf_lti import generative as generative_lib
+from tf_lti import objective as objective_lib
+from tf_lti import posterior
+from tf_lti.inference import iterative
+
+SEED = tf.constant([3, 4])
+
+
+def _linear_model_and_data(batch_size=64, dtype=tf.float32):
+  model = testing.diagonal_model(latent_size=2, data_size=5)
+  model = testing.LinearGaussian(model.weights.numpy(), model.bias.numpy(), 0.5, dtype)
+  return model, testing.data_from(model, batch_size)
+
+
+def _iterative(objective, latent_sizes=(2,), hidden_units=(32,), **kwargs):
+  return iterative.IterativeInferenceModel(posterior.DiagonalGaussian(), latent_sizes,
+                                           hidden_units, objective, **kwargs)
+
+
+def test_encoded_gradient_equals_the_analytic_per_example_gradient():
+  model, x = _linear_model_and_data(batch_size=6, dtype=tf.float64)
+  objective = objective_lib.Objective(num_samples=200000)
+  inference = _iterative(objective)
+  params = tf.concat([tf.random.stateless_normal([6, 2], [0, 1], dtype=tf.float64),
+                      tf.random.stateless_normal([6, 2], [0, 2], dtype=tf.float64) - 1.0], -1)
+  _, feedback = inference.evaluate(x, model, objective, params, seed=SEED, kl_weight=1.0,
+                                   training=False, with_gradient=True)
+  exact = model.elbo_gradient(x, params[:, :2], params[:, 2:])
+  # Per example (not a batch mean: that would be 6x smaller), up to Monte-Carlo error.
+  np.testing.assert_allclose(feedback["gradient"], exact, atol=0.03, rtol=0.01)
+
+
+def test_gradient_encodings():
+  g = tf.constant([[1e-3, -2.0, 0.0], [4.0, 0.5, -1e-6]])
+  log_sign = iterative.encode_gradient(g, "log_sign")
+  np.testing.assert_allclose(log_sign[:, :3], np.log(np.abs(g) + 1e-5), rtol=1e-6)
+  np.testing.assert_array_equal(log_sign[:, 3:], np.sign(g))
+  np.testing.assert_allclose(iterative.encode_gradient(g, "scaled_log_sign", 0.1)[:, :3],
+                             0.1 * log_sign[:, :3], rtol=1e-6)
+  standardized = iterative.encode_gradient(g, "standardized").numpy()
+  np.testing.assert_allclose(standardized.mean(0), 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="`gradient_encoding` must be one of"):
+    iterative.encode_gradient(g, "adam")
+
+
+def test_no_gradient_flows_through_encoded_inputs_or_the_old_estimate():
+  model, x = _linear_model_and_data(batch_size=8)
+  objective = objective_lib.Objective(num_samples=2)
+  inference = _iterative(objective, inputs=("data", "params", "gradient", "error"))
+  params0 = inference.initial_params(8)
+  with tf.GradientTape(persistent=True) as tape:
+    _, feedback0 = inference.evaluate(x, model, objective, params0, seed=SEED, kl_weight=1.0,
+                                      training=True, with_gradient=True)
+    params1, _ = inference.step(x, params0, feedback0, None, training=True)
+    terms1, feedback1 = inference.evaluate(x, model, objective, params1, seed=SEED,
+                                           kl_weight=1.0, training=True, with_gradient=True)
+    params2, _ = inference.step(x, params1, feedback1, None, training=True)
+    loss2 = -tf.reduce_mean(objective(x, model, inference.family.distribution(params2),
+                                      seed=SEED)["bound"])
+  assert tape.gradient(loss2, params1) is None  # sg(lambda_1), sg(gradient), sg(errors)
+  for name, value in feedback1.items():
+    assert tape.gradient(value, params1) is None, name
+  assert tape.gradient(terms1["bound"], params1) is not None
+
+
+@pytest.mark.parametrize("inputs", [("data", "params", "gradient"), ("data", "params", "error")],
+                         ids=["gradient", "error"])
+def test_flat_memory_gradients_equal_autodiff_of_the_averaged_losses(inputs):
+  generative = generative_lib.GenerativeModel(12, [3], [16])
+  objective = objective_lib.Objective(num_samples=2)
+  inference = _iterative(objective, latent_sizes=(3,), hidden_units=(16,), inputs=inputs,
+                         num_iterations=3)
+  x = tf.cast(tf.random.stateless_uniform([10, 12], [0, 5]) < 0.5, tf.float32)
+  inference.infer(x, generative, seed=SEED)
+  flat = inference.training_gradients(x, generative, objective, seed=SEED, kl_weight=0.7)
+  generic = iterative.base.InferenceProcedure.training_gradients(
+      inference, x, generative, objective, seed=SEED, kl_weight=0.7)
+  for a, b in zip(flat.inference + flat.generative, generic.inference + generic.generative):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(flat.loss, generic.loss, rtol=1e-6)
+
+
+def _train_on_linear_model(inference, model, x, steps, learning_rate=3e-3):
+  optimizer = keras.optimizers.Adam(learning_rate)
+  inference.infer(x, model, seed=SEED)
+  optimizer.build(inference.trainable_variables)
+
+  @tf.function
+  def train_step(seed):
+    grads = inference.training_gradients(x, model, inference.objective, seed=seed, kl_weight=1.0)
+    optimizer.apply(grads.inference, inference.trainable_variables)
+
+  for step in range(steps):
+    train_step(tf.constant([step, 0]))
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["feed_forward", "recurrent"])
+def test_trained_model_improves_the_bound_and_approaches_the_exact_optimum(recurrent):
+  keras.utils.set_random_seed(0)
+  model, x = _linear_model_and_data(batch_size=64)
+  inference = _iterative(objective_lib.Objective(num_samples=4), num_iterations=5,
+                         recurrent=recurrent)
+  _train_on_linear_model(inference, model, x, steps=300)
+  x_test = testing.data_from(model, 256, seed=7)
+  trajectory = inference.infer(x_test, model, seed=SEED).bound_trajectory.numpy().mean(axis=1)
+  optimum = float(tf.reduce_mean(model.log_evidence(x_test)))  # the family holds p(z | x)
+  assert trajectory[-1] > trajectory[0] + 1.0
+  assert np.all(np.diff(trajectory[1:]) > -0.05)  # no step makes it markedly worse
+  assert optimum - trajectory[-1] < 0.35
+  # More iterations than trained still run (and stay near the optimum).
+  longer = inference.infer(x_test, model, seed=SEED, num_iterations=10).bound_trajectory
+  assert longer.shape == (11, 256)
+  assert optimum - float(tf.reduce_mean(longer[-1])) < 0.6
+
+
+def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
+  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  objective = objective_lib.Objective(num_samples=2, kl="sample")
+  inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
+                         inputs=("data", "params", "error"))
+  x = tf.cast(tf.random.stateless_uniform([6, 12], [0, 6]) < 0.5, tf.float32)
+  params = inference.initial_params(6)
+  terms, feedback = inference.evaluate(x, generative, objective, params, seed=SEED,
+                                       kl_weight=1.0, training=False, with_gradient=False)
+  assert feedback["data_error"].shape == (6, 12) and feedback["latent_error"].shape == (6, 7)
+  level_inputs = inference._level_inputs(x, params, feedback)  # pylint: disable=protected-access
+  # Level 1: x (12) + its params (2 x 4) + bottom-up data error (12) + top-down error (4).
+  # Level 2: its params (2 x 3) + bottom-up error of level 1 (4) + top-down error (3).
+  assert [t.shape[-1] for t in level_inputs] == [12 + 8 + 12 + 4, 6 + 4 + 3]
+  assert terms["bound"].shape == (6,)
+  result = inference.infer(x, generative, seed=SEED, num_iterations=3)
+  assert result.params.shape == (6, 14) and result.bound_trajectory.shape == (4, 6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_iterations=0), "`num_iterations` must be >= 1"),
+    (dict(inputs=("data", "curvature")), "`inputs` must be a non-empty subset"),
+    (dict(update="momentum"), "`update` must be one of"),
+    (dict(hidden_units=(8, 8)), "`hidden_units` needs one entry per latent level"),
+])
+def test_iterative_model_rejects_bad_arguments(kwargs, match):
+  arguments = dict(hidden_units=(8,))
+  arguments.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    _iterative(objective_lib.Objective(), **arguments)
+
+
+def test_error_encoding_needs_the_elbo():
+  with pytest.raises(ValueError, match="'error' needs the ELBO"):
+    _iterative(objective_lib.Objective(bound="iw", num_samples=3), inputs=("error",))

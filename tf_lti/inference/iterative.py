@@ -1,0 +1,355 @@
+"""Iterative inference models: learned optimizers of the ELBO in posterior space.
+
+```none
+lambda_0     = prior parameters N(0, I)              (or a learned constant)
+for t = 0 ... T-1, per latent level l:
+  inputs_t,l = concat( x - 1/2                                  ("data",     bottom level only)
+                       sg(lambda_t,l)                            ("params")
+                       enc(sg(grad_lambda_t,l ELBO_t(x_b)))      ("gradient", per example)
+                       sg(bottom-up error), sg(top-down error) ) ("error")
+  h          = MLP_l(inputs_t,l)              (recurrent: h, c = LSTM(MLP_l(inputs), (h, c)))
+  g          = sigmoid(W_g h + b_g)
+  lambda_t+1,l = g * sg(lambda_t,l) + (1 - g) * (W_f h + b_f)   ("gated", eq. 62)
+             or sg(lambda_t,l) + W_f h + b_f                      ("residual")
+```
+
+Errors (Marino et al. 2018, section 4.1, appendix A): the bottom-up error of the
+first level is the data prediction error `x - mu_x` (Bernoulli) or
+`(x - mu_x) / sigma_x^2` (Gaussian); of a higher level it is the top-down error
+of the level below; each level's top-down error is `(z_l - mu_p) / sigma_p^2`
+(`z_L` at the N(0, I) top). They are averaged over the S samples of the ELBO and
+need no gradients, even at test time. Encoded gradients are the per-example
+gradients of the (KL-weighted) bound, treated as constants.
+
+Training (appendix B.3): the inference model's gradient is the average over
+t = 1 ... T of grad_phi(-ELBO_t), each step's loss weighted equally; the
+generative model's gradient comes from ELBO_T alone. Every input is a constant
+(`stop_gradient`), so for the feed-forward model no gradient crosses iterations:
+`training_gradients` computes and accumulates each step's gradients inside the
+loop, and memory stays flat in T. The recurrent model backpropagates through
+time over its LSTM states (one tape over all iterations).
+
+#### References
+[1] Marino, Yue & Mandt. Iterative Amortized Inference. ICML 2018 (Learning to
+    Infer, ICLR workshop 2018). https://arxiv.org/abs/1807.09356
+[2] Andrychowicz et al. Learning to learn by gradient descent by gradient
+    descent. NeurIPS 2016. https://arxiv.org/abs/1606.04474
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_lti import network
+from tf_lti.inference import base
+
+__all__ = ["GRADIENT_ENCODINGS", "INPUTS", "IterativeInferenceModel", "UPDATES",
+           "encode_gradient"]
+
+INPUTS = ("data", "params", "gradient", "error")
+GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
+UPDATES = ("gated", "residual")
+_EPSILON = 1e-5
+
+
+def encode_gradient(gradient, encoding, scale=0.1):
+  """Preprocesses per-example gradients for a neural network input.
+
+  ```none
+  log_sign:        [log(|g| + 1e-5), sign(g)]                (the reference code)
+  scaled_log_sign: [scale * log(|g| + 1e-5), sign(g)]        (Andrychowicz form, Marino B.1)
+  standardized:    (g - mean_batch g) / (std_batch g + 1e-5)  (per unit, across the batch)
+  raw:             g
+  ```
+
+  Args:
+    gradient: float `Tensor` `[B, P]`.
+    encoding: one of `GRADIENT_ENCODINGS`.
+    scale: alpha of `scaled_log_sign`. Default value: 0.1.
+
+  Returns:
+    encoded: `[B, 2P]` for the log-sign forms, else `[B, P]`.
+  """
+  if encoding in ("log_sign", "scaled_log_sign"):
+    log_magnitude = tf.math.log(tf.abs(gradient) + _EPSILON)
+    if encoding == "scaled_log_sign":
+      log_magnitude *= scale
+    return tf.concat([log_magnitude, tf.sign(gradient)], axis=-1)
+  if encoding == "standardized":
+    mean, variance = tf.nn.moments(gradient, axes=[0], keepdims=True)
+    return (gradient - mean) / (tf.sqrt(variance) + _EPSILON)
+  if encoding == "raw":
+    return gradient
+  raise ValueError(f"`gradient_encoding` must be one of {GRADIENT_ENCODINGS}; got {encoding!r}.")
+
+
+class IterativeInferenceModel(base.InferenceProcedure):
+  """A learned, iterated update of posterior parameters (one network per latent level).
+
+  Args:
+    family: a `posterior.PosteriorFamily`.
+    latent_sizes: sizes of z_1 ... z_L, bottom first.
+    hidden_units: width of each level's network.
+    objective: the `objective.Objective` whose ELBO is refined at test time
+      (training uses the objective `training_gradients` is given).
+    num_hidden_layers: hidden layers per network. Default value: 2.
+    num_iterations: T, refinement steps in training and by default in `infer`.
+      Default value: 5.
+    inputs: subset of `INPUTS`, concatenated in that order.
+      Default value: `("data", "params", "gradient")`.
+    gradient_encoding: one of `GRADIENT_ENCODINGS`. Default value: `"log_sign"`.
+    gradient_scale: alpha of `scaled_log_sign`. Default value: 0.1.
+    recurrent: an LSTM over iterations after each level's MLP (state reset per
+      batch, trained by backpropagation through time). Default value: `False`.
+    update: one of `UPDATES`. Default value: `"gated"`.
+    learned_initialization: start from a learned constant instead of N(0, I);
+      it is trained by the bound at the initial estimate. Default value: `False`.
+    activation, connection, batch_norm: see `network.MLP`.
+  """
+
+  def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
+               num_iterations=5, inputs=("data", "params", "gradient"),
+               gradient_encoding="log_sign", gradient_scale=0.1, recurrent=False,
+               update="gated", learned_initialization=False, activation="elu",
+               connection="highway", batch_norm=False, **kwargs):
+    super().__init__(family, sum(latent_sizes), **kwargs)
+    if len(hidden_units) != len(latent_sizes):
+      raise ValueError(f"`hidden_units` needs one entry per latent level ({len(latent_sizes)}); "
+                       f"got {list(hidden_units)}.")
+    if num_iterations < 1:
+      raise ValueError(f"`num_iterations` must be >= 1; got {num_iterations}.")
+    unknown = [name for name in inputs if name not in INPUTS]
+    if not inputs or unknown:
+      raise ValueError(f"`inputs` must be a non-empty subset of {INPUTS}; got {list(inputs)}.")
+    if gradient_encoding not in GRADIENT_ENCODINGS:
+      raise ValueError(f"`gradient_encoding` must be one of {GRADIENT_ENCODINGS}; "
+                       f"got {gradient_encoding!r}.")
+    if update not in UPDATES:
+      raise ValueError(f"`update` must be one of {UPDATES}; got {update!r}.")
+    if "error" in inputs and objective.bound != "elbo":
+      raise ValueError(f"`inputs` with 'error' needs the ELBO as bound; got {objective.bound!r}.")
+    self.latent_sizes = tuple(latent_sizes)
+    self.objective = objective
+    self.num_iterations = int(num_iterations)
+    self.inputs = tuple(name for name in INPUTS if name in inputs)
+    self.gradient_encoding = gradient_encoding
+    self.gradient_scale = gradient_scale
+    self.recurrent = recurrent
+    self.update = update
+    self._num_groups = len(family.param_groups)
+    self._torsos = [network.MLP(units, num_hidden_layers, activation, connection, batch_norm,
+                                name=f"torso_{level}") for level, units in enumerate(hidden_units)]
+    self._cells = ([keras.layers.LSTMCell(units, name=f"lstm_{level}")
+                    for level, units in enumerate(hidden_units)] if recurrent else None)
+    self._proposals = [keras.layers.Dense(self._num_groups * size, name=f"proposal_{level}")
+                       for level, size in enumerate(latent_sizes)]
+    self._gates = ([keras.layers.Dense(self._num_groups * size, name=f"gate_{level}")
+                    for level, size in enumerate(latent_sizes)] if update == "gated" else None)
+    self._initial = (self.add_weight(shape=(self.num_params,), initializer="zeros",
+                                     name="initial_params") if learned_initialization else None)
+
+  @property
+  def needs_gradient(self):
+    return "gradient" in self.inputs
+
+  @property
+  def needs_errors(self):
+    return "error" in self.inputs
+
+  def initial_params(self, batch_size, dtype=tf.float32):
+    """lambda_0 `[B, P]`: N(0, I) parameters or the learned constant."""
+    if self._initial is None:
+      return self.family.initial_params(batch_size, self.latent_size, dtype)
+    return tf.tile(tf.convert_to_tensor(self._initial)[None], [batch_size, 1])
+
+  def initial_state(self, batch_size):
+    """Recurrent state per level (zeros: reset for every batch), or `None`."""
+    if not self.recurrent:
+      return None
+    return [[tf.zeros([batch_size, cell.units]), tf.zeros([batch_size, cell.units])]
+            for cell in self._cells]
+
+  def evaluate(self, x, generative, objective, params, *, seed, kl_weight, training,
+               with_gradient):
+    """The bound at `params` and the feedback the next update encodes.
+
+    Args:
+      x: `[B, D]`; params: `[B, P]`.
+      with_gradient: compute the per-example gradient of the bound w.r.t. params
+        (by an inner tape; the result is a constant).
+
+    Returns:
+      terms: the objective's dict of `[B]` tensors (and errors, when encoded),
+        differentiable w.r.t. `params` and the weights for an outer tape.
+      feedback: dict with `gradient` `[B, P]` and/or the errors, all constants.
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(params)
+      terms = objective(x, generative, self.family.distribution(params), seed=seed,
+                        kl_weight=kl_weight, training=training, with_errors=self.needs_errors)
+      # Examples are independent, so d(sum_b bound_b) / d params_b is example b's own gradient.
+      total = tf.reduce_sum(terms["bound"])
+    feedback = self.feedback(terms)
+    if with_gradient:
+      feedback["gradient"] = tf.stop_gradient(tape.gradient(total, params))
+    return terms, feedback
+
+  def feedback(self, terms):
+    """The errors of `terms` as constants (an empty dict without error encoding)."""
+    if not self.needs_errors:
+      return {}
+    return {name: tf.stop_gradient(terms[name]) for name in ("data_error", "latent_error")}
+
+  def _level_inputs(self, x, params, feedback):
+    """Per-level network inputs, each `[B, width_l]`."""
+    params_by_level = base.split_levels(params, self._num_groups, self.latent_sizes)
+    gradients = (base.split_levels(feedback["gradient"], self._num_groups, self.latent_sizes)
+                 if "gradient" in self.inputs else None)
+    latent_errors = (tf.split(feedback["latent_error"], self.latent_sizes, axis=-1)
+                     if "error" in self.inputs else None)
+    level_inputs = []
+    for level in range(len(self.latent_sizes)):
+      parts = []
+      if "data" in self.inputs and level == 0:
+        parts.append(x - 0.5)
+      if "params" in self.inputs:
+        parts.append(tf.stop_gradient(params_by_level[level]))
+      if "gradient" in self.inputs:
+        parts.append(encode_gradient(gradients[level], self.gradient_encoding,
+                                     self.gradient_scale))
+      if "error" in self.inputs:
+        bottom_up = feedback["data_error"] if level == 0 else latent_errors[level - 1]
+        parts += [bottom_up, latent_errors[level]]
+      level_inputs.append(tf.concat(parts, axis=-1))
+    return level_inputs
+
+  def step(self, x, params, feedback, state, training=False):
+    """One update lambda_t -> lambda_t+1 (eq. 62, per level).
+
+    Args:
+      x: `[B, D]`.
+      params: lambda_t `[B, P]` (a constant to the update).
+      feedback: from `evaluate` at `params`.
+      state: recurrent state from `initial_state` (or `None`).
+      training: batch-norm mode of the networks.
+
+    Returns:
+      (params_next `[B, P]`, state_next).
+    """
+    old = base.split_levels(tf.stop_gradient(params), self._num_groups, self.latent_sizes)
+    new, new_state = [], []
+    for level, inputs in enumerate(self._level_inputs(x, params, feedback)):
+      h = self._torsos[level](inputs, training=training)
+      if self.recurrent:
+        h, level_state = self._cells[level](h, state[level], training=training)
+        new_state.append(level_state)
+      proposal = self._proposals[level](h)
+      if self.update == "gated":
+        gate = tf.sigmoid(self._gates[level](h))
+        new.append(gate * old[level] + (1.0 - gate) * proposal)
+      else:
+        new.append(old[level] + proposal)
+    return base.join_levels(new, self._num_groups), (new_state if self.recurrent else None)
+
+  def infer(self, x, generative, *, seed, training=False, num_iterations=None):
+    """Refines lambda_0 for `num_iterations` steps (default: the trained T).
+
+    Returns:
+      `InferenceResult` with `params` lambda_T `[B, P]` and `bound_trajectory`
+      `[T + 1, B]`, the ELBO at lambda_0 ... lambda_T.
+    """
+    num_iterations = self.num_iterations if num_iterations is None else int(num_iterations)
+    if num_iterations < 0:
+      raise ValueError(f"`num_iterations` must be >= 0; got {num_iterations}.")
+    batch_size = tf.shape(x)[0]
+    seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
+    params = self.initial_params(batch_size, x.dtype)
+    state = self.initial_state(batch_size)
+    bounds = []
+    for t in range(num_iterations + 1):
+      with_gradient = self.needs_gradient and t < num_iterations
+      terms, feedback = self.evaluate(x, generative, self.objective, params, seed=seeds[t],
+                                      kl_weight=1.0, training=training,
+                                      with_gradient=with_gradient)
+      bounds.append(terms["elbo"])
+      if t < num_iterations:
+        params, state = self.step(x, params, feedback, state, training)
+    return base.InferenceResult(params=params, bound_trajectory=tf.stack(bounds))
+
+  def training_losses(self, x, generative, objective, *, seed, kl_weight):
+    """Losses whose autodiff gives the paper's gradients (any model, incl. recurrent).
+
+    ```none
+    inference_loss  = (1/T) sum_{t=1..T} -mean_b bound_t   (+ -mean_b bound_0 / T if lambda_0 is learned)
+    generative_loss = -mean_b bound_T
+    ```
+    """
+    batch_size = tf.shape(x)[0]
+    seeds = tf.random.experimental.stateless_split(seed, self.num_iterations + 1)
+    params = self.initial_params(batch_size, x.dtype)
+    state = self.initial_state(batch_size)
+    losses = []
+    terms = None
+    for t in range(self.num_iterations + 1):
+      if t > 0:
+        params, state = self.step(x, params, feedback, state, training=True)
+      terms, feedback = self.evaluate(
+          x, generative, objective, params, seed=seeds[t], kl_weight=kl_weight, training=True,
+          with_gradient=self.needs_gradient and t < self.num_iterations)
+      if t > 0 or self._initial is not None:
+        losses.append(-tf.reduce_mean(terms["bound"]))
+    inference_loss = tf.add_n(losses) / float(self.num_iterations)
+    return base.TrainingLosses(generative_loss=losses[-1], inference_loss=inference_loss,
+                               terms=self._final_terms(terms))
+
+  @staticmethod
+  def _final_terms(terms):
+    return {name: value for name, value in terms.items() if name not in ("data_error", "latent_error")}
+
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+    """Per-step accumulated gradients, memory flat in T (feed-forward models).
+
+    Each step t has its own tape; one backward pass gives grad_phi(-ELBO_t), the
+    encoded gradient d bound_t / d lambda_t and, at t = T, grad_theta(-ELBO_T).
+    Recurrent models (whose gradients cross iterations) use the generic path.
+    """
+    if self.recurrent:
+      return super().training_gradients(x, generative, objective, seed=seed, kl_weight=kl_weight)
+    batch_size = tf.shape(x)[0]
+    num_iterations = self.num_iterations
+    seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
+    inference_vars = self.trainable_variables
+    generative_vars = generative.trainable_variables
+    inference_grads = [tf.zeros(v.shape, v.dtype) for v in inference_vars]
+    generative_grads = None
+    params = None
+    feedback = None
+    for t in range(num_iterations + 1):
+      last = t == num_iterations
+      # Only the requested sources are differentiated: before the last step the
+      # decoder's weight gradients are never computed.
+      with tf.GradientTape() as tape:
+        if t == 0:
+          params = self.initial_params(batch_size, x.dtype)
+        else:
+          params, _ = self.step(x, params, feedback, None, training=True)
+        tape.watch(params)
+        terms = objective(x, generative, self.family.distribution(params), seed=seeds[t],
+                          kl_weight=kl_weight, training=True, with_errors=self.needs_errors)
+        loss = -tf.reduce_mean(terms["bound"])
+      sources = [params] + inference_vars + (generative_vars if last else [])
+      grads = [tf.zeros(source.shape, source.dtype) if grad is None else grad
+               for source, grad in zip(sources, tape.gradient(loss, sources))]
+      if t > 0 or self._initial is not None:
+        inference_grads = [a + g / float(num_iterations)
+                           for a, g in zip(inference_grads, grads[1:1 + len(inference_vars)])]
+      if last:
+        generative_grads = grads[1 + len(inference_vars):]
+      else:
+        feedback = self.feedback(terms)
+        if self.needs_gradient:
+          # loss = -mean_b bound_b, so each example's own gradient is -B * d loss / d params_b.
+          feedback["gradient"] = tf.stop_gradient(
+              -tf.cast(batch_size, params.dtype) * grads[0])
+        params = tf.stop_gradient(params)
+    return base.TrainingGradients(generative=generative_grads, inference=inference_grads,
+                                  loss=loss, terms=self._final_terms(terms))
