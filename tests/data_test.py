@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow as tf
 
 from tests import testing
 from tf_lti import data
@@ -367,6 +366,17 @@ def test_gaussian_on_8bit_data_refuses_binarization(tmp_path):
 def test_bad_argument_values(argument, value):
   with pytest.raises(DataError, match=rf"{argument} must be one of .* got '{value}'"):
     data.load("digits", **{argument: value})
+
+
+@pytest.mark.parametrize("seed", [-1, 0.5])
+def test_bad_seed(seed):
+  with pytest.raises(DataError, match=rf"seed must be a non-negative int, got {seed}"):
+    data.load("digits", binarization="static", seed=seed)
+
+
+def test_unknown_tfds_dataset():
+  with pytest.raises(DataError, match=r"tfds:no_such_dataset: TFDS has no dataset"):
+    data.load("tfds:no_such_dataset")
 
 
 def test_validation_size_too_large(tmp_path):

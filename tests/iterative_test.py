@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import builders
 from tf_lti import config as config_lib
 from tf_lti import generative as generative_lib
 from tf_lti import objective as objective_lib
 from tf_lti import posterior
+from tf_lti import train_lib
 from tf_lti.inference import iterative
 
 SEED = tf.constant([3, 4])
@@ -158,3 +158,23 @@ def test_iterative_model_rejects_bad_arguments(kwargs, match):
 def test_error_encoding_needs_the_elbo():
   with pytest.raises(ValueError, match="'error' needs the ELBO"):
     _iterative(objective_lib.Objective(bound="iw", num_samples=3), inputs=("error",))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(iterative_inputs=("data", "params", "gradient")),
+    dict(iterative_inputs=("data", "params", "gradient"), gradient_encoding="standardized",
+         update="residual", learned_initialization=True),
+    dict(iterative_inputs=("data", "params", "error")),
+    dict(iterative_inputs=("data", "params", "gradient"), recurrent=True),
+    dict(iterative_inputs=("data", "params", "error"), latent_sizes=(4, 2), hidden_units=(32, 16),
+         deterministic_sizes=(4, 0), batch_norm=True, kl="sample"),
+], ids=["gradient", "standardized-residual-learned-init", "error", "recurrent", "hierarchical"])
+def test_trainer_runs_each_variant(tmp_path, overrides):
+  settings = dict(procedure="iterative", num_iterations=2, hidden_units=(32,), epochs=1,
+                  max_steps=6, num_importance_samples=20, eval_chunk_size=10,
+                  eval_max_examples=50, jit_compile=False)
+  settings.update(overrides)
+  config = config_lib.from_preset("quickstart").override(settings)
+  metrics = train_lib.train_and_evaluate(config, str(tmp_path), verbose=False)
+  assert len(metrics["test_elbo_trajectory"]) == 3
+  assert np.isfinite(metrics["test_log_likelihood"])

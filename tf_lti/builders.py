@@ -12,8 +12,9 @@ from tf_lti import objective as objective_lib
 from tf_lti import posterior as posterior_lib
 from tf_lti import vae as vae_lib
 from tf_lti.inference import amortized
+from tf_lti.inference import iterative
 
-__all__ = ["build_model", "build_optimizers", "build_checkpoint"]
+__all__ = ["build_checkpoint", "build_inference", "build_model", "build_optimizers"]
 
 
 def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
@@ -41,24 +42,39 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
       num_bins=num_bins, activation=model_config.activation,
       connection=model_config.decoder_connection, batch_norm=model_config.batch_norm,
       name="generative")
-  inference = amortized.AmortizedEncoder(
-      family, model_config.latent_sizes, model_config.hidden_units,
-      num_hidden_layers=model_config.num_hidden_layers, activation=model_config.activation,
-      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm,
-      name="inference")
   objective = objective_lib.Objective(bound=config.objective.bound,
                                       num_samples=config.objective.num_samples,
                                       kl=config.objective.kl)
+  inference = build_inference(config, family, objective)
   return vae_lib.VAE(generative, inference, objective,
                      kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
                      kl_initial_weight=config.objective.kl_initial_weight,
                      seed=config.train.seed, name="vae")
 
 
+def build_inference(config, family, objective):
+  """The inference procedure `config.inference.procedure` names."""
+  model_config, inference_config = config.model, config.inference
+  common = dict(num_hidden_layers=model_config.num_hidden_layers,
+                activation=model_config.activation, connection=model_config.encoder_connection,
+                batch_norm=model_config.batch_norm, name="inference")
+  if inference_config.procedure == "amortized":
+    return amortized.AmortizedEncoder(family, model_config.latent_sizes,
+                                      model_config.hidden_units, **common)
+  return iterative.IterativeInferenceModel(
+      family, model_config.latent_sizes, model_config.hidden_units, objective,
+      num_iterations=inference_config.num_iterations, inputs=inference_config.iterative_inputs,
+      gradient_encoding=inference_config.gradient_encoding,
+      gradient_scale=inference_config.gradient_scale, recurrent=inference_config.recurrent,
+      update=inference_config.update,
+      learned_initialization=inference_config.learned_initialization, **common)
+
+
 def build_optimizers(config, steps_per_epoch):
   """Adam for the generative model and for the inference procedure.
 
-  The learning rate decays by `lr_decay_per_epoch` once per epoch (staircase);
+  The inference optimizer uses `inference_learning_rate` when it is set. The
+  learning rate decays by `lr_decay_per_epoch` once per epoch (staircase);
   `clip_norm` > 0 clips each optimizer's gradients by their global norm.
 
   Returns:
@@ -66,15 +82,16 @@ def build_optimizers(config, steps_per_epoch):
   """
   train = config.train
 
-  def make(name):
-    learning_rate = train.learning_rate
+  def make(name, learning_rate):
     if train.lr_decay_per_epoch < 1.0:
       learning_rate = keras.optimizers.schedules.ExponentialDecay(
-          train.learning_rate, decay_steps=steps_per_epoch, decay_rate=train.lr_decay_per_epoch,
+          learning_rate, decay_steps=steps_per_epoch, decay_rate=train.lr_decay_per_epoch,
           staircase=True)
     return keras.optimizers.Adam(learning_rate, global_clipnorm=train.clip_norm or None, name=name)
 
-  return make("generative_optimizer"), make("inference_optimizer")
+  return (make("generative_optimizer", train.learning_rate),
+          make("inference_optimizer",
+               config.inference.inference_learning_rate or train.learning_rate))
 
 
 def build_checkpoint(model):

@@ -20,7 +20,10 @@ BINARIZATIONS = ("none", "static", "dynamic")
 LIKELIHOODS = ("bernoulli", "gaussian")
 CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
-PROCEDURES = ("amortized",)
+PROCEDURES = ("amortized", "iterative")
+ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
+GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
+UPDATES = ("gated", "residual")
 POSTERIORS = ("diagonal", "rank_one", "point")
 BOUNDS = ("elbo", "iw")
 KL_MODES = ("analytic", "sample")
@@ -37,6 +40,8 @@ class DataConfig:
     batch_size: training batch size.
     tfds_data_dir: TFDS data directory ('' for TFDS's default).
     tfds_manual_dir: directory with manually downloaded TFDS source files ('' for none).
+    data_seed: seeds random splits, static binarization and the fixed test
+      binarization/dequantization, so runs with different training seeds share one test set.
   """
   source: str = "digits"
   binarization: str = "dynamic"
@@ -44,6 +49,7 @@ class DataConfig:
   batch_size: int = 100
   tfds_data_dir: str = ""
   tfds_manual_dir: str = ""
+  data_seed: int = 0
 
 
 @dataclasses.dataclass
@@ -75,12 +81,30 @@ class ModelConfig:
 @dataclasses.dataclass
 class InferenceConfig:
   """Attributes:
-    procedure: the inference procedure (`amortized`: a standard encoder).
+    procedure: `amortized` (a standard encoder) or `iterative` (an iterative
+      inference model, Marino et al. 2018).
     posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
       rank-one-plus-diagonal precision) or `point` (a Dirac point estimate).
+    num_iterations: iterative: refinement steps T in training (and by default at test time).
+    iterative_inputs: iterative: what the model encodes, from `data`, `params`,
+      `gradient` (per-example ELBO gradients) and `error` (prediction errors).
+    gradient_encoding: iterative: `log_sign`, `scaled_log_sign`, `standardized` or `raw`.
+    gradient_scale: iterative: alpha of `scaled_log_sign`.
+    recurrent: iterative: an LSTM over iterations (backpropagation through time).
+    update: iterative: `gated` (eq. 62) or `residual`.
+    learned_initialization: iterative: start from a learned constant instead of N(0, I).
+    inference_learning_rate: learning rate of the inference optimizer (0: `learning_rate`).
   """
   procedure: str = "amortized"
   posterior: str = "diagonal"
+  num_iterations: int = 5
+  iterative_inputs: tuple = ("data", "params", "gradient")
+  gradient_encoding: str = "log_sign"
+  gradient_scale: float = 0.1
+  recurrent: bool = False
+  update: str = "gated"
+  learned_initialization: bool = False
+  inference_learning_rate: float = 0.0
 
 
 @dataclasses.dataclass
@@ -183,6 +207,18 @@ class ExperimentConfig:
     _one_of("gaussian_variance", self.model.gaussian_variance, GAUSSIAN_VARIANCES)
     _one_of("procedure", self.inference.procedure, PROCEDURES)
     _one_of("posterior", self.inference.posterior, POSTERIORS)
+    _one_of("gradient_encoding", self.inference.gradient_encoding, GRADIENT_ENCODINGS)
+    _one_of("update", self.inference.update, UPDATES)
+    _positive("num_iterations", self.inference.num_iterations)
+    _non_negative("inference_learning_rate", self.inference.inference_learning_rate)
+    inputs = self.inference.iterative_inputs
+    if not inputs or any(name not in ITERATIVE_INPUTS for name in inputs):
+      raise ValueError(f"`iterative_inputs` must be a non-empty subset of {ITERATIVE_INPUTS}; "
+                       f"got {list(inputs)}.")
+    if (self.inference.procedure == "iterative" and "error" in inputs
+        and self.objective.bound != "elbo"):
+      raise ValueError("`iterative_inputs` with error encoding needs `bound=elbo`; got "
+                       f"{self.objective.bound!r}.")
     _one_of("bound", self.objective.bound, BOUNDS)
     _one_of("kl", self.objective.kl, KL_MODES)
     _positive("batch_size", self.data.batch_size)
@@ -276,6 +312,21 @@ PRESETS = {
                                       deterministic_sizes=(64, 0), batch_norm=True,
                                       decoder_connection="highway", kl="sample", batch_size=64,
                                       learning_rate=2e-4, lr_decay_per_epoch=0.999, epochs=1500),
+    # Marino et al. (2018) one-level iterative model: encodes x, the estimate and log-sign
+    # gradients for 5 iterations with 10 samples (appendix C.5.1; reference config).
+    "marino_mnist_one_level_iterative": dict(
+        source="../shared/data/mnist.npz", binarization="dynamic", latent_sizes=(64,),
+        hidden_units=(512,), batch_size=64, learning_rate=2e-4, lr_decay_per_epoch=0.999,
+        epochs=1500, procedure="iterative", num_iterations=5, num_samples=10,
+        iterative_inputs=("data", "params", "gradient"), gradient_encoding="log_sign"),
+    # Marino et al. (2018) hierarchical iterative model: encodes x, bottom-up and top-down
+    # errors and the estimate for 5 iterations (batch 256, batch norm, highway everywhere).
+    "marino_mnist_hierarchical_iterative": dict(
+        source="../shared/data/mnist.npz", binarization="dynamic", latent_sizes=(64, 32),
+        hidden_units=(512, 256), deterministic_sizes=(64, 0), batch_norm=True,
+        decoder_connection="highway", kl="sample", batch_size=256, learning_rate=2e-4,
+        lr_decay_per_epoch=0.999, epochs=1500, procedure="iterative", num_iterations=5,
+        iterative_inputs=("data", "params", "error")),
     # Rezende et al. (2014) style DLGM with the rank-one-plus-diagonal precision posterior.
     "rezende_mnist_rank_one": dict(source="../shared/data/binarized_mnist.npz",
                                    binarization="none", latent_sizes=(64,), hidden_units=(512,),

@@ -258,7 +258,7 @@ def make_train_dataset(splits: DataSplits, batch_size: int, *, seed: int,
   num_train = len(splits.train)
   if not 1 <= batch_size <= num_train:
     raise DataError(f"batch_size must be in [1, {num_train}] (the train size of "
-                     f"{splits.name}), got {batch_size!r}")
+                    f"{splits.name}), got {batch_size!r}")
   _check_seed(seed)
   if epoch < 0:
     raise DataError(f"epoch must be a non-negative int, got {epoch!r}")

@@ -108,6 +108,7 @@ def evaluate(model, x, *, batch_size=100, num_importance_samples=5000, chunk_siz
 
   Returns:
     Dict: `elbo`, `log_likelihood_term` (E_q log p(x | z)), `kl`, `active_units`,
+    `elbo_trajectory` (mean ELBO after each refinement step, iterative procedures),
     `num_examples`, `num_importance_samples`, and `log_likelihood` (IW estimate)
     when K > 0, plus `bits_per_dim` variants for a Gaussian likelihood on 8-bit data;
     `per_example` holds the `[N]` arrays.
@@ -121,12 +122,14 @@ def evaluate(model, x, *, batch_size=100, num_importance_samples=5000, chunk_siz
     batch_seed = tf.stack([tf.constant(seed, tf.int32), batch_index])
     inference_seed, elbo_seed, iw_seed = tf.unstack(
         tf.random.experimental.stateless_split(batch_seed, 3))
-    params = model.infer(x_batch, seed=inference_seed, training=False).params
-    posterior = model.family.distribution(params)
+    result = model.infer(x_batch, seed=inference_seed, training=False)
+    posterior = model.family.distribution(result.params)
     terms = objective_lib.elbo(x_batch, model.generative, posterior, seed=elbo_seed,
                                num_samples=model.objective.num_samples, kl=model.objective.kl)
     outputs = {"elbo": terms["elbo"], "log_likelihood_term": terms["log_likelihood"],
                "kl": terms["kl"], "posterior_mean": posterior.mean()}
+    if result.bound_trajectory is not None:
+      outputs["elbo_trajectory"] = tf.transpose(result.bound_trajectory)  # [B, T + 1]
     if num_importance_samples:
       outputs["log_likelihood"] = iw_log_likelihood(
           x_batch, model.generative, posterior, seed=iw_seed,
@@ -142,7 +145,10 @@ def evaluate(model, x, *, batch_size=100, num_importance_samples=5000, chunk_siz
       progress(min(start + batch_size, len(x)))
   per_example = {name: np.concatenate(values) for name, values in per_example.items()}
   means = per_example.pop("posterior_mean")
-  summary = {name: float(np.mean(values)) for name, values in per_example.items()}
+  summary = {name: float(np.mean(values)) for name, values in per_example.items()
+             if name != "elbo_trajectory"}
+  if "elbo_trajectory" in per_example:
+    summary["elbo_trajectory"] = per_example["elbo_trajectory"].mean(axis=0).tolist()
   summary.update(active_units=active_units(means), num_examples=int(len(x)),
                  num_importance_samples=int(num_importance_samples))
   if getattr(model.generative.head, "num_bins", None):

@@ -47,7 +47,7 @@ def load_data(config):
   data = config.data
   return data_lib.load(data.source, binarization=data.binarization,
                        likelihood=config.model.likelihood, validation_size=data.validation_size,
-                       seed=config.train.seed, tfds_data_dir=data.tfds_data_dir or None,
+                       seed=data.data_seed, tfds_data_dir=data.tfds_data_dir or None,
                        tfds_manual_dir=data.tfds_manual_dir or None)
 
 
@@ -184,6 +184,7 @@ def train_and_evaluate(config, workdir, *, verbose=True):
 
   while step < total_steps:
     epoch, start_batch = divmod(step, steps_per_epoch)
+    # The training order and dynamic binarization follow the training seed.
     batches = data_lib.make_train_dataset(splits, batch_size, seed=train_config.seed,
                                           epoch=epoch).skip(start_batch)
     progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
@@ -282,6 +283,9 @@ def format_table(metrics, prefix="test"):
     if f"{prefix}_{key}" in metrics:
       value = metrics[f"{prefix}_{key}"]
       rows.append((f"{prefix} {label}", f"{value:.3f}" if isinstance(value, float) else str(value)))
+  if f"{prefix}_elbo_trajectory" in metrics:
+    trajectory = metrics[f"{prefix}_elbo_trajectory"]
+    rows.append((f"{prefix} ELBO by iteration", " ".join(f"{v:.2f}" for v in trajectory)))
   if "valid_elbo" in metrics and prefix != "valid":
     rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
   width = max(len(label) for label, _ in rows)

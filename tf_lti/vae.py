@@ -14,7 +14,8 @@ from tf_lti import objective as objective_lib
 
 __all__ = ["VAE", "METRIC_NAMES"]
 
-# Names of the logged metrics; `loss` is the negative training bound.
+# Names of the logged metrics; `loss` is the negative training bound. Validation adds
+# `bound_step_t`, the ELBO after t refinement steps, for iterative procedures.
 METRIC_NAMES = ("loss", "bound", "elbo", "log_likelihood", "kl", "kl_weight")
 
 
@@ -44,7 +45,11 @@ class VAE(keras.Model):
     self.kl_warmup_steps = int(kl_warmup_steps)
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
-    self._trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+    # Validation also tracks the bound after each refinement step of iterative procedures.
+    self._trajectory_names = tuple(
+        f"bound_step_{t}" for t in range(getattr(inference, "num_iterations", -1) + 1))
+    self._trackers = {name: keras.metrics.Mean(name=name)
+                      for name in METRIC_NAMES + self._trajectory_names}
     self.generative_optimizer = None
     self.inference_optimizer = None
 
@@ -89,13 +94,13 @@ class VAE(keras.Model):
     return objective_lib.kl_weight(self.generative_optimizer.iterations, self.kl_warmup_steps,
                                    self.kl_initial_weight)
 
-  def _update_metrics(self, loss, terms, kl_weight):
+  def _update_metrics(self, loss, terms, kl_weight, names=METRIC_NAMES):
     self._trackers["loss"].update_state(loss)
     self._trackers["kl_weight"].update_state(kl_weight)
     for name, value in terms.items():
       if name in self._trackers:
         self._trackers[name].update_state(tf.reduce_mean(value))
-    return {name: tracker.result() for name, tracker in self._trackers.items()}
+    return {name: self._trackers[name].result() for name in names}
 
   def train_step(self, x):
     """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
@@ -115,4 +120,8 @@ class VAE(keras.Model):
     terms = objective_lib.elbo(x, self.generative, self.family.distribution(result.params),
                                seed=elbo_seed, num_samples=self.objective.num_samples,
                                kl=self.objective.kl, training=False)
-    return self._update_metrics(-tf.reduce_mean(terms["elbo"]), terms, tf.constant(1.0))
+    if result.bound_trajectory is not None:
+      terms = dict(terms, **{name: bound for name, bound in
+                             zip(self._trajectory_names, tf.unstack(result.bound_trajectory))})
+    return self._update_metrics(-tf.reduce_mean(terms["elbo"]), terms, tf.constant(1.0),
+                                names=METRIC_NAMES + self._trajectory_names)

@@ -41,7 +41,9 @@ def define_experiment_flags(flag_values=flags.FLAGS):
     _define(name, field, flag_values)
 
 
-def _parse_tuple(name, values):
+def _parse_tuple(name, values, default):
+  if default and isinstance(default[0], str):
+    return tuple(values)
   try:
     return tuple(int(v) for v in values)
   except ValueError as error:
@@ -58,7 +60,7 @@ def config_from_flags(flag_values=flags.FLAGS):
       continue
     value = flag_values[name].value
     if isinstance(field.default, tuple):
-      value = _parse_tuple(name, value)
+      value = _parse_tuple(name, value, field.default)
     overrides[name] = value
   return config.override(overrides).validate()
 
