@@ -34,6 +34,7 @@ setuptools.setup(
             "tf-lti-train=trainers.train:run",
             "tf-lti-evaluate=trainers.evaluate:run",
             "tf-lti-benchmark=trainers.benchmark:run",
+            "tf-lti-analyze=trainers.analyze:run",
         ]
     },
 )

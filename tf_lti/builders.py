@@ -95,13 +95,14 @@ def build_optimizers(config, steps_per_epoch):
 
 
 def build_checkpoint(model):
-  """A `tf.train.Checkpoint` over the model, its optimizers and the epoch counter.
+  """A `tf.train.Checkpoint` over the model, its optimizers and the run's counters.
 
-  Returns:
-    (checkpoint, epoch): the checkpoint and its int64 epoch `tf.Variable`
-    (the step counter is the generative optimizer's `iterations`).
+  The step counter is the generative optimizer's `iterations`; the checkpoint
+  also holds `epoch` (int64) and `train_seconds` (float64) variables, reachable
+  as its attributes.
   """
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  checkpoint = tf.train.Checkpoint(model=model, generative_optimizer=model.generative_optimizer,
-                                   inference_optimizer=model.inference_optimizer, epoch=epoch)
-  return checkpoint, epoch
+  return tf.train.Checkpoint(
+      model=model, generative_optimizer=model.generative_optimizer,
+      inference_optimizer=model.inference_optimizer,
+      epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
+      train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"))

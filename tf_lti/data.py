@@ -41,6 +41,7 @@ import dataclasses
 import enum
 import math
 import os
+import weakref
 import zipfile
 
 import numpy as np
@@ -263,7 +264,7 @@ def make_train_dataset(splits: DataSplits, batch_size: int, *, seed: int,
   if epoch < 0:
     raise DataError(f"epoch must be a non-negative int, got {epoch!r}")
   order = np.random.default_rng([seed, _Stream.SHUFFLE, epoch]).permutation(num_train)
-  train = tf.convert_to_tensor(splits.train)
+  train = _as_tensor(splits.train)
   noise = _train_noise(splits)
 
   def make_batch(index, rows):
@@ -289,8 +290,24 @@ def make_eval_dataset(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
   """
   if batch_size < 1:
     raise DataError(f"batch_size must be a positive int, got {batch_size!r}")
-  x = tf.convert_to_tensor(x, tf.float32)
-  return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  return tf.data.Dataset.from_tensor_slices(_as_tensor(x)).batch(batch_size).prefetch(
+      tf.data.AUTOTUNE)
+
+
+# Each array becomes one tensor, once: a pipeline built every epoch around a fresh copy of
+# the data keeps each copy alive in TF's runtime, so memory grew by the data size per epoch.
+# Entries are dropped when their array is garbage collected.
+_TENSORS = {}
+
+
+def _as_tensor(x: np.ndarray) -> tf.Tensor:
+  """The float32 tensor of `x`, converted on first use and reused while `x` lives."""
+  key = id(x)
+  entry = _TENSORS.get(key)
+  if entry is None or entry[0]() is not x:
+    _TENSORS[key] = (weakref.ref(x), tf.convert_to_tensor(x, tf.float32))
+    weakref.finalize(x, _TENSORS.pop, key, None)
+  return _TENSORS[key][1]
 
 
 # Arguments and seeds.

@@ -3,11 +3,13 @@
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-__all__ = ["save_figure", "save_image_grid", "save_training_curves"]
+__all__ = ["save_curves", "save_figure", "save_image_grid", "save_landscape",
+           "save_training_curves"]
 
 
 def save_figure(figure, path):
@@ -43,4 +45,55 @@ def save_training_curves(history, path):
   axis.set_ylabel("nats per example")
   axis.legend()
   axis.grid(alpha=0.3)
+  save_figure(figure, path)
+
+
+def save_landscape(values, axis, paths, path, title):
+  """An ELBO landscape over a 2-D grid with estimates and trajectories on top.
+
+  Args:
+    values: `[G, G]` ELBO, `values[i, j]` at (mu_1 = axis[j], mu_2 = axis[i]).
+    axis: `[G]` grid coordinates.
+    paths: `{label: [K, 2] points}`; one point is drawn as a marker, more as a line.
+    path: output PNG.
+    title: figure title.
+  """
+  figure, axes = plt.subplots(figsize=(6, 5))
+  floor = np.percentile(values, 5)
+  image = axes.contourf(axis, axis, np.maximum(values, floor), levels=40, cmap="viridis")
+  figure.colorbar(image, ax=axes, label="ELBO (nats)")
+  markers = iter(["*", "o", "s", "^", "D"])
+  for label, points in paths.items():
+    points = np.asarray(points)
+    if len(points) == 1:
+      axes.plot(points[:, 0], points[:, 1], next(markers), markersize=11, label=label,
+                markeredgecolor="white")
+    else:
+      axes.plot(points[:, 0], points[:, 1], "-o", markersize=3, label=label)
+  axes.set_xlabel("mu_1")
+  axes.set_ylabel("mu_2")
+  axes.set_title(title)
+  axes.legend(loc="lower left", fontsize=8)
+  save_figure(figure, path)
+
+
+def save_curves(panels, path, title):
+  """Side-by-side line plots.
+
+  Args:
+    panels: list of `(x_label, y_label, {label: (x [K], y [K])}, log_x)`.
+    path: output PNG.
+    title: figure title.
+  """
+  figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+  for axis, (x_label, y_label, curves, log_x) in zip(axes[0], panels):
+    for label, (x, y) in curves.items():
+      axis.plot(x, y, label=label)
+    if log_x:
+      axis.set_xscale("symlog", linthresh=1.0)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+  figure.suptitle(title)
   save_figure(figure, path)

@@ -38,10 +38,16 @@ def write_scalars(writer, scalars, step):
 
 
 def write_images(writer, images, step):
-  """Writes `{name: grid [H, W]}` (values in [0, 1]) as image summaries at `step`."""
+  """Writes `{name: picture}` as image summaries at `step`.
+
+  A picture is a grayscale grid `[H, W]` or a colour image `[H, W, 3]`, values in [0, 1].
+  """
   with writer.as_default(step=step):
-    for name, grid in images.items():
-      tf.summary.image(name, np.asarray(grid, np.float32)[None, :, :, None], max_outputs=1)
+    for name, picture in images.items():
+      picture = np.asarray(picture, np.float32)
+      if picture.ndim == 2:
+        picture = picture[:, :, None]
+      tf.summary.image(name, picture[None], max_outputs=1)
 
 
 def write_hparams(writer, config):

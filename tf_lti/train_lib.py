@@ -88,7 +88,7 @@ def restore_model(workdir, splits=None):
                                steps_per_epoch=steps_per_epoch)
   model.compile(*builders.build_optimizers(config, steps_per_epoch))
   model.build_all(_event_size(splits))
-  checkpoint, _ = builders.build_checkpoint(model)
+  checkpoint = builders.build_checkpoint(model)
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint to restore.")
@@ -159,9 +159,8 @@ def train_and_evaluate(config, workdir, *, verbose=True):
                                steps_per_epoch=steps_per_epoch)
   model.compile(*builders.build_optimizers(config, steps_per_epoch))
   model.build_all(_event_size(splits))
-  checkpoint, epoch_variable = builders.build_checkpoint(model)
-  train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-  checkpoint.train_seconds = train_seconds
+  checkpoint = builders.build_checkpoint(model)
+  epoch_variable, train_seconds = checkpoint.epoch, checkpoint.train_seconds
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"),
                                        max_to_keep=train_config.keep_checkpoints)
   if manager.latest_checkpoint:

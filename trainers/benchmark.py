@@ -4,6 +4,8 @@ r"""Throughput and memory of a training step or of the IW evaluation, as JSON li
   tf-lti-benchmark --mode=train --encoder_connection=sequential --xla=both
   # 5000-sample IW log p(x) per test point, and the share of the matmul ceiling:
   tf-lti-benchmark --mode=iw_eval --encoder_connection=sequential --xla=both
+  # Iterative inference (gradient encoding, T=5, S=1) and its cost ratio to the standard step:
+  tf-lti-benchmark --mode=train --procedure=iterative --num_iterations=5 --xla=on
 
 Every config field is a flag, as for `tf-lti-train`. Data are random binary
 vectors of `--event_size` dimensions (speed does not depend on the values).
@@ -12,6 +14,7 @@ peak resident memory, VmHWM) belongs to that setting alone. Run it on an idle
 machine: the median over `--timed_steps` steps is reported.
 """
 
+import copy
 import json
 import os
 import statistics
@@ -69,6 +72,12 @@ def _build(config, tf):
   return model, x
 
 
+def _train_runner(tf, model, x, jit_compile):
+  """A callable that runs one compiled training step and waits for its result."""
+  step = tf.function(model.train_step, jit_compile=jit_compile)
+  return lambda: step(x)["loss"].numpy()
+
+
 def _time(fn, steps):
   times = []
   for _ in range(steps):
@@ -89,16 +98,31 @@ def _run_one(config, jit_compile):
   if FLAGS.mode == "train":
     if FLAGS.timed_steps < 50:
       raise ValueError(f"`timed_steps` must be >= 50 for mode=train; got {FLAGS.timed_steps}.")
-    step = tf.function(model.train_step, jit_compile=jit_compile)
-    run = lambda: step(x)["loss"].numpy()
+    run = _train_runner(tf, model, x, jit_compile)
     start = time.perf_counter()
     run()
     result["compile_seconds"] = time.perf_counter() - start
-    _time(run, FLAGS.warmup_steps)
-    times = _time(run, FLAGS.timed_steps)
-    median = statistics.median(times)
-    result.update(step_ms_median=1e3 * median, step_ms_p90=1e3 * sorted(times)[int(0.9 * len(times))],
+    runners = {"procedure": run}
+    if config.inference.procedure != "amortized":
+      # The standard step on the same architecture, timed interleaved in this process: ratios
+      # of interleaved timings are far more stable than absolute times on a shared machine.
+      standard = copy.deepcopy(config)
+      standard.inference.procedure = "amortized"
+      runners["standard"] = _train_runner(tf, _build(standard, tf)[0], x, jit_compile)
+    for runner in runners.values():
+      _time(runner, FLAGS.warmup_steps)
+    times = {name: [] for name in runners}
+    for _ in range(FLAGS.timed_steps):
+      for name, runner in runners.items():
+        times[name] += _time(runner, 1)
+    median = statistics.median(times["procedure"])
+    result.update(step_ms_median=1e3 * median,
+                  step_ms_p90=1e3 * sorted(times["procedure"])[int(0.9 * FLAGS.timed_steps)],
                   examples_per_sec=config.data.batch_size / median)
+    if "standard" in times:
+      standard_median = statistics.median(times["standard"])
+      result.update(standard_step_ms_median=1e3 * standard_median,
+                    cost_ratio_to_standard=median / standard_median)
   else:
     num_samples = config.eval.num_importance_samples
     chunk = config.eval.eval_chunk_size

@@ -1,0 +1,39 @@
+"""The benchmark binary runs and reports what the docs quote (a smoke test, no timing claims)."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--latent_sizes=4", "--hidden_units=16", "--event_size=20", "--batch_size=10",
+         "--warmup_steps=1"]
+
+
+def _benchmark(*arguments):
+  result = subprocess.run([sys.executable, "-m", "trainers.benchmark", *SMALL, *arguments],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_mode_reports_throughput_memory_config_and_cost_ratio():
+  (line,) = _benchmark("--mode=train", "--xla=off", "--timed_steps=50", "--procedure=iterative",
+                       "--num_iterations=2")
+  assert line["examples_per_sec"] > 0 and line["step_ms_median"] > 0
+  assert line["peak_memory_mb"] > 100
+  assert line["config"]["inference"]["procedure"] == "iterative"
+  assert line["cost_ratio_to_standard"] > 1.0  # two refinement steps cost more than one pass
+
+
+def test_iw_eval_mode_reports_per_point_cost_and_share_of_matmul_ceiling():
+  (line,) = _benchmark("--mode=iw_eval", "--xla=off", "--timed_steps=60",
+                       "--num_importance_samples=100", "--eval_chunk_size=50",
+                       "--eval_batch_size=5")
+  assert line["ms_per_test_point"] > 0 and line["num_importance_samples"] == 100
+  assert 0 < line["fraction_of_matmul_ceiling"] < 1.5
+
+
+def test_xla_both_runs_each_setting_in_its_own_process():
+  lines = _benchmark("--mode=train", "--xla=both", "--timed_steps=50")
+  assert [line["jit_compile"] for line in lines] == [True, False]

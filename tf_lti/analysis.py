@@ -1,0 +1,168 @@
+"""Inference diagnostics: ELBO landscapes, refinement over iterations, optimizer baselines.
+
+These compute what the papers' figures show (Marino et al. 2018, figures 1, 3, 4,
+6 and 10; Kim et al. 2018, figure 1); `plots` draws them and
+`trainers/analyze.py` runs them on a trained work directory.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_lti import objective as objective_lib
+
+__all__ = ["OPTIMIZERS", "LEARNING_RATES", "elbo_landscape", "likelihood_means",
+           "optimize_params", "refinement_trajectory"]
+
+OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
+# Marino et al. (2018), appendix C.6: the learning-rate grid of the variational-EM baselines.
+LEARNING_RATES = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01, 0.005, 0.001)
+
+
+def elbo_landscape(x, generative, family, grid, *, seed, num_samples=1):
+  """The ELBO of one example over a grid of 2-D posterior means.
+
+  For the point-estimate family this is log p(x, z = mu) exactly; for Gaussian
+  families the other parameters are held at their N(0, I) values.
+
+  Args:
+    x: float `Tensor` `[1, D]`.
+    generative: a two-dimensional-latent `GenerativeModel`.
+    family: a `posterior.PosteriorFamily`.
+    grid: float `np.ndarray` `[G, 2]` of means.
+    seed: stateless seed `[2]`.
+    num_samples: draws per grid point. Default value: 1.
+
+  Returns:
+    elbo: `np.ndarray` `[G]`.
+  """
+  if generative.latent_size != 2:
+    raise ValueError(f"An ELBO landscape needs a 2-D latent space; the model has "
+                     f"{generative.latent_size} dimensions.")
+  grid = tf.constant(grid, x.dtype)
+  groups = family.split(family.initial_params(tf.shape(grid)[0], 2, x.dtype))
+  groups["loc"] = grid
+  params = family.join(groups)
+  x = tf.repeat(x, tf.shape(grid)[0], axis=0)
+  terms = objective_lib.elbo(x, generative, family.distribution(params), seed=seed,
+                             num_samples=num_samples, kl="sample")
+  return terms["elbo"].numpy()
+
+
+def refinement_trajectory(model, x, *, seed, num_iterations=None):
+  """Posterior parameters after each step of an iterative procedure, with wall-clock times.
+
+  Args:
+    model: a `vae.VAE` with an iterative inference procedure.
+    x: float `Tensor` `[B, D]`.
+    seed: stateless seed `[2]`.
+    num_iterations: T (default: the trained number).
+
+  Returns:
+    params: `np.ndarray` `[T + 1, B, P]` (lambda_0 ... lambda_T).
+    bounds: `np.ndarray` `[T + 1]`, the mean ELBO at each.
+    seconds: `np.ndarray` `[T + 1]`, elapsed time when each bound was known.
+  """
+  inference = model.inference
+  if not hasattr(inference, "step"):
+    raise ValueError(f"`workdir` holds a {type(inference).__name__}; this analysis needs an "
+                     "iterative inference model (`procedure=iterative`).")
+  num_iterations = inference.num_iterations if num_iterations is None else num_iterations
+  seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
+
+  @tf.function
+  def evaluate(params, step_seed):
+    return inference.evaluate(x, model.generative, inference.objective, params, seed=step_seed,
+                              kl_weight=1.0, training=False,
+                              with_gradient=inference.needs_gradient)
+
+  @tf.function
+  def step(params, feedback, state):
+    return inference.step(x, params, feedback, state)
+
+  def run():
+    params = inference.initial_params(tf.shape(x)[0], x.dtype)
+    state = inference.initial_state(tf.shape(x)[0])
+    history, bounds, seconds = [], [], []
+    start = time.perf_counter()
+    for t in range(num_iterations + 1):
+      terms, feedback = evaluate(params, seeds[t])
+      bounds.append(float(tf.reduce_mean(terms["elbo"])))
+      seconds.append(time.perf_counter() - start)
+      history.append(params.numpy())
+      if t < num_iterations:
+        params, state = step(params, feedback, state)
+    return np.stack(history), np.array(bounds), np.array(seconds)
+
+  run()  # traces both functions, so the timed pass measures only computation
+  return run()
+
+
+def likelihood_means(model, params):
+  """Likelihood means at the posterior means of `params` `[..., B, P]` -> `[..., B, D]`."""
+  mean = model.family.distribution(tf.constant(params)).mean()
+  return model.generative.head.mean(model.generative.decode(mean)[0]).numpy()
+
+
+def _make_optimizer(name, learning_rate):
+  if name == "sgd":
+    return keras.optimizers.SGD(learning_rate)
+  if name == "sgd_momentum":
+    return keras.optimizers.SGD(learning_rate, momentum=0.9)
+  if name == "rmsprop":
+    return keras.optimizers.RMSprop(learning_rate)
+  if name == "adam":
+    return keras.optimizers.Adam(learning_rate)
+  raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}.")
+
+
+def optimize_params(x, generative, family, objective, initial_params, *, optimizer,
+                    learning_rate, num_steps, seed):
+  """Variational EM's E-step: gradient ascent on each example's ELBO in parameter space.
+
+  Each example's parameters are optimized on its own ELBO (the loss is the sum
+  over examples, so the step sizes are per example, not batch-size dependent).
+
+  Args:
+    x: float `Tensor` `[B, D]`.
+    generative, family, objective: the model, posterior family and bound.
+    initial_params: `[B, P]`.
+    optimizer: one of `OPTIMIZERS`.
+    learning_rate: Python float.
+    num_steps: Python int.
+    seed: stateless seed `[2]`; step t draws with a seed derived from (seed, t).
+
+  Returns:
+    bounds: `np.ndarray` `[num_steps + 1]`, the mean ELBO before each step and at the end.
+    seconds: `np.ndarray` `[num_steps + 1]`, wall-clock time at each of those points.
+  """
+  params = tf.Variable(initial_params)
+  keras_optimizer = _make_optimizer(optimizer, learning_rate)
+  keras_optimizer.build([params])
+  seeds = tf.random.experimental.stateless_split(seed, num_steps + 1)
+
+  @tf.function
+  def step(step_seed):
+    with tf.GradientTape() as tape:
+      terms = objective(x, generative, family.distribution(params), seed=step_seed)
+      loss = -tf.reduce_sum(terms["elbo"])
+    keras_optimizer.apply([tape.gradient(loss, params)], [params])
+    return tf.reduce_mean(terms["elbo"])
+
+  @tf.function
+  def bound(step_seed):
+    return tf.reduce_mean(objective(x, generative, family.distribution(params),
+                                    seed=step_seed)["elbo"])
+
+  step.get_concrete_function(seeds[0])  # trace outside the timed loop, without running
+  bound.get_concrete_function(seeds[0])
+  bounds, seconds = [], []
+  start = time.perf_counter()
+  for t in range(num_steps):
+    seconds.append(time.perf_counter() - start)
+    bounds.append(float(step(seeds[t])))
+  seconds.append(time.perf_counter() - start)
+  bounds.append(float(bound(seeds[num_steps])))
+  return np.array(bounds), np.array(seconds)

@@ -1,0 +1,145 @@
+r"""Inference diagnostics of a trained work directory, as PNG + JSON (+ TensorBoard images).
+
+  # ELBO landscape of a 2-D model with the estimate / trajectory and the optimum (Marino fig. 1, 3)
+  tf-lti-analyze --workdir=runs/point2d --analysis=landscape --example_index=0
+  # reconstructions after each inference iteration (Marino fig. 4)
+  tf-lti-analyze --workdir=runs/iterative --analysis=reconstructions --num_iterations=16
+  # bound vs iteration and vs wall-clock: the iterative model against SGD, SGD + momentum,
+  # RMSProp and Adam on the posterior parameters over the paper's learning-rate grid (fig. 6, 10)
+  tf-lti-analyze --workdir=runs/iterative --analysis=optimizers --num_examples=100
+
+Outputs go to `<workdir>/analysis/<analysis>.{png,json}` and, as images, to
+`<workdir>/validation` for TensorBoard.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from trainers import flags as flags_lib
+
+flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
+flags.DEFINE_enum("analysis", "landscape", ["landscape", "reconstructions", "optimizers"],
+                  "Which diagnostic to run.")
+flags.DEFINE_integer("example_index", 0, "landscape: the test example to plot.")
+flags.DEFINE_float("grid_step", 0.05, "landscape: grid spacing over [-5, 5]^2 (paper: 0.05).")
+flags.DEFINE_integer("num_iterations", 16, "Inference iterations of the iterative model.")
+flags.DEFINE_integer("num_examples", 100, "reconstructions/optimizers: test examples used.")
+flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
+flags.DEFINE_list("learning_rates", [str(v) for v in (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01,
+                                                       0.005, 0.001)],
+                  "optimizers: learning-rate grid of the baselines.")
+flags.DEFINE_integer("seed", 0, "Seed of the analysis samples.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def _landscape(model, splits, out_dir, tf, np, analysis, plots):
+  if not 0 <= FLAGS.example_index < len(splits.test):
+    raise ValueError(f"`example_index` must be in [0, {len(splits.test)}); got "
+                     f"{FLAGS.example_index}.")
+  x = tf.constant(splits.test[FLAGS.example_index:FLAGS.example_index + 1])
+  if not 0 < FLAGS.grid_step <= 1:
+    raise ValueError(f"`grid_step` must be in (0, 1]; got {FLAGS.grid_step}.")
+  axis = np.arange(-5.0, 5.0 + 1e-9, FLAGS.grid_step, dtype=np.float32)
+  grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+  values = analysis.elbo_landscape(x, model.generative, model.family, grid,
+                                   seed=tf.constant([FLAGS.seed, 0])).reshape(len(axis), len(axis))
+  best = np.unravel_index(np.argmax(values), values.shape)
+  optimum = [float(axis[best[1]]), float(axis[best[0]])]
+  paths = {"grid optimum": [optimum]}
+  seed = tf.constant([FLAGS.seed, 1])
+  if hasattr(model.inference, "step"):
+    params, _, _ = analysis.refinement_trajectory(model, x, seed=seed,
+                                                  num_iterations=FLAGS.num_iterations)
+    trajectory = params[:, 0, :2]
+    paths["iterative model"] = trajectory
+  else:
+    trajectory = model.infer(x, seed=seed).params.numpy()[:, :2]
+    paths["encoder estimate"] = trajectory
+  plots.save_landscape(values, axis, paths, os.path.join(out_dir, "landscape.png"),
+                       f"ELBO landscape, test example {FLAGS.example_index}")
+  return {"optimum": optimum, "optimum_elbo": float(values[best]), "estimates": trajectory.tolist(),
+          "grid_step": FLAGS.grid_step}
+
+
+def _reconstructions(model, splits, out_dir, tf, np, analysis, plots):
+  from tf_lti import summary  # pylint: disable=g-import-not-at-top
+  x = splits.test[:min(FLAGS.num_examples, 10)]
+  params, bounds, _ = analysis.refinement_trajectory(
+      model, tf.constant(x), seed=tf.constant([FLAGS.seed, 2]),
+      num_iterations=FLAGS.num_iterations)
+  means = analysis.likelihood_means(model, params)  # [T + 1, B, D]
+  columns = [x] + list(means)
+  rows = np.stack(columns, axis=1).reshape(-1, x.shape[-1])  # example-major: data, t = 0 ... T
+  grid = summary.image_grid(rows, splits.image_shape, len(columns))
+  plots.save_image_grid(grid, os.path.join(out_dir, "reconstructions.png"),
+                        "data, then reconstructions after iterations 0 ... T")
+  return {"mean_elbo_by_iteration": bounds.tolist()}
+
+
+def _optimizers(model, splits, out_dir, tf, np, analysis, plots):
+  x = tf.constant(splits.test[:FLAGS.num_examples])
+  learning_rates = [float(v) for v in FLAGS.learning_rates]
+  _, bounds, seconds = analysis.refinement_trajectory(model, x, seed=tf.constant([FLAGS.seed, 3]),
+                                                      num_iterations=FLAGS.num_iterations)
+  results = {"iterative model": {"bounds": bounds.tolist(), "seconds": seconds.tolist()}}
+  initial = model.inference.initial_params(int(x.shape[0]), x.dtype)
+  for name in analysis.OPTIMIZERS:
+    runs = {}
+    for learning_rate in learning_rates:
+      run_bounds, run_seconds = analysis.optimize_params(
+          x, model.generative, model.family, model.inference.objective, initial,
+          optimizer=name, learning_rate=learning_rate, num_steps=FLAGS.num_steps,
+          seed=tf.constant([FLAGS.seed, 4]))
+      runs[learning_rate] = {"bounds": run_bounds.tolist(), "seconds": run_seconds.tolist()}
+      print(f"  {name:>12} lr {learning_rate:<6} final ELBO {run_bounds[-1]:9.3f}", flush=True)
+    best = max(runs, key=lambda lr: runs[lr]["bounds"][-1] if np.isfinite(runs[lr]["bounds"][-1])
+               else -np.inf)
+    results[name] = dict(runs[best], learning_rate=best, grid=runs)
+  by_iteration, by_time = {}, {}
+  for name, run in results.items():
+    label = name + (f" (lr {run['learning_rate']})" if "learning_rate" in run else "")
+    by_iteration[label] = (np.arange(len(run["bounds"])), np.array(run["bounds"]))
+    by_time[label] = (np.array(run["seconds"]), np.array(run["bounds"]))
+  plots.save_curves([("inference iteration", "mean test ELBO (nats)", by_iteration, True),
+                     ("wall-clock seconds", "mean test ELBO (nats)", by_time, False)],
+                    os.path.join(out_dir, "optimizers.png"),
+                    f"Inference optimization on {int(x.shape[0])} test examples")
+  return results
+
+
+@flags_lib.exit_on_user_error
+def main():
+  import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_lti import analysis  # pylint: disable=g-import-not-at-top
+  from tf_lti import plots  # pylint: disable=g-import-not-at-top
+  from tf_lti import summary  # pylint: disable=g-import-not-at-top
+  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
+  for name in ("num_iterations", "num_examples", "num_steps"):
+    if FLAGS[name].value < 1:
+      raise ValueError(f"`{name}` must be >= 1; got {FLAGS[name].value}.")
+  _, splits, model, step = train_lib.restore_model(FLAGS.workdir)
+  out_dir = os.path.join(FLAGS.workdir, "analysis")
+  os.makedirs(out_dir, exist_ok=True)
+  run = {"landscape": _landscape, "reconstructions": _reconstructions,
+         "optimizers": _optimizers}[FLAGS.analysis]
+  results = run(model, splits, out_dir, tf, np, analysis, plots)
+  results.update(step=step, analysis=FLAGS.analysis)
+  path = os.path.join(out_dir, f"{FLAGS.analysis}.json")
+  train_lib.write_json(path, results)
+  png = os.path.join(out_dir, f"{FLAGS.analysis}.png")
+  picture = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy() / 255.0
+  writer = tf.summary.create_file_writer(os.path.join(FLAGS.workdir, "validation"))
+  summary.write_images(writer, {f"analysis/{FLAGS.analysis}": picture}, step)
+  print(f"Wrote {path} and {png}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
