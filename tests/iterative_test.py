@@ -178,3 +178,20 @@ def test_trainer_runs_each_variant(tmp_path, overrides):
   metrics = train_lib.train_and_evaluate(config, str(tmp_path), verbose=False)
   assert len(metrics["test_elbo_trajectory"]) == 3
   assert np.isfinite(metrics["test_log_likelihood"])
+
+
+def test_sweep_binary_runs_each_procedure_and_value(tmp_path):
+  import json, os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, "-m", "trainers.sweep", "--preset=quickstart", "--hidden_units=16",
+       "--epochs=1", "--max_steps=3", "--num_importance_samples=10", "--eval_chunk_size=10",
+       "--eval_max_examples=20", "--num_iterations=1", "--sweep_field=num_samples",
+       "--sweep_values=1,2", "--sweep_procedures=amortized,iterative", f"--workdir={tmp_path}"],
+      cwd=repo, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(tmp_path / "sweep.json") as f:
+    runs = json.load(f)["runs"]
+  assert [(r["procedure"], r["value"]) for r in runs] == [
+      ("amortized", 1), ("amortized", 2), ("iterative", 1), ("iterative", 2)]
+  assert os.path.getsize(tmp_path / "sweep.png") > 2000

@@ -156,11 +156,15 @@ class EvalConfig:
     eval_batch_size: examples per evaluation batch.
     eval_chunk_size: importance samples per chunk (bounds memory).
     eval_max_examples: evaluate on the first N test examples only (0: all).
+    eval_jit_compile: compile evaluation with XLA. Off by default: for the large
+      importance-sampling matmuls TF's default CPU kernels measured faster than XLA's
+      (docs/benchmarks.md).
   """
   num_importance_samples: int = 5000
-  eval_batch_size: int = 100
-  eval_chunk_size: int = 500
+  eval_batch_size: int = 50
+  eval_chunk_size: int = 200
   eval_max_examples: int = 0
+  eval_jit_compile: bool = False
 
 
 @dataclasses.dataclass
@@ -295,7 +299,7 @@ PRESETS = {
     "quickstart": dict(source="digits", binarization="dynamic", latent_sizes=(8,),
                        hidden_units=(128,), batch_size=50, epochs=60, learning_rate=2e-3,
                        checkpoint_every_steps=500, log_every_steps=20,
-                       num_importance_samples=5000, eval_batch_size=100),
+                       num_importance_samples=5000),
     # One-level 784-512-512-64 Bernoulli VAE on static binarized MNIST (Larochelle split).
     "mnist_one_level": dict(source="../shared/data/binarized_mnist.npz", binarization="none",
                             latent_sizes=(64,), hidden_units=(512,), batch_size=100,
@@ -335,7 +339,7 @@ PRESETS = {
     "freyfaces_gaussian": dict(source="../shared/data/freyfaces.npz", binarization="none",
                                likelihood="gaussian", gaussian_variance="per_dim",
                                latent_sizes=(10,), hidden_units=(200,), batch_size=100,
-                               epochs=200, eval_batch_size=50),
+                               epochs=200),
 }
 
 

@@ -91,17 +91,17 @@ def bits_per_dim(log_likelihood, num_dims):
   return -log_likelihood / (num_dims * math.log(2.0))
 
 
-def evaluate(model, x, *, batch_size=100, num_importance_samples=5000, chunk_size=500, seed=0,
+def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size=200, seed=0,
              jit_compile=False, progress=None):
   """Evaluates a trained `vae.VAE` on a data set.
 
   Args:
     model: a built `vae.VAE`.
     x: `np.ndarray` `[N, D]`, float32.
-    batch_size: examples per evaluation batch. Default value: 100.
+    batch_size: examples per evaluation batch. Default value: 50.
     num_importance_samples: K for the log p(x) estimate; 0 skips it.
       Default value: 5000.
-    chunk_size: importance samples per chunk. Default value: 500.
+    chunk_size: importance samples per chunk. Default value: 200.
     seed: Python int. Default value: 0.
     jit_compile: compile the evaluation step with XLA. Default value: `False`.
     progress: optional callable `(examples_done)` for progress output.

@@ -247,7 +247,7 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
       model, x_test, batch_size=eval_config.eval_batch_size,
       num_importance_samples=eval_config.num_importance_samples,
       chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
-      jit_compile=config.train.jit_compile, progress=progress.update)
+      jit_compile=eval_config.eval_jit_compile, progress=progress.update)
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
   metrics.update(train_seconds=train_seconds, steps=step, dataset=splits.name,

@@ -17,11 +17,11 @@ from trainers import flags as flags_lib
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate.")
 flags.DEFINE_integer("num_importance_samples", 5000, "K for the IW estimate of log p(x) (0: skip).")
-flags.DEFINE_integer("eval_batch_size", 100, "Examples per evaluation batch.")
-flags.DEFINE_integer("eval_chunk_size", 500, "Importance samples per chunk (bounds memory).")
+flags.DEFINE_integer("eval_batch_size", 50, "Examples per evaluation batch.")
+flags.DEFINE_integer("eval_chunk_size", 200, "Importance samples per chunk (bounds memory).")
 flags.DEFINE_integer("eval_max_examples", 0, "Evaluate the first N examples only (0: all).")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation samples.")
-flags.DEFINE_bool("jit_compile", True, "Compile the evaluation step with XLA.")
+flags.DEFINE_bool("jit_compile", False, "Compile the evaluation step with XLA (measured slower on CPU).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
