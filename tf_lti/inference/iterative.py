@@ -162,9 +162,9 @@ class IterativeInferenceModel(base.InferenceProcedure):
     return tf.tile(tf.convert_to_tensor(self._initial)[None], [batch_size, 1])
 
   def initial_state(self, batch_size):
-    """Recurrent state per level (zeros: reset for every batch), or `None`."""
+    """Recurrent state per level (zeros: reset for every batch); `[]` for feed-forward models."""
     if not self.recurrent:
-      return None
+      return []
     return [[tf.zeros([batch_size, cell.units]), tf.zeros([batch_size, cell.units])]
             for cell in self._cells]
 
@@ -229,7 +229,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
       x: `[B, D]`.
       params: lambda_t `[B, P]` (a constant to the update).
       feedback: from `evaluate` at `params`.
-      state: recurrent state from `initial_state` (or `None`).
+      state: recurrent state from `initial_state` (`[]` for feed-forward models).
       training: batch-norm mode of the networks.
 
     Returns:
@@ -248,10 +248,13 @@ class IterativeInferenceModel(base.InferenceProcedure):
         new.append(gate * old[level] + (1.0 - gate) * proposal)
       else:
         new.append(old[level] + proposal)
-    return base.join_levels(new, self._num_groups), (new_state if self.recurrent else None)
+    return base.join_levels(new, self._num_groups), new_state
 
   def infer(self, x, generative, *, seed, training=False, num_iterations=None):
     """Refines lambda_0 for `num_iterations` steps (default: the trained T).
+
+    Steps 1 ... T-1 run in a `tf.while_loop`, so the traced program does not
+    grow with T; the last step needs no encoded gradient and is peeled off.
 
     Returns:
       `InferenceResult` with `params` lambda_T `[B, P]` and `bound_trajectory`
@@ -262,18 +265,29 @@ class IterativeInferenceModel(base.InferenceProcedure):
       raise ValueError(f"`num_iterations` must be >= 0; got {num_iterations}.")
     batch_size = tf.shape(x)[0]
     seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
+
+    def evaluate(params, step_seed, with_gradient):
+      return self.evaluate(x, generative, self.objective, params, seed=step_seed, kl_weight=1.0,
+                           training=training, with_gradient=with_gradient)
+
     params = self.initial_params(batch_size, x.dtype)
     state = self.initial_state(batch_size)
-    bounds = []
-    for t in range(num_iterations + 1):
-      with_gradient = self.needs_gradient and t < num_iterations
-      terms, feedback = self.evaluate(x, generative, self.objective, params, seed=seeds[t],
-                                      kl_weight=1.0, training=training,
-                                      with_gradient=with_gradient)
-      bounds.append(terms["elbo"])
-      if t < num_iterations:
-        params, state = self.step(x, params, feedback, state, training)
-    return base.InferenceResult(params=params, bound_trajectory=tf.stack(bounds))
+    terms, feedback = evaluate(params, seeds[0], self.needs_gradient and num_iterations > 0)
+    bounds = tf.TensorArray(x.dtype, size=num_iterations + 1).write(0, terms["elbo"])
+    if num_iterations == 0:
+      return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
+
+    def body(t, params, feedback, state, bounds):
+      params, state = self.step(x, params, feedback, state, training)
+      terms, feedback = evaluate(params, seeds[t], self.needs_gradient)
+      return t + 1, params, feedback, state, bounds.write(t, terms["elbo"])
+
+    _, params, feedback, state, bounds = tf.while_loop(
+        lambda t, *_: t < num_iterations, body, (tf.constant(1), params, feedback, state, bounds))
+    params, _ = self.step(x, params, feedback, state, training)
+    terms, _ = evaluate(params, seeds[num_iterations], False)
+    bounds = bounds.write(num_iterations, terms["elbo"])
+    return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
 
   def training_losses(self, x, generative, objective, *, seed, kl_weight):
     """Losses whose autodiff gives the paper's gradients (any model, incl. recurrent).
@@ -310,7 +324,9 @@ class IterativeInferenceModel(base.InferenceProcedure):
 
     Each step t has its own tape; one backward pass gives grad_phi(-ELBO_t), the
     encoded gradient d bound_t / d lambda_t and, at t = T, grad_theta(-ELBO_T).
-    Recurrent models (whose gradients cross iterations) use the generic path.
+    Steps 1 ... T-1 run in a `tf.while_loop` carrying only lambda_t, the
+    feedback and the gradient sums, so neither activations nor the program grow
+    with T. Recurrent models (whose gradients cross iterations) use the generic path.
     """
     if self.recurrent:
       return super().training_gradients(x, generative, objective, seed=seed, kl_weight=kl_weight)
@@ -319,37 +335,43 @@ class IterativeInferenceModel(base.InferenceProcedure):
     seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
     inference_vars = self.trainable_variables
     generative_vars = generative.trainable_variables
-    inference_grads = [tf.zeros(v.shape, v.dtype) for v in inference_vars]
-    generative_grads = None
-    params = None
-    feedback = None
-    for t in range(num_iterations + 1):
-      last = t == num_iterations
+
+    def differentiate(make_params, step_seed, with_generative):
+      """Bound at make_params() and the gradients of its loss in one backward pass."""
       # Only the requested sources are differentiated: before the last step the
       # decoder's weight gradients are never computed.
       with tf.GradientTape() as tape:
-        if t == 0:
-          params = self.initial_params(batch_size, x.dtype)
-        else:
-          params, _ = self.step(x, params, feedback, None, training=True)
+        params = make_params()
         tape.watch(params)
-        terms = objective(x, generative, self.family.distribution(params), seed=seeds[t],
+        terms = objective(x, generative, self.family.distribution(params), seed=step_seed,
                           kl_weight=kl_weight, training=True, with_errors=self.needs_errors)
         loss = -tf.reduce_mean(terms["bound"])
-      sources = [params] + inference_vars + (generative_vars if last else [])
+      sources = [params] + inference_vars + (generative_vars if with_generative else [])
       grads = [tf.zeros(source.shape, source.dtype) if grad is None else grad
                for source, grad in zip(sources, tape.gradient(loss, sources))]
-      if t > 0 or self._initial is not None:
-        inference_grads = [a + g / float(num_iterations)
-                           for a, g in zip(inference_grads, grads[1:1 + len(inference_vars)])]
-      if last:
-        generative_grads = grads[1 + len(inference_vars):]
-      else:
-        feedback = self.feedback(terms)
-        if self.needs_gradient:
-          # loss = -mean_b bound_b, so each example's own gradient is -B * d loss / d params_b.
-          feedback["gradient"] = tf.stop_gradient(
-              -tf.cast(batch_size, params.dtype) * grads[0])
-        params = tf.stop_gradient(params)
-    return base.TrainingGradients(generative=generative_grads, inference=inference_grads,
-                                  loss=loss, terms=self._final_terms(terms))
+      feedback = self.feedback(terms)
+      if self.needs_gradient:
+        # loss = -mean_b bound_b, so each example's own gradient is -B * d loss / d params_b.
+        feedback["gradient"] = tf.stop_gradient(-tf.cast(batch_size, params.dtype) * grads[0])
+      inference_grads = [g / float(num_iterations) for g in grads[1:1 + len(inference_vars)]]
+      return (tf.stop_gradient(params), feedback, inference_grads, loss, terms,
+              grads[1 + len(inference_vars):])
+
+    # t = 0: the bound at lambda_0 (its inference gradient is zero unless lambda_0 is learned).
+    params, feedback, inference_grads, _, _, _ = differentiate(
+        lambda: self.initial_params(batch_size, x.dtype), seeds[0], False)
+
+    def body(t, params, feedback, inference_grads):
+      params, feedback, step_grads, _, _, _ = differentiate(
+          lambda: self.step(x, params, feedback, [], training=True)[0], seeds[t], False)
+      return t + 1, params, feedback, [a + g for a, g in zip(inference_grads, step_grads)]
+
+    _, params, feedback, inference_grads = tf.while_loop(
+        lambda t, *_: t < num_iterations, body,
+        (tf.constant(1), params, feedback, inference_grads))
+    _, _, step_grads, loss, terms, generative_grads = differentiate(
+        lambda: self.step(x, params, feedback, [], training=True)[0], seeds[num_iterations], True)
+    return base.TrainingGradients(
+        generative=generative_grads,
+        inference=[a + g for a, g in zip(inference_grads, step_grads)],
+        loss=loss, terms=self._final_terms(terms))
