@@ -140,3 +140,13 @@ def test_rank_one_family_is_exact_for_a_rank_one_weight_matrix():
 def test_objective_rejects_bad_settings(bad):
   with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
     objective.Objective(**bad)
+
+
+def test_evaluation_subset_is_a_fixed_random_sample_not_the_first_rows():
+  x = np.arange(100)[:, None].astype(np.float32)
+  first = evaluation.subset(x, 10, seed=0)
+  np.testing.assert_array_equal(first, evaluation.subset(x, 10, seed=0))
+  assert len(first) == 10 and first[-1, 0] > 10  # not simply the first rows
+  assert evaluation.subset(x, 0, seed=0) is x
+  with pytest.raises(ValueError, match="`eval_max_examples` must be >= 0"):
+    evaluation.subset(x, -1, seed=0)

@@ -155,7 +155,7 @@ class EvalConfig:
     num_importance_samples: K for the test log p(x) estimate (0: skip it).
     eval_batch_size: examples per evaluation batch.
     eval_chunk_size: importance samples per chunk (bounds memory).
-    eval_max_examples: evaluate on the first N test examples only (0: all).
+    eval_max_examples: evaluate on a fixed random subset of N test examples (0: all).
     eval_jit_compile: compile evaluation with XLA. Off by default: for the large
       importance-sampling matmuls TF's default CPU kernels measured faster than XLA's
       (docs/benchmarks.md).

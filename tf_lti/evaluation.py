@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from tf_lti import objective as objective_lib
 
-__all__ = ["active_units", "bits_per_dim", "evaluate", "iw_log_likelihood", "pick_chunk_size"]
+__all__ = ["active_units", "bits_per_dim", "evaluate", "iw_log_likelihood", "pick_chunk_size",
+           "subset"]
 
 
 def pick_chunk_size(num_samples, max_chunk_size):
@@ -67,6 +68,28 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
   init = (tf.constant(0), tf.fill([batch], tf.constant(-np.inf, x.dtype)), tf.zeros([batch], x.dtype))
   _, running_max, running_sum = tf.while_loop(lambda i, *_: i < num_chunks, body, init)
   return running_max + tf.math.log(running_sum) - math.log(num_samples)
+
+
+def subset(x, max_examples, seed):
+  """A fixed random subset of `max_examples` rows of `x` (all of `x` for 0), in order.
+
+  Test sets can be sorted (binarized MNIST's is sorted by class), so the first N
+  examples are not a fair sample.
+
+  Args:
+    x: `np.ndarray` `[N, D]`.
+    max_examples: rows to keep, 0 for all.
+    seed: Python int.
+
+  Returns:
+    `np.ndarray` `[min(N, max_examples), D]`.
+  """
+  if max_examples < 0:
+    raise ValueError(f"`eval_max_examples` must be >= 0; got {max_examples}.")
+  if not max_examples or max_examples >= len(x):
+    return x
+  rows = np.random.default_rng(seed).choice(len(x), max_examples, replace=False)
+  return x[np.sort(rows)]
 
 
 def active_units(posterior_means, threshold=0.01):

@@ -238,7 +238,7 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
                       step, verbose):
   """Test-set evaluation, plots, hparams summary and metrics.json."""
   eval_config = config.eval
-  x_test = splits.test[:eval_config.eval_max_examples or None]
+  x_test = evaluation.subset(splits.test, eval_config.eval_max_examples, config.data.data_seed)
   if verbose:
     print(f"Evaluating on {len(x_test)} test examples "
           f"(K={eval_config.num_importance_samples} importance samples) ...", flush=True)

@@ -19,7 +19,8 @@ flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate."
 flags.DEFINE_integer("num_importance_samples", 5000, "K for the IW estimate of log p(x) (0: skip).")
 flags.DEFINE_integer("eval_batch_size", 50, "Examples per evaluation batch.")
 flags.DEFINE_integer("eval_chunk_size", 200, "Importance samples per chunk (bounds memory).")
-flags.DEFINE_integer("eval_max_examples", 0, "Evaluate the first N examples only (0: all).")
+flags.DEFINE_integer("eval_max_examples", 0,
+                     "Evaluate a fixed random subset of N examples (seeded by the data seed; 0: all).")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation samples.")
 flags.DEFINE_bool("jit_compile", False, "Compile the evaluation step with XLA (measured slower on CPU).")
 flags.mark_flag_as_required("workdir")
@@ -31,11 +32,11 @@ def main():
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  for name in ("num_importance_samples", "eval_max_examples"):
-    if FLAGS[name].value < 0:
-      raise ValueError(f"`{name}` must be >= 0; got {FLAGS[name].value}.")
+  if FLAGS.num_importance_samples < 0:
+    raise ValueError(f"`num_importance_samples` must be >= 0; got {FLAGS.num_importance_samples}.")
   config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
-  x = getattr(splits, FLAGS.split)[:FLAGS.eval_max_examples or None]
+  x = evaluation.subset(getattr(splits, FLAGS.split), FLAGS.eval_max_examples,
+                        config.data.data_seed)
   print(f"Restored step {step} from {FLAGS.workdir}; evaluating {len(x)} {FLAGS.split} examples "
         f"with K={FLAGS.num_importance_samples}.", flush=True)
   progress = keras.utils.Progbar(len(x))
