@@ -302,7 +302,6 @@ class IterativeInferenceModel(base.InferenceProcedure):
     params = self.initial_params(batch_size, x.dtype)
     state = self.initial_state(batch_size)
     losses = []
-    terms = None
     for t in range(self.num_iterations + 1):
       if t > 0:
         params, state = self.step(x, params, feedback, state, training=True)
@@ -317,7 +316,9 @@ class IterativeInferenceModel(base.InferenceProcedure):
 
   @staticmethod
   def _final_terms(terms):
-    return {name: value for name, value in terms.items() if name not in ("data_error", "latent_error")}
+    """The terms worth logging: the per-example bounds, without the encoded errors."""
+    return {name: value for name, value in terms.items()
+            if name not in ("data_error", "latent_error")}
 
   def training_gradients(self, x, generative, objective, *, seed, kl_weight):
     """Per-step accumulated gradients, memory flat in T (feed-forward models).
