@@ -23,7 +23,9 @@ def save_figure(figure, path):
 def save_image_grid(grid, path, title):
   """Saves a `[H, W]` grid (values in [0, 1]) as a grayscale PNG."""
   height, width = grid.shape
-  figure, axis = plt.subplots(figsize=(max(2.0, width / 40), max(2.0, height / 40) + 0.4))
+  # About 8 screen pixels per image pixel at 120 dpi, within 2 to 10 inches a side.
+  inches = np.clip(np.array([width, height]) / 15.0, 2.0, 10.0)
+  figure, axis = plt.subplots(figsize=(inches[0], inches[1] + 0.4))
   axis.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
   axis.set_title(title)
   axis.axis("off")
