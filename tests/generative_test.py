@@ -59,7 +59,8 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
                                      connection="highway", batch_norm=True)
   z = tf.random.stateless_normal([5, 5], [0, 8])
   model(z)
-  _, log_prior, latent_error = model.decode(z)
+  _, log_prior, latent_errors = model.decode(z)
+  latent_error = latent_errors["latent_error"]
   z1, z2 = model.split_latents(z)
   # Rebuild log p(z2) + log p(z1 | z2) by hand from the layers.
   h = model._torsos[1](z2, training=False)  # pylint: disable=protected-access
@@ -70,6 +71,7 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
   # Top-down errors are -d log p(z) / d z_l through each level's own prior term.
   np.testing.assert_allclose(latent_error[:, :3], (z1 - mean) / tf.exp(log_variance), rtol=1e-5)
   np.testing.assert_allclose(latent_error[:, 3:], z2)
+  np.testing.assert_allclose(latent_errors["latent_residual"][:, :3], z1 - mean, rtol=1e-5)
   assert model.latent_size == 5 and model.num_levels == 2
   with pytest.raises(ValueError, match="no closed-form prior"):
     model.prior()

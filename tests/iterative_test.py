@@ -142,8 +142,26 @@ def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
   assert result.params.shape == (6, 14) and result.bound_trajectory.shape == (4, 6)
 
 
+@pytest.mark.parametrize("error_encoding", ["residual", "normalized"])
+def test_error_encodings_pick_residuals_or_precision_weighted_errors(error_encoding):
+  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8])
+  objective = objective_lib.Objective(num_samples=1, kl="sample")
+  inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
+                         inputs=("error",), error_encoding=error_encoding)
+  x = tf.cast(tf.random.stateless_uniform([5, 12], [0, 8]) < 0.5, tf.float32)
+  params = inference.initial_params(5)
+  terms, feedback = inference.evaluate(x, generative, objective, params, seed=SEED,
+                                       kl_weight=1.0, training=False, with_gradient=False)
+  suffix = "residual" if error_encoding == "residual" else "error"
+  np.testing.assert_array_equal(feedback["data_error"], terms[f"data_{suffix}"])
+  np.testing.assert_array_equal(feedback["latent_error"], terms[f"latent_{suffix}"])
+  # Bernoulli: the precision-weighted data error is the logit gradient x - p = the residual.
+  np.testing.assert_allclose(terms["data_error"], terms["data_residual"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_iterations=0), "`num_iterations` must be >= 1"),
+    (dict(error_encoding="scaled"), "`error_encoding` must be one of"),
     (dict(inputs=("data", "curvature")), "`inputs` must be a non-empty subset"),
     (dict(update="momentum"), "`update` must be one of"),
     (dict(hidden_units=(8, 8)), "`hidden_units` needs one entry per latent level"),

@@ -72,7 +72,8 @@ class LinearGaussian:
     parts = likelihood.log_prob(x), self.prior(self.dtype).log_prob(z)
     if not with_errors:
       return parts
-    return parts + ({"data_error": (x - mean) / self.noise_variance, "latent_error": z},)
+    return parts + ({"data_residual": x - mean, "data_error": (x - mean) / self.noise_variance,
+                     "latent_residual": z, "latent_error": z},)
 
   def log_joint(self, x, z, training=False):
     log_likelihood, log_prior = self.log_joint_parts(x, z, training)

@@ -65,7 +65,8 @@ def build_inference(config, family, objective):
       family, model_config.latent_sizes, model_config.hidden_units, objective,
       num_iterations=inference_config.num_iterations, inputs=inference_config.iterative_inputs,
       gradient_encoding=inference_config.gradient_encoding,
-      gradient_scale=inference_config.gradient_scale, recurrent=inference_config.recurrent,
+      gradient_scale=inference_config.gradient_scale,
+      error_encoding=inference_config.error_encoding, recurrent=inference_config.recurrent,
       update=inference_config.update,
       learned_initialization=inference_config.learned_initialization, **common)
 

@@ -24,6 +24,7 @@ PROCEDURES = ("amortized", "iterative")
 ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
 GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
 UPDATES = ("gated", "residual")
+ERROR_ENCODINGS = ("residual", "normalized")
 POSTERIORS = ("diagonal", "rank_one", "point")
 BOUNDS = ("elbo", "iw")
 KL_MODES = ("analytic", "sample")
@@ -90,6 +91,8 @@ class InferenceConfig:
       `gradient` (per-example ELBO gradients) and `error` (prediction errors).
     gradient_encoding: iterative: `log_sign`, `scaled_log_sign`, `standardized` or `raw`.
     gradient_scale: iterative: alpha of `scaled_log_sign`.
+    error_encoding: iterative: `residual` (x - mu_x, z - mu_p; the paper's experiments) or
+      `normalized` (times the precisions).
     recurrent: iterative: an LSTM over iterations (backpropagation through time).
     update: iterative: `gated` (eq. 62) or `residual`.
     learned_initialization: iterative: start from a learned constant instead of N(0, I).
@@ -101,6 +104,7 @@ class InferenceConfig:
   iterative_inputs: tuple = ("data", "params", "gradient")
   gradient_encoding: str = "log_sign"
   gradient_scale: float = 0.1
+  error_encoding: str = "residual"
   recurrent: bool = False
   update: str = "gated"
   learned_initialization: bool = False
@@ -213,6 +217,7 @@ class ExperimentConfig:
     _one_of("posterior", self.inference.posterior, POSTERIORS)
     _one_of("gradient_encoding", self.inference.gradient_encoding, GRADIENT_ENCODINGS)
     _one_of("update", self.inference.update, UPDATES)
+    _one_of("error_encoding", self.inference.error_encoding, ERROR_ENCODINGS)
     _positive("num_iterations", self.inference.num_iterations)
     _non_negative("inference_learning_rate", self.inference.inference_learning_rate)
     inputs = self.inference.iterative_inputs

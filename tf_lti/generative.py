@@ -139,20 +139,24 @@ class GenerativeModel(keras.layers.Layer):
     Returns:
       likelihood_params: `[N, P_x]`.
       log_prior: `[N]`, log p(z) including every conditional level.
-      latent_error: `[N, Z]`, the top-down prediction errors
-        (z_l - prior_mean_l) / prior_variance_l of every level (z_L for the top).
+      latent_errors: dict of `[N, Z]` top-down prediction errors of every
+        level: `latent_residual` z_l - prior_mean_l and `latent_error`
+        (z_l - prior_mean_l) / prior_variance_l (both z_L for the N(0, I) top).
     """
     levels = self.split_latents(z)
     log_prior_terms = [standard_normal_log_prob(levels[-1])]
-    errors = [None] * (self.num_levels - 1) + [levels[-1]]
+    residuals = [None] * (self.num_levels - 1) + [levels[-1]]
+    errors = list(residuals)
 
     def given_level(level, mean, log_variance):
       log_prior_terms.append(likelihood_lib.gaussian_log_prob(levels[level], mean, log_variance))
-      errors[level] = (levels[level] - mean) * tf.exp(-log_variance)
+      residuals[level] = levels[level] - mean
+      errors[level] = residuals[level] * tf.exp(-log_variance)
       return levels[level]
 
     params = self._top_down(levels[-1], given_level, training)
-    return params, tf.add_n(log_prior_terms), tf.concat(errors, axis=-1)
+    return params, tf.add_n(log_prior_terms), {
+        "latent_residual": tf.concat(residuals, axis=-1), "latent_error": tf.concat(errors, axis=-1)}
 
   def decode(self, z, training=False):
     """Likelihood parameters and log-prior for latent draws of any leading shape.
@@ -164,13 +168,14 @@ class GenerativeModel(keras.layers.Layer):
     Returns:
       likelihood_params: `[*S, P_x]`.
       log_prior: `[*S]`.
-      latent_error: `[*S, Z]`, see `log_joint_parts`.
+      latent_errors: dict of `[*S, Z]` tensors, see `log_joint_parts`.
     """
     leading = tf.shape(z)[:-1]
-    params, log_prior, latent_error = self._decode_flat(
+    params, log_prior, latent_errors = self._decode_flat(
         tf.reshape(z, [-1, self.latent_size]), training)
     params = tf.reshape(params, tf.concat([leading, tf.shape(params)[-1:]], axis=0))
-    return params, tf.reshape(log_prior, leading), tf.reshape(latent_error, tf.shape(z))
+    latent_errors = {name: tf.reshape(error, tf.shape(z)) for name, error in latent_errors.items()}
+    return params, tf.reshape(log_prior, leading), latent_errors
 
   def log_joint_parts(self, x, z, training=False, with_errors=False):
     """log p(x | z) and log p(z) from one decoder pass.
@@ -185,16 +190,19 @@ class GenerativeModel(keras.layers.Layer):
     Returns:
       log_likelihood: `[S, B]`.
       log_prior: `[S, B]`.
-      errors (only `with_errors`): dict with `data_error` `[S, B, D]`, the
-        likelihood's prediction error (`likelihood` heads' `prediction_error`),
-        and `latent_error` `[S, B, Z]`, per level
-        `(z_l - prior_mean_l) / prior_variance_l` (z_L for the N(0, I) top level).
+      errors (only `with_errors`): dict of
+        `data_residual` `[S, B, D]`, x - E[x | z];
+        `data_error` `[S, B, D]`, the gradient of log p(x | z) w.r.t. the
+          likelihood's mean parameter (`prediction_error` of the head);
+        `latent_residual` `[S, B, Z]`, z_l - prior_mean_l per level (z_L at the top);
+        `latent_error` `[S, B, Z]`, (z_l - prior_mean_l) / prior_variance_l.
     """
-    params, log_prior, latent_error = self.decode(z, training)
+    params, log_prior, latent_errors = self.decode(z, training)
     log_likelihood = self.head.log_prob(x, params)
     if not with_errors:
       return log_likelihood, log_prior
-    errors = {"data_error": self.head.prediction_error(x, params), "latent_error": latent_error}
+    errors = {"data_residual": x - self.head.mean(params),
+              "data_error": self.head.prediction_error(x, params), **latent_errors}
     return log_likelihood, log_prior, errors
 
   def log_joint(self, x, z, training=False):

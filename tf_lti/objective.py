@@ -52,8 +52,9 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
     kl_weight: scalar weight of the KL term in `bound`. Default value: 1.
     training: batch-norm mode of the decoder. Default value: `False`.
     with_errors: also return the sample-averaged prediction errors
-      (`data_error` `[B, D]`, `latent_error` `[B, Z]`; see
-      `GenerativeModel.log_joint_parts`) from the same decoder pass.
+      (`data_residual`, `data_error` `[B, D]`, `latent_residual`,
+      `latent_error` `[B, Z]`; see `GenerativeModel.log_joint_parts`) from the
+      same decoder pass.
       Default value: `False`.
 
   Returns:

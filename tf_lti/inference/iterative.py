@@ -14,10 +14,13 @@ for t = 0 ... T-1, per latent level l:
 ```
 
 Errors (Marino et al. 2018, section 4.1, appendix A): the bottom-up error of the
-first level is the data prediction error `x - mu_x` (Bernoulli) or
-`(x - mu_x) / sigma_x^2` (Gaussian); of a higher level it is the top-down error
-of the level below; each level's top-down error is `(z_l - mu_p) / sigma_p^2`
-(`z_L` at the N(0, I) top). They are averaged over the S samples of the ELBO and
+first level is the data prediction error `x - mu_x`; of a higher level it is the
+top-down error of the level below; each level's top-down error is `z_l - mu_p`
+(`z_L` at the N(0, I) top). `error_encoding="normalized"` multiplies them by the
+precisions, `(x - mu_x) / sigma_x^2` and `(z_l - mu_p) / sigma_p^2`, as in the
+paper's definitions; the default `"residual"` drops the variances, as the
+paper's experiments did (appendix B.1) -- with learned conditional prior
+variances the precision can reach e^15 and the hierarchical model diverges. They are averaged over the S samples of the ELBO and
 need no gradients, even at test time. Encoded gradients are the per-example
 gradients of the (KL-weighted) bound, treated as constants.
 
@@ -42,11 +45,15 @@ import tensorflow as tf
 from tf_lti import network
 from tf_lti.inference import base
 
-__all__ = ["GRADIENT_ENCODINGS", "INPUTS", "IterativeInferenceModel", "UPDATES",
+__all__ = ["ERROR_ENCODINGS", "GRADIENT_ENCODINGS", "INPUTS", "IterativeInferenceModel", "UPDATES",
            "encode_gradient"]
 
 INPUTS = ("data", "params", "gradient", "error")
 GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
+# Which prediction errors are encoded: residuals (x - mu_x, z - mu_p), as in the paper's
+# experiments (B.1: "we drop sigma_x^2 and sigma_p^2"), or residuals times the precision.
+ERROR_ENCODINGS = {"residual": ("data_residual", "latent_residual"),
+                   "normalized": ("data_error", "latent_error")}
 UPDATES = ("gated", "residual")
 _EPSILON = 1e-5
 
@@ -98,6 +105,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
       Default value: `("data", "params", "gradient")`.
     gradient_encoding: one of `GRADIENT_ENCODINGS`. Default value: `"log_sign"`.
     gradient_scale: alpha of `scaled_log_sign`. Default value: 0.1.
+    error_encoding: a key of `ERROR_ENCODINGS`. Default value: `"residual"`.
     recurrent: an LSTM over iterations after each level's MLP (state reset per
       batch, trained by backpropagation through time). Default value: `False`.
     update: one of `UPDATES`. Default value: `"gated"`.
@@ -108,7 +116,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
 
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
                num_iterations=5, inputs=("data", "params", "gradient"),
-               gradient_encoding="log_sign", gradient_scale=0.1, recurrent=False,
+               gradient_encoding="log_sign", gradient_scale=0.1, error_encoding="residual",
+               recurrent=False,
                update="gated", learned_initialization=False, activation="elu",
                connection="highway", batch_norm=False, **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
@@ -123,6 +132,9 @@ class IterativeInferenceModel(base.InferenceProcedure):
     if gradient_encoding not in GRADIENT_ENCODINGS:
       raise ValueError(f"`gradient_encoding` must be one of {GRADIENT_ENCODINGS}; "
                        f"got {gradient_encoding!r}.")
+    if error_encoding not in ERROR_ENCODINGS:
+      raise ValueError(f"`error_encoding` must be one of {tuple(ERROR_ENCODINGS)}; "
+                       f"got {error_encoding!r}.")
     if update not in UPDATES:
       raise ValueError(f"`update` must be one of {UPDATES}; got {update!r}.")
     if "error" in inputs and objective.bound != "elbo":
@@ -133,6 +145,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
     self.inputs = tuple(name for name in INPUTS if name in inputs)
     self.gradient_encoding = gradient_encoding
     self.gradient_scale = gradient_scale
+    self._error_names = ERROR_ENCODINGS[error_encoding]
     self.recurrent = recurrent
     self.update = update
     self._num_groups = len(family.param_groups)
@@ -197,7 +210,9 @@ class IterativeInferenceModel(base.InferenceProcedure):
     """The errors of `terms` as constants (an empty dict without error encoding)."""
     if not self.needs_errors:
       return {}
-    return {name: tf.stop_gradient(terms[name]) for name in ("data_error", "latent_error")}
+    data_error, latent_error = self._error_names
+    return {"data_error": tf.stop_gradient(terms[data_error]),
+            "latent_error": tf.stop_gradient(terms[latent_error])}
 
   def _level_inputs(self, x, params, feedback):
     """Per-level network inputs, each `[B, width_l]`."""
@@ -318,7 +333,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
   def _final_terms(terms):
     """The terms worth logging: the per-example bounds, without the encoded errors."""
     return {name: value for name, value in terms.items()
-            if name not in ("data_error", "latent_error")}
+            if name not in ("data_residual", "data_error", "latent_residual", "latent_error")}
 
   def training_gradients(self, x, generative, objective, *, seed, kl_weight):
     """Per-step accumulated gradients, memory flat in T (feed-forward models).
