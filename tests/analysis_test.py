@@ -59,7 +59,7 @@ def test_analyze_binary_writes_every_analysis(tmp_path):
       num_iterations=2, epochs=1, max_steps=10, eval_max_examples=20, jit_compile=False))
   train_lib.train_and_evaluate(config, workdir, verbose=False)
   common = [f"--workdir={workdir}", "--num_iterations=3", "--num_examples=8"]
-  for arguments in (["--analysis=landscape", "--grid_step=0.25"], ["--analysis=reconstructions"],
+  for arguments in (["--analysis=landscape", "--grid_step=0.25", "--encoder_steps=20"], ["--analysis=reconstructions"],
                     ["--analysis=optimizers", "--num_steps=5", "--learning_rates=0.1,0.01"]):
     result = subprocess.run([sys.executable, "-m", "trainers.analyze", *common, *arguments],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -74,3 +74,4 @@ def test_analyze_binary_writes_every_analysis(tmp_path):
   with open(os.path.join(out, "landscape.json")) as f:
     landscape = json.load(f)
   assert len(landscape["estimates"]) == 4 and len(landscape["optimum"]) == 2
+  assert len(landscape["standard_encoder_estimate"]) == 2

@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lti import objective as objective_lib
+from tf_lti.inference import amortized
 
-__all__ = ["OPTIMIZERS", "LEARNING_RATES", "elbo_landscape", "likelihood_means",
+__all__ = ["OPTIMIZERS", "LEARNING_RATES", "elbo_landscape", "fit_encoder", "likelihood_means",
            "optimize_params", "refinement_trajectory"]
 
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
@@ -49,6 +50,46 @@ def elbo_landscape(x, generative, family, grid, *, seed, num_samples=1):
   terms = objective_lib.elbo(x, generative, family.distribution(params), seed=seed,
                              num_samples=num_samples, kl="sample")
   return terms["elbo"].numpy()
+
+
+def fit_encoder(model, x_train, *, num_steps, batch_size=100, learning_rate=1e-3, seed=0):
+  """A standard encoder trained against `model`'s frozen generative model.
+
+  Lets an iterative model's trajectory and a single-pass encoder's estimate be
+  drawn on the same ELBO landscape (the landscape belongs to one decoder).
+
+  Args:
+    model: a trained `vae.VAE`.
+    x_train: `np.ndarray` `[N, D]` training data.
+    num_steps: Adam steps on -ELBO w.r.t. the encoder's weights only.
+    batch_size, learning_rate, seed: optimization settings.
+
+  Returns:
+    encoder: an `inference.AmortizedEncoder` with the model's latent and hidden sizes.
+  """
+  generative = model.generative
+  encoder = amortized.AmortizedEncoder(model.family, generative.latent_sizes,
+                                       generative.hidden_units,
+                                       num_hidden_layers=generative.num_hidden_layers,
+                                       connection="highway", name="fitted_encoder")
+  encoder.encode(tf.constant(x_train[:2]))
+  optimizer = keras.optimizers.Adam(learning_rate)
+  optimizer.build(encoder.trainable_variables)
+  rng = np.random.default_rng(seed)
+
+  @tf.function
+  def step(x, step_seed):
+    with tf.GradientTape() as tape:
+      terms = model.objective(x, generative, model.family.distribution(encoder.encode(x)),
+                              seed=step_seed)
+      loss = -tf.reduce_mean(terms["elbo"])
+    optimizer.apply(tape.gradient(loss, encoder.trainable_variables), encoder.trainable_variables)
+    return loss
+
+  for t in range(num_steps):
+    rows = rng.choice(len(x_train), batch_size, replace=False)
+    step(tf.constant(x_train[rows]), tf.constant([seed, t]))
+  return encoder
 
 
 def refinement_trajectory(model, x, *, seed, num_iterations=None):

@@ -84,6 +84,8 @@ class GenerativeModel(keras.layers.Layer):
     _check_sizes("deterministic_sizes", deterministic_sizes, num_levels)
     self.event_size = int(event_size)
     self.latent_sizes = latent_sizes
+    self.hidden_units = tuple(int(u) for u in hidden_units)
+    self.num_hidden_layers = int(num_hidden_layers)
     self.deterministic_sizes = deterministic_sizes[:-1] + (0,)
     self.activation = keras.activations.get(activation)
     self._torsos = [

@@ -1,6 +1,7 @@
 r"""Inference diagnostics of a trained work directory, as PNG + JSON (+ TensorBoard images).
 
-  # ELBO landscape of a 2-D model with the estimate / trajectory and the optimum (Marino fig. 1, 3)
+  # ELBO landscape of a 2-D model with the iterative trajectory, a standard encoder's estimate
+  # (fitted to the same decoder) and the grid optimum (Marino fig. 1, 3)
   tf-lti-analyze --workdir=runs/point2d --analysis=landscape --example_index=0
   # reconstructions after each inference iteration (Marino fig. 4)
   tf-lti-analyze --workdir=runs/iterative --analysis=reconstructions --num_iterations=16
@@ -25,6 +26,9 @@ flags.DEFINE_enum("analysis", "landscape", ["landscape", "reconstructions", "opt
 flags.DEFINE_integer("example_index", 0, "landscape: the test example to plot.")
 flags.DEFINE_float("grid_step", 0.05, "landscape: grid spacing over [-5, 5]^2 (paper: 0.05).")
 flags.DEFINE_integer("num_iterations", 16, "Inference iterations of the iterative model.")
+flags.DEFINE_integer("encoder_steps", 1000,
+                     "landscape of an iterative model: Adam steps of a standard encoder fitted to "
+                     "its frozen decoder, whose estimate is drawn too (0: none).")
 flags.DEFINE_integer("num_examples", 100, "reconstructions/optimizers: test examples used.")
 flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
 flags.DEFINE_list("learning_rates", [str(v) for v in (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01,
@@ -50,18 +54,27 @@ def _landscape(model, splits, out_dir, tf, np, analysis, plots):
   optimum = [float(axis[best[1]]), float(axis[best[0]])]
   paths = {"grid optimum": [optimum]}
   seed = tf.constant([FLAGS.seed, 1])
+  results = {}
   if hasattr(model.inference, "step"):
     params, _, _ = analysis.refinement_trajectory(model, x, seed=seed,
                                                   num_iterations=FLAGS.num_iterations)
     trajectory = params[:, 0, :2]
     paths["iterative model"] = trajectory
+    if FLAGS.encoder_steps:
+      # A standard encoder fitted to this decoder, for its estimate on the same landscape.
+      encoder = analysis.fit_encoder(model, splits.train, num_steps=FLAGS.encoder_steps,
+                                     seed=FLAGS.seed)
+      estimate = encoder.encode(x).numpy()[:, :2]
+      paths["standard encoder"] = estimate
+      results["standard_encoder_estimate"] = estimate[0].tolist()
   else:
     trajectory = model.infer(x, seed=seed).params.numpy()[:, :2]
     paths["encoder estimate"] = trajectory
   plots.save_landscape(values, axis, paths, os.path.join(out_dir, "landscape.png"),
                        f"ELBO landscape, test example {FLAGS.example_index}")
-  return {"optimum": optimum, "optimum_elbo": float(values[best]), "estimates": trajectory.tolist(),
-          "grid_step": FLAGS.grid_step}
+  results.update(optimum=optimum, optimum_elbo=float(values[best]),
+                 estimates=trajectory.tolist(), grid_step=FLAGS.grid_step)
+  return results
 
 
 def _reconstructions(model, splits, out_dir, tf, np, analysis, plots):
