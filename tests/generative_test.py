@@ -116,3 +116,14 @@ def test_prediction_error_is_the_likelihood_gradient(name):
       log_prob = likelihood.gaussian_log_prob(x, mean, log_variance)
     expected = tape.gradient(log_prob, mean)
   np.testing.assert_allclose(head.prediction_error(x, params), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_tracks_every_sublayer_weight():
+  # Regression: assigning `self._layers` overwrote Keras' own sub-layer list, which silently
+  # dropped highway gates, input projections and batch norm from training and checkpoints.
+  from tf_lti import network  # pylint: disable=g-import-not-at-top
+  mlp = network.MLP(16, 2, connection="highway", batch_norm=True)
+  mlp(tf.zeros([3, 5]), training=True)
+  # 2 dense + 2 gates + input projection (kernel, bias each); 5 batch norms (gamma, beta).
+  assert len(mlp.trainable_variables) == 2 * 5 + 2 * 5
+  assert len(mlp.non_trainable_variables) == 2 * 5  # moving mean and variance

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests import testing
 from tf_lti import config as config_lib
+from tf_lti import evaluation
 from tf_lti import train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,3 +132,21 @@ def test_gaussian_likelihood_on_frey_faces_beats_the_uniform_8_bit_model(tmp_pat
   metrics = train_lib.train_and_evaluate(config, str(tmp_path / "frey"), verbose=False)
   assert metrics["test_elbo_bits_per_dim"] < 7.0
   assert metrics["test_log_likelihood_bits_per_dim"] <= metrics["test_elbo_bits_per_dim"] + 0.01
+
+
+def test_restored_model_reproduces_the_trained_one_including_batch_norm(tmp_path):
+  workdir = str(tmp_path / "bn")
+  config = _config(epochs=1, latent_sizes=(4, 2), hidden_units=(32, 16),
+                   deterministic_sizes=(4, 0), batch_norm=True, decoder_connection="highway",
+                   kl="sample", num_importance_samples=20, eval_chunk_size=10,
+                   eval_max_examples=40)
+  metrics = train_lib.train_and_evaluate(config, workdir, verbose=False)
+  _, splits, model, _ = train_lib.restore_model(workdir)
+  assert len(model.non_trainable_variables) > 0  # batch-norm statistics are checkpointed
+  names = {name for name, _ in tf.train.list_variables(
+      tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))}
+  assert any("moving_mean" in name for name in names) and any("gate" in name for name in names)
+  results = evaluation.evaluate(model, evaluation.subset(splits.test, 40, 0),
+                                num_importance_samples=20, chunk_size=10, seed=config.train.seed)
+  np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-4)
+  np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-4)

@@ -96,14 +96,24 @@ def build_optimizers(config, steps_per_epoch):
 
 
 def build_checkpoint(model):
-  """A `tf.train.Checkpoint` over the model, its optimizers and the run's counters.
+  """A `tf.train.Checkpoint` over the model's variables, its optimizers and the run's counters.
 
-  The step counter is the generative optimizer's `iterations`; the checkpoint
-  also holds `epoch` (int64) and `train_seconds` (float64) variables, reachable
-  as its attributes.
+  The model's variables -- trainable and not (batch-norm statistics) -- are
+  checkpointed by their Keras paths: Keras 3 layers kept in Python lists are not
+  checkpoint children of their parent, so saving `model` itself would reach
+  trainable weights only through the optimizers' positional lists and would drop
+  non-trainable state. The step counter is the generative optimizer's
+  `iterations`; the checkpoint also holds `epoch` (int64) and `train_seconds`
+  (float64) variables, reachable as its attributes.
+
+  Raises:
+    ValueError: if two variables share a path (they could not be told apart).
   """
+  variables = {variable.path.replace("/", "."): variable for variable in model.variables}
+  if len(variables) != len(model.variables):
+    raise ValueError("The model has variables with duplicate paths; checkpoints need unique ones.")
   return tf.train.Checkpoint(
-      model=model, generative_optimizer=model.generative_optimizer,
+      model_variables=variables, generative_optimizer=model.generative_optimizer,
       inference_optimizer=model.inference_optimizer,
       epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
       train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"))

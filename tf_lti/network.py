@@ -51,7 +51,7 @@ class MLP(keras.layers.Layer):
     self.activation = keras.activations.get(activation)
     self.connection = connection
     self.batch_norm = batch_norm
-    self._layers = [keras.layers.Dense(units, name=f"dense_{j}") for j in range(num_layers)]
+    self._dense_layers = [keras.layers.Dense(units, name=f"dense_{j}") for j in range(num_layers)]
     self._norms = [self._maybe_norm(f"norm_{j}") for j in range(num_layers)]
     if connection == "highway":
       self._gates = [keras.layers.Dense(units, name=f"gate_{j}") for j in range(num_layers)]
@@ -70,7 +70,7 @@ class MLP(keras.layers.Layer):
   def call(self, x, training=None):
     h = x
     for j in range(self.num_layers):
-      update = self.activation(self._apply(self._layers[j], self._norms[j], h, training))
+      update = self.activation(self._apply(self._dense_layers[j], self._norms[j], h, training))
       if self.connection == "sequential":
         h = update
         continue
