@@ -99,7 +99,7 @@ def build_checkpoint(model):
   """A `tf.train.Checkpoint` over the model's variables, its optimizers and the run's counters.
 
   The model's variables -- trainable and not (batch-norm statistics) -- are
-  checkpointed by their Keras paths: Keras 3 layers kept in Python lists are not
+  checkpointed by owner (generative model, inference procedure) and Keras path: Keras 3 layers kept in Python lists are not
   checkpoint children of their parent, so saving `model` itself would reach
   trainable weights only through the optimizers' positional lists and would drop
   non-trainable state. The step counter is the generative optimizer's
@@ -109,8 +109,12 @@ def build_checkpoint(model):
   Raises:
     ValueError: if two variables share a path (they could not be told apart).
   """
-  variables = {variable.path.replace("/", "."): variable for variable in model.variables}
-  if len(variables) != len(model.variables):
+  owners = {"generative": model.generative.variables, "inference": model.inference.variables}
+  owned = {id(v) for group in owners.values() for v in group}
+  owners["model"] = [v for v in model.variables if id(v) not in owned]
+  variables = {f"{owner}.{variable.path.replace('/', '.')}": variable
+               for owner, group in owners.items() for variable in group}
+  if len(variables) != sum(len(group) for group in owners.values()):
     raise ValueError("The model has variables with duplicate paths; checkpoints need unique ones.")
   return tf.train.Checkpoint(
       model_variables=variables, generative_optimizer=model.generative_optimizer,
