@@ -57,10 +57,11 @@ def _prepare_workdir(config, workdir):
   if os.path.exists(path):
     with open(path) as f:
       existing = json.load(f)
-    if existing != json.loads(config.to_json()):
+    current = json.loads(config.to_json())
+    if existing != current:
       changed = sorted(
           name for section, fields in existing.items() for name, value in fields.items()
-          if json.loads(config.to_json()).get(section, {}).get(name) != value)
+          if current.get(section, {}).get(name) != value)
       raise ValueError(f"`workdir` {workdir!r} holds a run with a different config (fields "
                        f"{changed} differ); use a new --workdir or the same settings to resume.")
   else:
@@ -83,17 +84,21 @@ def restore_model(workdir, splits=None):
   with open(path) as f:
     config = config_lib.ExperimentConfig.from_dict(json.load(f)).validate()
   splits = splits or load_data(config)
-  steps_per_epoch = max(1, len(splits.train) // config.data.batch_size)
-  model = builders.build_model(config, _event_size(splits), num_bins=_num_bins(splits),
-                               steps_per_epoch=steps_per_epoch)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch))
-  model.build_all(_event_size(splits))
-  checkpoint = builders.build_checkpoint(model)
+  model, checkpoint = _build(config, splits, max(1, len(splits.train) // config.data.batch_size))
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint to restore.")
   checkpoint.restore(latest).assert_existing_objects_matched()
   return config, splits, model, int(model.generative_optimizer.iterations.numpy())
+
+
+def _build(config, splits, steps_per_epoch):
+  """The compiled, fully built model for `config` on `splits` and its checkpoint."""
+  model = builders.build_model(config, _event_size(splits), num_bins=_num_bins(splits),
+                               steps_per_epoch=steps_per_epoch)
+  model.compile(*builders.build_optimizers(config, steps_per_epoch))
+  model.build_all(_event_size(splits))
+  return model, builders.build_checkpoint(model)
 
 
 def _event_size(splits):
@@ -155,11 +160,7 @@ def train_and_evaluate(config, workdir, *, verbose=True):
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
 
-  model = builders.build_model(config, _event_size(splits), num_bins=_num_bins(splits),
-                               steps_per_epoch=steps_per_epoch)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch))
-  model.build_all(_event_size(splits))
-  checkpoint = builders.build_checkpoint(model)
+  model, checkpoint = _build(config, splits, steps_per_epoch)
   epoch_variable, train_seconds = checkpoint.epoch, checkpoint.train_seconds
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"),
                                        max_to_keep=train_config.keep_checkpoints)
