@@ -65,8 +65,8 @@ class LinearGaussian:
     d_log_variance = -gram_diagonal * variance / (2 * self.noise_variance) - (variance - 1) / 2
     return tf.concat([d_loc, d_log_variance], axis=-1)
 
-  def log_joint_parts(self, x, z, training=False, with_errors=False):
-    del training
+  def log_joint_parts(self, x, z, training=False, with_errors=False, seed=None):
+    del training, seed
     mean = tf.einsum("dz,sbz->sbd", self.weights, z) + self.bias
     likelihood = tfd.Independent(tfd.Normal(mean, tf.sqrt(self.noise_variance)), 1)
     parts = likelihood.log_prob(x), self.prior(self.dtype).log_prob(z)

@@ -4,6 +4,8 @@ The trainer, the evaluator, the benchmark and the exporter all construct
 models here, so a checkpoint written by one restores into the others.
 """
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -13,8 +15,14 @@ from tf_lti import posterior as posterior_lib
 from tf_lti import vae as vae_lib
 from tf_lti.inference import amortized
 from tf_lti.inference import iterative
+from tf_lti.inference import semi_amortized
+from tf_lti.inference import svi
 
-__all__ = ["build_checkpoint", "build_inference", "build_model", "build_optimizers"]
+__all__ = ["build_checkpoint", "build_inference", "build_model", "build_optimizers",
+           "svi_settings", "with_test_time_svi"]
+
+# Activations with kinks: finite-difference HVPs across a kink are O(1/r) wrong.
+_NON_SMOOTH_ACTIVATIONS = ("relu", "elu", "selu", "leaky_relu", "relu6")
 
 
 def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
@@ -61,6 +69,21 @@ def build_inference(config, family, objective):
   if inference_config.procedure == "amortized":
     return amortized.AmortizedEncoder(family, model_config.latent_sizes,
                                       model_config.hidden_units, **common)
+  if inference_config.procedure == "semi_amortized":
+    settings = svi_settings(config)
+    if settings.backward == "finite_difference" and model_config.activation in _NON_SMOOTH_ACTIVATIONS:
+      warnings.warn(f"`svi_backward=finite_difference` with the non-smooth activation "
+                    f"{model_config.activation!r}: a perturbation that crosses a kink makes the "
+                    "finite-difference Hessian-vector product O(1/fd_epsilon) wrong; prefer "
+                    "`svi_backward=reverse` (exact) or a smooth activation such as tanh.",
+                    stacklevel=2)
+    encoder = None
+    if inference_config.svi_training != "svi":
+      encoder = amortized.AmortizedEncoder(family, model_config.latent_sizes,
+                                           model_config.hidden_units, **dict(common, name="encoder"))
+    return semi_amortized.SemiAmortizedInference(
+        family, sum(model_config.latent_sizes), objective, settings,
+        mode=inference_config.svi_training, encoder=encoder, name="inference")
   return iterative.IterativeInferenceModel(
       family, model_config.latent_sizes, model_config.hidden_units, objective,
       num_iterations=inference_config.num_iterations, inputs=inference_config.iterative_inputs,
@@ -69,6 +92,37 @@ def build_inference(config, family, objective):
       error_encoding=inference_config.error_encoding, recurrent=inference_config.recurrent,
       update=inference_config.update,
       learned_initialization=inference_config.learned_initialization, **common)
+
+
+def svi_settings(config, num_steps=None):
+  """The `svi.SVISettings` of `config.inference` (`num_steps` overrides `svi_steps`)."""
+  inference = config.inference
+  return svi.SVISettings(
+      num_steps=inference.svi_steps if num_steps is None else num_steps,
+      mean_step_size=inference.svi_mean_step_size,
+      variance_step_size=inference.svi_variance_step_size, momentum=inference.svi_momentum,
+      clip_norm=inference.svi_clip_norm, clip_scope=inference.svi_clip_scope,
+      backward=inference.svi_backward, hvp=inference.hvp, fd_epsilon=inference.fd_epsilon,
+      adjoint_clip_norm=inference.adjoint_clip_norm)
+
+
+def with_test_time_svi(model, config, num_steps):
+  """A `vae.VAE` sharing `model`'s weights whose posterior is refined by `num_steps` SVI steps.
+
+  A semi-amortized model keeps its encoder and runs `num_steps` instead of its
+  training K; any other procedure (standard encoder, iterative model) becomes
+  the initializer of SVI ("VAE + SVI"). SVI maximizes the model's training
+  bound (KL weight 1) with the `svi_*` settings of `config`.
+  """
+  inference = model.inference
+  if isinstance(inference, semi_amortized.SemiAmortizedInference):
+    initializer, mode = inference.encoder, inference.mode
+  else:
+    initializer, mode = inference, "savae"
+  refined = semi_amortized.SemiAmortizedInference(
+      model.family, inference.latent_size, model.objective, svi_settings(config, num_steps),
+      mode=mode, encoder=initializer, name="test_time_svi")
+  return vae_lib.VAE(model.generative, refined, model.objective, seed=model.seed, name="vae")
 
 
 def build_optimizers(config, steps_per_epoch):

@@ -20,7 +20,15 @@ BINARIZATIONS = ("none", "static", "dynamic")
 LIKELIHOODS = ("bernoulli", "gaussian")
 CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
-PROCEDURES = ("amortized", "iterative")
+PROCEDURES = ("amortized", "iterative", "semi_amortized")
+SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
+SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
+HVP_MODES = ("backward_over_backward", "forward_over_backward")
+SVI_CLIP_SCOPES = ("example", "batch")
+# Kim et al.'s SVI step size 1 and clip norm 5 act on batch means at batch 50; per example
+# they are 1/50 and 5 sqrt(50) (see tf_lti/inference/svi.py).
+SVI_STEP_SIZE = 1.0 / 50
+SVI_CLIP_NORM = 5.0 * 50 ** 0.5
 ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
 GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
 UPDATES = ("gated", "residual")
@@ -97,6 +105,21 @@ class InferenceConfig:
     update: iterative: `gated` (eq. 62) or `residual`.
     learned_initialization: iterative: start from a learned constant instead of N(0, I).
     inference_learning_rate: learning rate of the inference optimizer (0: `learning_rate`).
+    svi_training: semi_amortized: `savae` (gradients through the SVI steps), `vae+svi`,
+      `vae+svi+kl` or `svi` (no encoder), see tf_lti/inference/semi_amortized.py.
+    svi_steps: semi_amortized: SVI steps K in training (and by default at test time).
+    svi_mean_step_size: semi_amortized: per-example SVI step size of the means.
+    svi_variance_step_size: semi_amortized: per-example SVI step size of the log-variances.
+    svi_momentum: semi_amortized: SVI momentum rho.
+    svi_clip_norm: semi_amortized: per-group SVI gradient clip norm, per example (0: none).
+    svi_clip_scope: semi_amortized: `example` or `batch` (Kim et al.'s coupled clipping).
+    svi_backward: semi_amortized: `reverse` (adjoint sweep with exact Hessian-vector
+      products, memory flat in K), `unrolled` (nested tapes) or `finite_difference` (the paper's).
+    hvp: semi_amortized: exact HVP form of `reverse`: `backward_over_backward` or
+      `forward_over_backward`.
+    fd_epsilon: semi_amortized: step r of finite-difference HVPs.
+    adjoint_clip_norm: semi_amortized: clip the adjoint and each H_theta,lambda v to this norm
+      in the backward sweep, as the reference code does with 5 (0: exact).
   """
   procedure: str = "amortized"
   posterior: str = "diagonal"
@@ -109,6 +132,17 @@ class InferenceConfig:
   update: str = "gated"
   learned_initialization: bool = False
   inference_learning_rate: float = 0.0
+  svi_training: str = "savae"
+  svi_steps: int = 20
+  svi_mean_step_size: float = SVI_STEP_SIZE
+  svi_variance_step_size: float = SVI_STEP_SIZE
+  svi_momentum: float = 0.5
+  svi_clip_norm: float = SVI_CLIP_NORM
+  svi_clip_scope: str = "example"
+  svi_backward: str = "reverse"
+  hvp: str = "backward_over_backward"
+  fd_epsilon: float = 1e-5
+  adjoint_clip_norm: float = 0.0
 
 
 @dataclasses.dataclass
@@ -160,6 +194,9 @@ class EvalConfig:
     eval_batch_size: examples per evaluation batch.
     eval_chunk_size: importance samples per chunk (bounds memory).
     eval_max_examples: evaluate on a fixed random subset of N test examples (0: all).
+    eval_svi_steps: SVI steps at test time (-1: as trained). A semi-amortized model uses this
+      K instead of its training K; any other model is refined by K SVI steps on top of its
+      own posterior ("VAE + SVI"), with the `svi_*` settings.
     eval_jit_compile: compile evaluation with XLA. Off by default: for the large
       importance-sampling matmuls TF's default CPU kernels measured faster than XLA's
       (docs/benchmarks.md).
@@ -168,6 +205,7 @@ class EvalConfig:
   eval_batch_size: int = 50
   eval_chunk_size: int = 200
   eval_max_examples: int = 0
+  eval_svi_steps: int = -1
   eval_jit_compile: bool = False
 
 
@@ -219,6 +257,7 @@ class ExperimentConfig:
     _one_of("update", self.inference.update, UPDATES)
     _one_of("error_encoding", self.inference.error_encoding, ERROR_ENCODINGS)
     _positive("num_iterations", self.inference.num_iterations)
+    _validate_svi(self)
     _non_negative("inference_learning_rate", self.inference.inference_learning_rate)
     inputs = self.inference.iterative_inputs
     if not inputs or any(name not in ITERATIVE_INPUTS for name in inputs):
@@ -271,6 +310,30 @@ class ExperimentConfig:
       raise ValueError(f"`likelihood=gaussian` models continuous data: `binarization` must be "
                        f"none; got {self.data.binarization!r}.")
     return self
+
+
+def _validate_svi(config):
+  """SVI settings and what SVI refinement cannot work with."""
+  inference = config.inference
+  _one_of("svi_training", inference.svi_training, SVI_TRAINING_MODES)
+  _one_of("svi_backward", inference.svi_backward, SVI_BACKWARD_MODES)
+  _one_of("hvp", inference.hvp, HVP_MODES)
+  _one_of("svi_clip_scope", inference.svi_clip_scope, SVI_CLIP_SCOPES)
+  _non_negative("svi_steps", inference.svi_steps)
+  _positive("svi_mean_step_size", inference.svi_mean_step_size)
+  _positive("svi_variance_step_size", inference.svi_variance_step_size)
+  _non_negative("svi_clip_norm", inference.svi_clip_norm)
+  _non_negative("adjoint_clip_norm", inference.adjoint_clip_norm)
+  _positive("fd_epsilon", inference.fd_epsilon)
+  if not 0.0 <= inference.svi_momentum < 1.0:
+    raise ValueError(f"`svi_momentum` must be in [0, 1); got {inference.svi_momentum}.")
+  if config.eval.eval_svi_steps < -1:
+    raise ValueError(f"`eval_svi_steps` must be >= -1 (-1: as trained); got "
+                     f"{config.eval.eval_svi_steps}.")
+  if inference.procedure == "semi_amortized" and config.model.batch_norm:
+    raise ValueError("SVI steps evaluate the decoder many times per training batch, so batch-norm "
+                     "statistics would mix them: `batch_norm` must be False with "
+                     "`procedure=semi_amortized`.")
 
 
 def _one_of(name, value, allowed):

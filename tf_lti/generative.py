@@ -179,7 +179,7 @@ class GenerativeModel(keras.layers.Layer):
     latent_errors = {name: tf.reshape(error, tf.shape(z)) for name, error in latent_errors.items()}
     return params, tf.reshape(log_prior, leading), latent_errors
 
-  def log_joint_parts(self, x, z, training=False, with_errors=False):
+  def log_joint_parts(self, x, z, training=False, with_errors=False, seed=None):
     """log p(x | z) and log p(z) from one decoder pass.
 
     Args:
@@ -188,6 +188,8 @@ class GenerativeModel(keras.layers.Layer):
       training: batch-norm mode. Default value: `False`.
       with_errors: also return the prediction errors that iterative inference
         models encode (Marino et al. 2018, section 4.1). Default value: `False`.
+      seed: stateless seed `[2]` for decoders with dropout; unused here (this
+        decoder is deterministic). Default value: `None`.
 
     Returns:
       log_likelihood: `[S, B]`.
@@ -199,6 +201,7 @@ class GenerativeModel(keras.layers.Layer):
         `latent_residual` `[S, B, Z]`, z_l - prior_mean_l per level (z_L at the top);
         `latent_error` `[S, B, Z]`, (z_l - prior_mean_l) / prior_variance_l.
     """
+    del seed  # Deterministic decoder.
     params, log_prior, latent_errors = self.decode(z, training)
     log_likelihood = self.head.log_prob(x, params)
     if not with_errors:

@@ -50,7 +50,9 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
     num_samples: S. Default value: 1.
     kl: one of `KL_MODES`. Default value: `"analytic"`.
     kl_weight: scalar weight of the KL term in `bound`. Default value: 1.
-    training: batch-norm mode of the decoder. Default value: `False`.
+    training: batch-norm (and dropout) mode of the decoder; a decoder with
+      dropout draws its masks from a seed derived from `seed`, so equal seeds give
+      equal values (SVI's backward pass replays them). Default value: `False`.
     with_errors: also return the sample-averaged prediction errors
       (`data_residual`, `data_error` `[B, D]`, `latent_residual`,
       `latent_error` `[B, Z]`; see `GenerativeModel.log_joint_parts`) from the
@@ -63,11 +65,12 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
     (plus the errors, if asked for).
   """
   z = posterior.sample(num_samples, seed=seed)  # [S, B, Z]
-  parts = generative.log_joint_parts(x, z, training, with_errors=with_errors)
+  parts = generative.log_joint_parts(x, z, training, with_errors=with_errors,
+                                     seed=tf.random.experimental.stateless_fold_in(seed, 1))
   log_likelihood, log_prior = parts[:2]  # [S, B] each
   reconstruction = tf.reduce_mean(log_likelihood, axis=0)
   if kl == "analytic":
-    kl_term = tfd.kl_divergence(posterior, generative.prior(x.dtype))
+    kl_term = tfd.kl_divergence(posterior, generative.prior(posterior.dtype))
   elif kl == "sample":
     kl_term = tf.reduce_mean(posterior.log_prob(z) - log_prior, axis=0)
   else:

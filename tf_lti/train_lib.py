@@ -245,7 +245,7 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
           f"(K={eval_config.num_importance_samples} importance samples) ...", flush=True)
   progress = keras.utils.Progbar(len(x_test), verbose=1 if verbose else 0)
   results = evaluation.evaluate(
-      model, x_test, batch_size=eval_config.eval_batch_size,
+      evaluation_model(model, config), x_test, batch_size=eval_config.eval_batch_size,
       num_importance_samples=eval_config.num_importance_samples,
       chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
       jit_compile=eval_config.eval_jit_compile, progress=progress.update)
@@ -268,6 +268,13 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
   if verbose:
     print(format_table(metrics))
   return metrics
+
+
+def evaluation_model(model, config):
+  """`model`, or a copy sharing its weights refined by `eval_svi_steps` SVI steps (if >= 0)."""
+  if config.eval.eval_svi_steps < 0:
+    return model
+  return builders.with_test_time_svi(model, config, config.eval.eval_svi_steps)
 
 
 def format_table(metrics, prefix="test"):

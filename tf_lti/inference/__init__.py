@@ -2,7 +2,9 @@
 
 `base` defines the one interface (`InferenceProcedure`, `InferenceResult`,
 `TrainingLosses`, `TrainingGradients`); `amortized` is the standard single-pass
-encoder; `iterative` holds the iterative inference models of Marino et al.
+encoder; `iterative` holds the iterative inference models of Marino et al.;
+`semi_amortized` refines an encoder's output by differentiable SVI steps
+(Kim et al.), whose forward and backward passes live in `svi`.
 """
 
 from tf_lti.inference.amortized import AmortizedEncoder
@@ -11,6 +13,8 @@ from tf_lti.inference.base import InferenceProcedure
 from tf_lti.inference.base import InferenceResult
 from tf_lti.inference.base import TrainingGradients
 from tf_lti.inference.base import TrainingLosses
+from tf_lti.inference.semi_amortized import SemiAmortizedInference
+from tf_lti.inference.svi import SVISettings
 
 __all__ = ["AmortizedEncoder", "InferenceProcedure", "InferenceResult", "IterativeInferenceModel",
-           "TrainingGradients", "TrainingLosses"]
+           "SVISettings", "SemiAmortizedInference", "TrainingGradients", "TrainingLosses"]

@@ -1,0 +1,186 @@
+"""Semi-amortized inference: an encoder's lambda_0 refined by K differentiable SVI steps.
+
+```none
+lambda_0 = encoder(x)               (or a constant, N(0, I), for plain SVI)
+lambda_K = SVI_K(lambda_0; x, theta)   (K momentum-SGD steps on each example's negative bound; svi.py)
+```
+
+Training modes (what receives gradient from what; Kim et al. 2018, section 3 and
+their code's flags):
+
+| mode          | encoder phi is trained on                   | decoder theta is trained on          |
+|---------------|---------------------------------------------|--------------------------------------|
+| `savae`       | -ELBO(lambda_K), total derivative through all K steps | -ELBO(lambda_K), directly and through every step |
+| `vae+svi`     | -ELBO(lambda_0)                             | -ELBO(sg(lambda_K))                  |
+| `vae+svi+kl`  | KL(q(lambda_0) || q(sg(lambda_K)))           | -ELBO(sg(lambda_K))                  |
+| `svi`         | (no encoder; lambda_0 = 0)                   | -ELBO(sg(lambda_K))                  |
+
+The SVI objective is the training bound with the current KL weight (annealing
+applies inside SVI too, as in the reference); at test time the weight is 1. For
+`savae`, `svi.SVISettings.backward` picks the backward pass: `reverse` (the
+adjoint sweep with exact Hessian-vector products; memory flat in K apart from
+storing lambda_k), `unrolled` (nested tapes; exact, memory grows with K) or
+`finite_difference` (the paper's method).
+
+Any trained model gets test-time SVI by wrapping its inference procedure as the
+`encoder` ("VAE + SVI"); refinement only tightens the bound of the same theta,
+it never changes the generative model (sample from the prior to generate).
+
+#### References
+[1] Kim, Wiseman, Miller, Sontag & Rush. Semi-Amortized Variational Autoencoders.
+    ICML 2018. https://arxiv.org/abs/1802.02550
+[2] Krishnan, Liang & Hoffman. On the challenges of learning with inference
+    networks on sparse, high-dimensional data. AISTATS 2018.
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tf_lti.inference import base
+from tf_lti.inference import svi
+
+tfd = tfp.distributions
+
+__all__ = ["MODES", "SemiAmortizedInference"]
+
+MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
+
+
+class SemiAmortizedInference(base.InferenceProcedure):
+  """lambda_0 from an encoder (or a constant), refined by K SVI steps.
+
+  Args:
+    family: a `posterior.PosteriorFamily`.
+    latent_size: Z.
+    objective: the `objective.Objective` whose bound SVI maximizes.
+    settings: an `svi.SVISettings`.
+    mode: one of `MODES`. Default value: `"savae"`.
+    encoder: an `InferenceProcedure` giving lambda_0 (any procedure: a standard
+      encoder, an iterative model); `None` starts from zeros (N(0, I) for the
+      diagonal family), which `mode="svi"` requires.
+  """
+
+  def __init__(self, family, latent_size, objective, settings, *, mode="savae", encoder=None,
+               **kwargs):
+    super().__init__(family, latent_size, **kwargs)
+    if mode not in MODES:
+      raise ValueError(f"`svi_training` must be one of {MODES}; got {mode!r}.")
+    if (mode == "svi") != (encoder is None):
+      raise ValueError(f"`svi_training={mode}` {'takes no' if mode == 'svi' else 'needs an'} "
+                       "encoder.")
+    if encoder is not None and encoder.num_params != self.num_params:
+      raise ValueError(f"The encoder gives {encoder.num_params} params; the family needs "
+                       f"{self.num_params}.")
+    self.objective = objective
+    self.settings = settings
+    self.mode = mode
+    self.encoder = encoder
+
+  @property
+  def num_iterations(self):
+    """K, the refinement steps (validation tracks the bound after each)."""
+    return self.settings.num_steps
+
+  @property
+  def num_groups(self):
+    return len(self.family.param_groups)
+
+  def initial_params(self, x, generative, *, seed, training=False):
+    """lambda_0 `[B, P]`: the encoder's params, or zeros."""
+    if self.encoder is None:
+      return tf.zeros([tf.shape(x)[0], self.num_params], self.compute_dtype)
+    return self.encoder.infer(x, generative, seed=seed, training=training).params
+
+  def svi_loss(self, x, generative, *, kl_weight=1.0, training=False):
+    """`(params [B, P], seed [2]) -> [B]`: each example's negative (KL-weighted) bound."""
+    def loss(params, seed):
+      terms = self.objective(x, generative, self.family.distribution(params), seed=seed,
+                             kl_weight=kl_weight, training=training)
+      return -terms["bound"]
+    return loss
+
+  def infer(self, x, generative, *, seed, training=False, num_steps=None):
+    """lambda_K and the bound trajectory `[K + 1, B]` (single-sample bounds at lambda_0 ... lambda_K).
+
+    Args:
+      x: `[B, ...]` data.
+      generative: the generative model.
+      seed: stateless seed `[2]`.
+      training: batch-norm/dropout mode. Default value: `False`.
+      num_steps: K at test time (default: `settings.num_steps`).
+    """
+    init_seed, svi_seed, final_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    params = tf.stop_gradient(self.initial_params(x, generative, seed=init_seed, training=training))
+    loss_fn = self.svi_loss(x, generative, training=training)
+    params, losses, _ = svi.refine(params, loss_fn, self.settings, self.num_groups,
+                                   seed=svi_seed, num_steps=num_steps)
+    final = -loss_fn(params, final_seed)
+    return base.InferenceResult(params=params,
+                                bound_trajectory=tf.concat([-losses, final[None]], axis=0))
+
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+    """Gradients of one training step, by mode (see the module docstring).
+
+    Returns:
+      A `base.TrainingGradients`; `terms` are the training bound's terms at lambda_K.
+    """
+    init_seed, svi_seed, outer_seed, encoder_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4))
+    generative_vars = generative.trainable_variables
+    inference_vars = self.trainable_variables
+    loss_fn = self.svi_loss(x, generative, kl_weight=kl_weight, training=True)
+
+    def final_loss(params):
+      terms = objective(x, generative, self.family.distribution(params), seed=outer_seed,
+                        kl_weight=kl_weight, training=True)
+      return -tf.reduce_mean(terms["bound"]), terms
+
+    if self.mode == "savae" and self.settings.backward == "unrolled":
+      with tf.GradientTape(persistent=True) as tape:
+        params = self.initial_params(x, generative, seed=init_seed, training=True)
+        params, _ = svi.unrolled_refine(params, loss_fn, self.settings, self.num_groups,
+                                        seed=svi_seed)
+        loss, terms = final_loss(params)
+      generative_grads = tape.gradient(loss, generative_vars)
+      inference_grads = tape.gradient(loss, inference_vars)
+      del tape
+      return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
+
+    if self.mode == "savae":
+      with tf.GradientTape() as encoder_tape:
+        initial = self.initial_params(x, generative, seed=init_seed, training=True)
+      params, _, stored = svi.refine(tf.stop_gradient(initial), loss_fn, self.settings,
+                                     self.num_groups, seed=svi_seed, store=True)
+      with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss, terms = final_loss(params)
+      grads = tape.gradient(loss, [params] + generative_vars)
+      initial_bar, through_steps = svi.reverse_sweep(grads[0], stored, loss_fn, generative_vars,
+                                                     self.settings, self.num_groups,
+                                                     seed=svi_seed)
+      generative_grads = [tf.convert_to_tensor(direct) + indirect
+                          for direct, indirect in zip(grads[1:], through_steps)]
+      inference_grads = encoder_tape.gradient(initial, inference_vars,
+                                              output_gradients=initial_bar)
+      return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
+
+    # vae+svi, vae+svi+kl, svi: the decoder learns at the refined, constant lambda_K.
+    with tf.GradientTape() as encoder_tape:
+      initial = self.initial_params(x, generative, seed=init_seed, training=True)
+      with encoder_tape.stop_recording():
+        params, _, _ = svi.refine(tf.stop_gradient(initial), loss_fn, self.settings,
+                                  self.num_groups, seed=svi_seed)
+      if self.mode == "vae+svi":
+        encoder_loss = -tf.reduce_mean(objective(
+            x, generative, self.family.distribution(initial), seed=encoder_seed,
+            kl_weight=kl_weight, training=True)["bound"])
+      elif self.mode == "vae+svi+kl":
+        encoder_loss = tf.reduce_mean(tfd.kl_divergence(
+            self.family.distribution(initial),
+            self.family.distribution(tf.stop_gradient(params))))
+    with tf.GradientTape() as tape:
+      loss, terms = final_loss(tf.stop_gradient(params))
+    generative_grads = tape.gradient(loss, generative_vars)
+    inference_grads = (encoder_tape.gradient(encoder_loss, inference_vars)
+                       if inference_vars else [])
+    return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
