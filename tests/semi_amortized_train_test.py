@@ -63,3 +63,29 @@ def test_finite_difference_warns_for_kinked_decoders(tmp_path):
   with pytest.warns(UserWarning, match="non-smooth activation 'elu'"):
     train_lib.train_and_evaluate(_config(svi_backward="finite_difference", max_steps=2),
                                  str(tmp_path / "fd"), verbose=False)
+
+
+def test_image_model_trains_with_savae_through_the_trainer(tmp_path):
+  """Kim et al.'s conv encoder + gated PixelCNN decoder, shrunk to the 8x8 digits."""
+  config = _config(encoder="conv", decoder="pixelcnn", latent_sizes=(4,), conv_blocks=2,
+                   conv_channels=8, pixelcnn_layers=2, pixelcnn_channels=8,
+                   pixelcnn_kernel_sizes=(3,), svi_steps=2, max_steps=6)
+  metrics = train_lib.train_and_evaluate(config, str(tmp_path / "pixelcnn"), verbose=False)
+  assert metrics["steps"] == 6
+  assert len(metrics["test_elbo_trajectory"]) == 3
+  assert metrics["test_log_likelihood"] >= metrics["test_elbo"] - 1.0
+  assert np.isfinite(metrics["test_kl"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(decoder="pixelcnn", latent_sizes=(4, 2), hidden_units=(8, 8), kl="sample"),
+     "one latent level"),
+    (dict(decoder="pixelcnn", procedure="iterative", iterative_inputs=("data", "error")),
+     "no prediction errors"),
+    (dict(decoder="pixelcnn", pixelcnn_layers=3, pixelcnn_kernel_sizes=(3, 5)),
+     "pixelcnn_kernel_sizes"),
+    (dict(encoder="transformer"), "encoder"),
+])
+def test_image_model_settings_are_validated(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    _config(**overrides).validate()

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tf_lti import generative as generative_lib
 from tf_lti import objective as objective_lib
+from tf_lti import pixelcnn
 from tf_lti import posterior as posterior_lib
 from tf_lti import vae as vae_lib
 from tf_lti.inference import amortized
@@ -18,19 +19,22 @@ from tf_lti.inference import iterative
 from tf_lti.inference import semi_amortized
 from tf_lti.inference import svi
 
-__all__ = ["build_checkpoint", "build_inference", "build_model", "build_optimizers",
+__all__ = ["build_checkpoint", "build_encoder", "build_generative", "build_inference",
+           "build_model", "build_optimizers",
            "svi_settings", "with_test_time_svi"]
 
 # Activations with kinks: finite-difference HVPs across a kink are O(1/r) wrong.
 _NON_SMOOTH_ACTIVATIONS = ("relu", "elu", "selu", "leaky_relu", "relu6")
 
 
-def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
+def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_shape=None):
   """A compiled-ready `vae.VAE` for `config` and data of `event_size` dimensions.
 
   Args:
     config: a validated `config.ExperimentConfig`.
     event_size: D, the flattened data size.
+    image_shape: (H, W) of the images, needed by the convolutional encoder and the
+      PixelCNN decoder. Default value: `None`.
     num_bins: 256 for a Gaussian likelihood on dequantized 8-bit data, else `None`.
     steps_per_epoch: converts the KL warm-up from epochs to steps. Default value: 1.
 
@@ -42,7 +46,39 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
   keras.utils.set_random_seed(config.train.seed)
   model_config = config.model
   family = posterior_lib.get_family(config.inference.posterior)
-  generative = generative_lib.GenerativeModel(
+  image_shape = _image_shape(config, event_size, image_shape)
+  generative = build_generative(config, event_size, num_bins=num_bins, image_shape=image_shape)
+  objective = objective_lib.Objective(bound=config.objective.bound,
+                                      num_samples=config.objective.num_samples,
+                                      kl=config.objective.kl)
+  inference = build_inference(config, family, objective, image_shape=image_shape)
+  return vae_lib.VAE(generative, inference, objective,
+                     kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
+                     kl_initial_weight=config.objective.kl_initial_weight,
+                     seed=config.train.seed, name="vae")
+
+
+def _image_shape(config, event_size, image_shape):
+  if (config.model.encoder, config.model.decoder) == ("mlp", "mlp"):
+    return image_shape
+  if image_shape is None or len(image_shape) != 2 or image_shape[0] * image_shape[1] != event_size:
+    raise ValueError(f"`encoder={config.model.encoder}`/`decoder={config.model.decoder}` need "
+                     f"single-channel images of {event_size} pixels; the data's image shape is "
+                     f"{image_shape}.")
+  return tuple(image_shape)
+
+
+def build_generative(config, event_size, *, num_bins=None, image_shape=None):
+  """The generative model `config.model.decoder` names."""
+  model_config = config.model
+  if model_config.decoder == "pixelcnn":
+    kernels = model_config.pixelcnn_kernel_sizes
+    return pixelcnn.GatedPixelCNN(
+        image_shape, model_config.latent_sizes[0], num_layers=model_config.pixelcnn_layers,
+        channels=model_config.pixelcnn_channels,
+        kernel_sizes=(kernels[0] if len(kernels) == 1 else kernels) or None,
+        latent_feature_maps=model_config.latent_feature_maps, name="generative")
+  return generative_lib.GenerativeModel(
       event_size, model_config.latent_sizes, model_config.hidden_units,
       num_hidden_layers=model_config.num_hidden_layers,
       deterministic_sizes=model_config.deterministic_sizes or None,
@@ -50,25 +86,29 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1):
       num_bins=num_bins, activation=model_config.activation,
       connection=model_config.decoder_connection, batch_norm=model_config.batch_norm,
       name="generative")
-  objective = objective_lib.Objective(bound=config.objective.bound,
-                                      num_samples=config.objective.num_samples,
-                                      kl=config.objective.kl)
-  inference = build_inference(config, family, objective)
-  return vae_lib.VAE(generative, inference, objective,
-                     kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
-                     kl_initial_weight=config.objective.kl_initial_weight,
-                     seed=config.train.seed, name="vae")
 
 
-def build_inference(config, family, objective):
+def build_encoder(config, family, *, name, image_shape=None):
+  """The standard encoder `config.model.encoder` names (MLP or convolutional)."""
+  model_config = config.model
+  if model_config.encoder == "conv":
+    return amortized.ConvEncoder(family, model_config.latent_sizes[0], image_shape,
+                                 num_blocks=model_config.conv_blocks,
+                                 channels=model_config.conv_channels, name=name)
+  return amortized.AmortizedEncoder(
+      family, model_config.latent_sizes, model_config.hidden_units,
+      num_hidden_layers=model_config.num_hidden_layers, activation=model_config.activation,
+      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm, name=name)
+
+
+def build_inference(config, family, objective, *, image_shape=None):
   """The inference procedure `config.inference.procedure` names."""
   model_config, inference_config = config.model, config.inference
   common = dict(num_hidden_layers=model_config.num_hidden_layers,
                 activation=model_config.activation, connection=model_config.encoder_connection,
                 batch_norm=model_config.batch_norm, name="inference")
   if inference_config.procedure == "amortized":
-    return amortized.AmortizedEncoder(family, model_config.latent_sizes,
-                                      model_config.hidden_units, **common)
+    return build_encoder(config, family, name="inference", image_shape=image_shape)
   if inference_config.procedure == "semi_amortized":
     settings = svi_settings(config)
     if settings.backward == "finite_difference" and model_config.activation in _NON_SMOOTH_ACTIVATIONS:
@@ -79,8 +119,7 @@ def build_inference(config, family, objective):
                     stacklevel=2)
     encoder = None
     if inference_config.svi_training != "svi":
-      encoder = amortized.AmortizedEncoder(family, model_config.latent_sizes,
-                                           model_config.hidden_units, **dict(common, name="encoder"))
+      encoder = build_encoder(config, family, name="encoder", image_shape=image_shape)
     return semi_amortized.SemiAmortizedInference(
         family, sum(model_config.latent_sizes), objective, settings,
         mode=inference_config.svi_training, encoder=encoder, name="inference")

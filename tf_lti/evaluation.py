@@ -174,7 +174,7 @@ def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size
     summary["elbo_trajectory"] = per_example["elbo_trajectory"].mean(axis=0).tolist()
   summary.update(active_units=active_units(means), num_examples=int(len(x)),
                  num_importance_samples=int(num_importance_samples))
-  if getattr(model.generative.head, "num_bins", None):
+  if getattr(getattr(model.generative, "head", None), "num_bins", None):
     num_dims = model.generative.event_size
     for name in ("elbo", "log_likelihood"):
       if name in summary:

@@ -32,7 +32,7 @@ from tf_lti import network
 
 tfd = tfp.distributions
 
-__all__ = ["GenerativeModel", "standard_normal_log_prob"]
+__all__ = ["GenerativeModel", "standard_normal", "standard_normal_log_prob"]
 
 # Range of the conditional prior log-variances of the lower levels.
 MIN_PRIOR_LOG_VARIANCE = -15.0
@@ -42,6 +42,12 @@ MAX_PRIOR_LOG_VARIANCE = 15.0
 def standard_normal_log_prob(z):
   """log N(z; 0, I) summed over the last axis: `[..., Z]` -> `[...]`."""
   return -0.5 * tf.reduce_sum(tf.square(z) + math.log(2.0 * math.pi), axis=-1)
+
+
+def standard_normal(latent_size, dtype=tf.float32):
+  """N(0, I_Z) as a `tfd.Distribution` with event shape `[Z]` (the prior of one-level models)."""
+  zeros = tf.zeros([latent_size], dtype)
+  return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
 
 
 def _check_sizes(name, values, length):
@@ -215,6 +221,11 @@ class GenerativeModel(keras.layers.Layer):
     log_likelihood, log_prior = self.log_joint_parts(x, z, training)
     return log_likelihood + log_prior
 
+  def reconstruction_mean(self, x, z, training=False):
+    """E[x | z], `[S, B, D]` for `z` `[S, B, Z]` (`x` `[B, D]` is unused: no autoregression)."""
+    del x
+    return self.head.mean(self.decode(z, training)[0])
+
   def prior(self, dtype=tf.float32):
     """The prior as a `tfd.Distribution` (event `[Z]`) when it has a closed form.
 
@@ -228,8 +239,7 @@ class GenerativeModel(keras.layers.Layer):
       raise ValueError(
           f"A {self.num_levels}-level model has no closed-form prior over z; use a "
           "sampled KL (`kl='sample'`).")
-    zeros = tf.zeros([self.latent_size], dtype)
-    return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
+    return standard_normal(self.latent_size, dtype)
 
   def sample(self, num_samples, seed):
     """Ancestral samples: latent draws and the likelihood mean of x.

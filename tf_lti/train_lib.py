@@ -95,6 +95,7 @@ def restore_model(workdir, splits=None):
 def _build(config, splits, steps_per_epoch):
   """The compiled, fully built model for `config` on `splits` and its checkpoint."""
   model = builders.build_model(config, _event_size(splits), num_bins=_num_bins(splits),
+                               image_shape=splits.image_shape,
                                steps_per_epoch=steps_per_epoch)
   model.compile(*builders.build_optimizers(config, steps_per_epoch))
   model.build_all(_event_size(splits))
@@ -119,8 +120,7 @@ def _epoch_images(model, splits, step):
   x = tf.constant(splits.valid[:8])
   params = model.infer(x, seed=tf.constant([0, 0])).params
   mean = model.family.distribution(params).mean()
-  likelihood_params = model.generative.decode(mean[None])[0]
-  reconstructions = model.generative.head.mean(likelihood_params)[0].numpy()
+  reconstructions = model.generative.reconstruction_mean(x, mean[None])[0].numpy()
   _, samples = model.generative.sample(32, tf.constant([model.seed, step], tf.int32))
   return {
       "reconstructions": summary.image_grid(np.concatenate([splits.valid[:8], reconstructions]),

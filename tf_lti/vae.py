@@ -72,7 +72,7 @@ class VAE(keras.Model):
     """Creates every weight and optimizer slot (before any `tf.function` traces a step)."""
     x = tf.zeros([2, event_size])
     self.inference.infer(x, self.generative, seed=tf.constant([0, 0]), training=False)
-    self.generative(tf.zeros([2, self.generative.latent_size]))
+    self.generative.log_joint(x, tf.zeros([1, 2, self.generative.latent_size]))
     if self.generative_optimizer is not None:
       self.generative_optimizer.build(self.generative.trainable_variables)
       self.inference_optimizer.build(self.inference.trainable_variables)

@@ -6,12 +6,19 @@ r"""Throughput and memory of a training step or of the IW evaluation, as JSON li
   tf-lti-benchmark --mode=iw_eval --encoder_connection=sequential --xla=both
   # Iterative inference (gradient encoding, T=5, S=1) and its cost ratio to the standard step:
   tf-lti-benchmark --mode=train --procedure=iterative --num_iterations=5 --xla=on
+  # SA-VAE: time and memory vs K for one backward mode (one process per K):
+  tf-lti-benchmark --mode=train --procedure=semi_amortized --svi_backward=reverse \
+      --sweep_svi_steps=5,10,20,40 --xla=off
+  # One exact Hessian-vector product (both forms) against one gradient of the SVI loss:
+  tf-lti-benchmark --mode=hvp --procedure=semi_amortized --xla=off
 
 Every config field is a flag, as for `tf-lti-train`. Data are random binary
 vectors of `--event_size` dimensions (speed does not depend on the values).
 Each XLA setting runs in its own process, so `peak_memory_mb` (the process's
-peak resident memory, VmHWM) belongs to that setting alone. Run it on an idle
-machine: the median over `--timed_steps` steps is reported.
+peak resident memory, VmHWM) belongs to that setting alone; `tensor_peak_mb` is
+the TF CPU allocator's peak during a few steps of the timed procedure alone (the
+memory that grows with K or T, without the runtime's fixed cost). Run it on an
+idle machine: the median over `--timed_steps` steps is reported.
 """
 
 import copy
@@ -28,11 +35,13 @@ from absl import flags
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
-flags.DEFINE_enum("mode", "train", ["train", "iw_eval"], "What to time.")
+flags.DEFINE_enum("mode", "train", ["train", "iw_eval", "hvp"], "What to time.")
+flags.DEFINE_list("sweep_svi_steps", [], "Run once per SVI step count K (each in a process).")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA settings to run (each in a process).")
 flags.DEFINE_integer("event_size", 784, "Data dimension D of the synthetic binary data.")
 flags.DEFINE_integer("warmup_steps", 10, "Untimed steps after compilation.")
-flags.DEFINE_integer("timed_steps", 100, "Timed steps (train) or batches (iw_eval); >= 50 for train.")
+flags.DEFINE_integer("timed_steps", 100,
+                     "Timed steps (train, hvp) or batches (iw_eval); >= 3 (use >= 50 for fast steps).")
 FLAGS = flags.FLAGS
 
 
@@ -64,7 +73,9 @@ def _matmul_gflops(tf, rows, inner, cols, repeats=20):
 
 def _build(config, tf):
   from tf_lti import builders  # pylint: disable=g-import-not-at-top
-  model = builders.build_model(config, FLAGS.event_size)
+  side = int(round(FLAGS.event_size ** 0.5))
+  model = builders.build_model(config, FLAGS.event_size,
+                               image_shape=(side, side) if side * side == FLAGS.event_size else None)
   model.compile(*builders.build_optimizers(config, steps_per_epoch=1000))
   model.build_all(FLAGS.event_size)
   x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1]) < 0.3,
@@ -87,6 +98,49 @@ def _time(fn, steps):
   return times
 
 
+def _tensor_peak_mb(tf, run, steps=3):
+  """The TF CPU allocator's peak over `steps` calls of `run`, in MB."""
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  for _ in range(steps):
+    run()
+  return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+
+
+def _hvp_runners(tf, model, x, jit_compile):
+  """One gradient of the SVI loss (w.r.t. lambda and the decoder) and one HVP of each exact form."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tf_lti.inference import svi  # pylint: disable=g-import-not-at-top
+  inference = model.inference
+  if not hasattr(inference, "svi_loss"):
+    raise ValueError("`mode=hvp` needs `procedure=semi_amortized`.")
+  seed = tf.constant([0, 1])
+  params = inference.initial_params(x, model.generative, seed=seed)
+  loss_fn = inference.svi_loss(x, model.generative, training=True)
+  variables = model.generative.trainable_variables
+  vector = tf.random.stateless_normal(tf.shape(params), [1, 2])
+
+  @tf.function(jit_compile=jit_compile)
+  def gradient():
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = tf.reduce_sum(loss_fn(params, seed))
+    return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, [params] + variables)])
+
+  def hvp(form):
+    settings = dataclasses.replace(inference.settings, hvp=form, backward="reverse")
+
+    @tf.function(jit_compile=jit_compile)
+    def product():
+      hvp_params, hvp_variables = svi.hessian_vector_product(
+          loss_fn, params, vector, variables, settings, inference.num_groups, seed=seed)
+      return tf.add_n([tf.reduce_sum(h) for h in [hvp_params] + hvp_variables])
+    return lambda: product().numpy()
+
+  return {"gradient": lambda: gradient().numpy(),
+          "backward_over_backward": hvp("backward_over_backward"),
+          "forward_over_backward": hvp("forward_over_backward")}
+
+
 def _run_one(config, jit_compile):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
@@ -96,8 +150,8 @@ def _run_one(config, jit_compile):
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "cpu_count": os.cpu_count()}}
   if FLAGS.mode == "train":
-    if FLAGS.timed_steps < 50:
-      raise ValueError(f"`timed_steps` must be >= 50 for mode=train; got {FLAGS.timed_steps}.")
+    if FLAGS.timed_steps < 3:
+      raise ValueError(f"`timed_steps` must be >= 3 for mode=train; got {FLAGS.timed_steps}.")
     run = _train_runner(tf, model, x, jit_compile)
     start = time.perf_counter()
     run()
@@ -118,11 +172,32 @@ def _run_one(config, jit_compile):
     median = statistics.median(times["procedure"])
     result.update(step_ms_median=1e3 * median,
                   step_ms_p90=1e3 * sorted(times["procedure"])[int(0.9 * FLAGS.timed_steps)],
-                  examples_per_sec=config.data.batch_size / median)
+                  examples_per_sec=config.data.batch_size / median,
+                  tensor_peak_mb=_tensor_peak_mb(tf, run))
     if "standard" in times:
       standard_median = statistics.median(times["standard"])
       result.update(standard_step_ms_median=1e3 * standard_median,
                     cost_ratio_to_standard=median / standard_median)
+  elif FLAGS.mode == "hvp":
+    runners = _hvp_runners(tf, model, x, jit_compile)
+    for name, runner in list(runners.items()):
+      try:
+        _time(runner, FLAGS.warmup_steps + 1)
+      except Exception as error:  # pylint: disable=broad-except
+        # XLA ops without a JVP rule (e.g. XlaDynamicUpdateSlice) surface as staging errors.
+        if "gradient registry has no entry" not in str(error):
+          raise
+        result[f"{name}_error"] = str(error).strip().splitlines()[-1].strip()
+        del runners[name]
+    times = {name: [] for name in runners}
+    for _ in range(FLAGS.timed_steps):
+      for name, runner in runners.items():
+        times[name] += _time(runner, 1)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result.update({f"{name}_ms_median": 1e3 * value for name, value in medians.items()})
+    result.update({f"{name}_cost_ratio_to_gradient": medians[name] / medians["gradient"]
+                   for name in ("backward_over_backward", "forward_over_backward")
+                   if name in medians})
   else:
     num_samples = config.eval.num_importance_samples
     chunk = config.eval.eval_chunk_size
@@ -155,6 +230,12 @@ def _run_one(config, jit_compile):
 @flags_lib.exit_on_user_error
 def main():
   config = flags_lib.config_from_flags()
+  if FLAGS.sweep_svi_steps:
+    for steps in FLAGS.sweep_svi_steps:
+      arguments = [a for a in sys.argv[1:] if not a.startswith(("--sweep_svi_steps", "--svi_steps"))]
+      subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments,
+                      f"--svi_steps={steps}"], check=True)
+    return
   if FLAGS.xla == "both":
     for setting in ("on", "off"):
       arguments = [a for a in sys.argv[1:] if not a.startswith("--xla")] + [f"--xla={setting}"]

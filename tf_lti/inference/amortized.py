@@ -11,14 +11,32 @@ Welling (2014), with the highway MLPs of Marino et al. (2018). For an L-level
 model every level's parameters are read off the same bottom-up pass (q is
 conditioned on x only, as in Rezende et al.); the encoder assembles them into the
 family's flat group layout so the family never needs to know about levels.
+
+`ConvEncoder` is the residual convolutional encoder of Kim et al.'s image model
+(2018, section 4.3, `models_img.py`) for one latent level:
+
+```none
+h_0 = x reshaped to [H, W, 1]
+h_b = Conv_{2x2, stride 2}(ResidualBlock_b(h_{b-1}))             b = 1 ... num_blocks
+ResidualBlock(h) = ReLU(r(h) + BN(Conv3x3(ReLU(BN(Conv3x3(h))))))
+r(h) = h, or Conv1x1(h) when the channel counts differ
+params = W flatten(h_num_blocks) + b                              [P], family group layout
+```
 """
 
 import keras
+import tensorflow as tf
 
 from tf_lti import network
 from tf_lti.inference import base
 
-__all__ = ["AmortizedEncoder"]
+__all__ = ["AmortizedEncoder", "ConvEncoder", "ResidualBlock"]
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 on the new batch, eps 1e-5), as in the reference.
+_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+# N(0, 2 / fan_in) for dense layers: the SA-VAE reference code's `he_init`.
+_HE_NORMAL = keras.initializers.VarianceScaling(2.0, mode="fan_in",
+                                                distribution="untruncated_normal")
 
 
 class AmortizedEncoder(base.InferenceProcedure):
@@ -54,6 +72,127 @@ class AmortizedEncoder(base.InferenceProcedure):
       h = torso(h, training=training)
       per_level.append(head(h))
     return base.join_levels(per_level, self._num_groups)
+
+  def infer(self, x, generative, *, seed, training=False):
+    del generative, seed  # A single deterministic pass needs neither.
+    return base.InferenceResult(params=self.encode(x, training))
+
+  def call(self, x, training=False):
+    return self.encode(x, training)
+
+
+class ResidualBlock(keras.layers.Layer):
+  """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the (projected) input, then ReLU.
+
+  ```none
+  out = ReLU(r(h) + BN(Conv3x3(ReLU(BN(Conv3x3(h))))))     r(h) = h or Conv1x1(h)
+  ```
+
+  Args:
+    in_channels: channels of the input; a 1x1 projection carries the input
+      when they differ from `channels`.
+    channels: output channels.
+    batch_norm: whether to normalize after each 3x3 convolution (PyTorch
+      defaults: momentum 0.1, epsilon 1e-5). Default value: `True`.
+
+  Input `h` `[N, H, W, in_channels]`; output `[N, H, W, channels]`.
+  """
+
+  def __init__(self, in_channels, channels, batch_norm=True, **kwargs):
+    super().__init__(**kwargs)
+    self.in_channels = in_channels
+    self.channels = channels
+    self._conv_1 = keras.layers.Conv2D(channels, 3, padding="same", name="conv_1")
+    self._conv_2 = keras.layers.Conv2D(channels, 3, padding="same", name="conv_2")
+    self._norm_1, self._norm_2 = (
+        [keras.layers.BatchNormalization(**_BATCH_NORM, name=f"norm_{j}") for j in (1, 2)]
+        if batch_norm else (None, None))
+    self._projection = (keras.layers.Conv2D(channels, 1, name="projection")
+                        if in_channels != channels else None)
+
+  def build(self, input_shape=None):
+    """Creates the weights (only the channel counts matter, so no shape is needed)."""
+    del input_shape
+    self._conv_1.build((None, None, None, self.in_channels))
+    self._conv_2.build((None, None, None, self.channels))
+    for norm in (self._norm_1, self._norm_2):
+      if norm is not None:
+        norm.build((None, None, None, self.channels))
+    if self._projection is not None:
+      self._projection.build((None, None, None, self.in_channels))
+
+  @staticmethod
+  def _normalize(norm, h, training):
+    return h if norm is None else norm(h, training=training)
+
+  def call(self, h, training=False):
+    branch = tf.nn.relu(self._normalize(self._norm_1, self._conv_1(h), training))
+    branch = self._normalize(self._norm_2, self._conv_2(branch), training)
+    residual = h if self._projection is None else self._projection(h)
+    return tf.nn.relu(residual + branch)
+
+
+class ConvEncoder(base.InferenceProcedure):
+  """Images -> params in a single pass through a residual convolutional network.
+
+  Args:
+    family: a `posterior.PosteriorFamily`.
+    latent_size: Z (one latent level).
+    image_shape: (H, W); data arrive flattened `[B, H * W]` in row-major order.
+    num_blocks: residual blocks, each followed by a 2x2 stride-2 convolution
+      halving the spatial size (rounding down). Default value: 3
+      (28 -> 14 -> 7 -> 3).
+    channels: channels of every block (int) or one count per block.
+      Default value: 64.
+    batch_norm: batch norm inside the residual blocks. Default value: `True`.
+
+  Weights: `build()` or any first call (`encode`, `infer`, `call`) creates all
+  of them, under this layer's name scope.
+  """
+
+  def __init__(self, family, latent_size, image_shape, num_blocks=3, channels=64,
+               batch_norm=True, **kwargs):
+    super().__init__(family, latent_size, **kwargs)
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 2 or min(image_shape) < 1:
+      raise ValueError(f"`image_shape` must be two positive sizes (H, W); got {list(image_shape)}.")
+    if num_blocks < 1:
+      raise ValueError(f"`num_blocks` must be >= 1; got {num_blocks}.")
+    if min(image_shape) >> num_blocks < 1:
+      raise ValueError(f"`num_blocks` ({num_blocks}) halvings leave no pixel of an image of "
+                       f"shape {list(image_shape)}.")
+    channels = (channels,) * num_blocks if isinstance(channels, int) else tuple(channels)
+    if len(channels) != num_blocks:
+      raise ValueError(
+          f"`channels` needs one entry per block ({num_blocks}); got {list(channels)}.")
+    if min(channels) < 1:
+      raise ValueError(f"`channels` must be positive; got {list(channels)}.")
+    self.image_shape = image_shape
+    self.channels = channels
+    in_channels = (1,) + channels[:-1]
+    self._blocks = [ResidualBlock(c_in, c, batch_norm, name=f"block_{b}")
+                    for b, (c_in, c) in enumerate(zip(in_channels, channels))]
+    self._downsamples = [keras.layers.Conv2D(c, 2, strides=2, name=f"downsample_{b}")
+                         for b, c in enumerate(channels)]
+    self._flat_size = (image_shape[0] >> num_blocks) * (image_shape[1] >> num_blocks) * channels[-1]
+    self._head = keras.layers.Dense(self.num_params, kernel_initializer=_HE_NORMAL, name="params")
+
+  def build(self, input_shape=None):
+    """Creates every weight; `input_shape` (of `x`) is not needed."""
+    del input_shape
+    for block, downsample in zip(self._blocks, self._downsamples):
+      block.build()
+      downsample.build((None, None, None, block.channels))
+    self._head.build((None, self._flat_size))
+
+  def encode(self, x, training=False):
+    """`x` `[B, H * W]` -> `params` `[B, P]` in the family's group layout."""
+    if not self.built:
+      self.build()
+    h = tf.reshape(x, [-1, *self.image_shape, 1])
+    for block, downsample in zip(self._blocks, self._downsamples):
+      h = downsample(block(h, training=training))
+    return self._head(tf.reshape(h, [-1, self._flat_size]))
 
   def infer(self, x, generative, *, seed, training=False):
     del generative, seed  # A single deterministic pass needs neither.
