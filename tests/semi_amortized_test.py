@@ -22,10 +22,12 @@ SEED = tf.constant([3, 4])
 
 @pytest.fixture(name="float64")
 def _float64():
-  previous = keras.config.floatx()
+  previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
   keras.config.set_floatx("float64")
+  keras.config.set_dtype_policy("float64")  # An explicitly set policy would override floatx.
   yield
-  keras.config.set_floatx(previous)
+  keras.config.set_floatx(previous_floatx)
+  keras.config.set_dtype_policy(previous_policy)
 
 
 def small_model(seed=0, latent_size=2, data_size=6):
