@@ -28,6 +28,11 @@ KL_MODES = ("analytic", "sample")
 BOUNDS = ("elbo", "iw")
 
 
+def _decoder_seed(seed):
+  """The seed of the decoder's own noise (dropout), distinct from the draws of z."""
+  return tf.random.experimental.stateless_fold_in(seed, 1)
+
+
 def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_weight=1.0,
          training=False, with_errors=False):
   """Monte-Carlo evidence lower bound, one value per example.
@@ -66,7 +71,7 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
   """
   z = posterior.sample(num_samples, seed=seed)  # [S, B, Z]
   parts = generative.log_joint_parts(x, z, training, with_errors=with_errors,
-                                     seed=tf.random.experimental.stateless_fold_in(seed, 1))
+                                     seed=_decoder_seed(seed))
   log_likelihood, log_prior = parts[:2]  # [S, B] each
   reconstruction = tf.reduce_mean(log_likelihood, axis=0)
   if kl == "analytic":
@@ -89,7 +94,9 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
 def log_importance_weights(x, generative, posterior, *, seed, num_samples, training=False):
   """log w_k = log p(x, z_k) - log q(z_k | x), z_k ~ q: `[K, B]` (K on its own axis)."""
   z = posterior.sample(num_samples, seed=seed)  # [K, B, Z]
-  return generative.log_joint(x, z, training) - posterior.log_prob(z)
+  log_likelihood, log_prior = generative.log_joint_parts(
+      x, z, training, seed=_decoder_seed(seed))
+  return log_likelihood + log_prior - posterior.log_prob(z)
 
 
 def log_mean_exp(log_weights):

@@ -168,6 +168,18 @@ def _step_seed(seed, k):
   return tf.random.experimental.stateless_fold_in(seed, k)
 
 
+def _momentum_step(params, velocity, gradient, alpha, settings, num_groups):
+  """One SVI update: returns (lambda_{k+1}, m_k) from lambda_k, m_{k-1} and g_k."""
+  velocity = settings.momentum * velocity - clip_gradient(
+      gradient, num_groups, settings.clip_norm, settings.clip_scope)
+  return params + alpha * velocity, velocity
+
+
+def _needs_stored_gradient(settings):
+  """The reverse sweep reads g_k to apply the clip Jacobian before a non-nested HVP."""
+  return bool(settings.clip_norm) and hvp_method(settings) != "backward_over_backward"
+
+
 def refine(params, loss_fn, settings, num_groups, *, seed, num_steps=None, store=False):
   """K forward SVI steps from `params` (no gradient crosses them).
 
@@ -179,26 +191,29 @@ def refine(params, loss_fn, settings, num_groups, *, seed, num_steps=None, store
     num_groups: G, the family's number of parameter groups.
     seed: stateless seed `[2]`; step k uses `fold_in(seed, k)`.
     num_steps: K (default `settings.num_steps`); may differ from training's.
-    store: also return lambda_k and g_k for k < K (for `reverse_sweep`).
+    store: also return lambda_k for k < K, and g_k when `reverse_sweep` will need it
+      (for `reverse_sweep`).
 
   Returns:
     params: lambda_K `[B, P]`.
     losses: `[K, B]`, F_b(lambda_k) for k = 0 ... K-1 (the bound trajectory before each step).
-    stored: (lambdas `[K, B, P]`, gradients `[K, B, P]`) if `store`, else `None`.
+    stored: (lambdas `[K, B, P]`, gradients `[K, B, P]`, unwritten unless needed) if
+      `store`, else `None`.
   """
   num_steps = settings.num_steps if num_steps is None else num_steps
   params = tf.convert_to_tensor(params)
   alpha = step_sizes(settings, num_groups, params.shape[-1] // num_groups, params.dtype)
   batch = tf.shape(params)[0]
+  store_gradients = store and _needs_stored_gradient(settings)
 
   def body(k, params, velocity, losses, lambdas, gradients):
     step_losses, gradient = value_and_gradient(loss_fn, params, _step_seed(seed, k))
     if store:
-      lambdas, gradients = lambdas.write(k, params), gradients.write(k, gradient)
-    velocity = settings.momentum * velocity - clip_gradient(
-        gradient, num_groups, settings.clip_norm, settings.clip_scope)
-    return (k + 1, params + alpha * velocity, velocity, losses.write(k, step_losses), lambdas,
-            gradients)
+      lambdas = lambdas.write(k, params)
+    if store_gradients:
+      gradients = gradients.write(k, gradient)
+    params, velocity = _momentum_step(params, velocity, gradient, alpha, settings, num_groups)
+    return k + 1, params, velocity, losses.write(k, step_losses), lambdas, gradients
 
   def array(shape_tail):
     return tf.TensorArray(params.dtype, size=num_steps, element_shape=shape_tail)
@@ -223,14 +238,9 @@ def unrolled_refine(params, loss_fn, settings, num_groups, *, seed):
   velocity = tf.zeros_like(params)
   losses = []
   for k in range(settings.num_steps):
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(params)
-      step_losses = loss_fn(params, _step_seed(seed, k))
-      total = tf.reduce_sum(step_losses)
-    gradient = tape.gradient(total, params)
-    velocity = settings.momentum * velocity - clip_gradient(
-        gradient, num_groups, settings.clip_norm, settings.clip_scope)
-    params = params + alpha * velocity
+    # Inside an enclosing tape, the inner gradient is recorded and so differentiated.
+    step_losses, gradient = value_and_gradient(loss_fn, params, _step_seed(seed, k))
+    params, velocity = _momentum_step(params, velocity, gradient, alpha, settings, num_groups)
     losses.append(step_losses)
   losses = tf.stack(losses) if losses else tf.zeros([0, tf.shape(params)[0]], params.dtype)
   return params, losses
@@ -346,7 +356,7 @@ def reverse_sweep(params_bar, stored, loss_fn, variables, settings, num_groups, 
   lambdas, gradients = stored
   num_steps = lambdas.size()
   alpha = step_sizes(settings, num_groups, params_bar.shape[-1] // num_groups, params_bar.dtype)
-  use_stored_gradient = bool(settings.clip_norm) and hvp_method(settings) != "backward_over_backward"
+  use_stored_gradient = _needs_stored_gradient(settings)
 
   def body(k, params_bar, velocity_bar, variable_bars):
     velocity_bar = velocity_bar + alpha * params_bar
