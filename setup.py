@@ -35,6 +35,7 @@ setuptools.setup(
             "tf-lti-evaluate=trainers.evaluate:run",
             "tf-lti-benchmark=trainers.benchmark:run",
             "tf-lti-analyze=trainers.analyze:run",
+            "tf-lti-impute=trainers.impute:run",
             "tf-lti-sweep=trainers.sweep:run",
             "tf-lti-oracle=trainers.oracle:run",
             "tf-lti-export=export.export:run",

@@ -499,5 +499,6 @@ def test_get_family(name, cls):
 def test_get_family_unknown_name():
   with pytest.raises(
       ValueError,
-      match=r"Unknown posterior family 'full'.*\['diagonal', 'point', 'rank_one'\]"):
+      match=r"Unknown posterior family 'full'.*\['categorical', 'diagonal', 'iaf', 'planar', "
+            r"'point', 'rank_one'\]"):
     posterior.get_family("full")

@@ -1,10 +1,11 @@
 """Inference diagnostics: ELBO landscapes, refinement over iterations, optimizer baselines.
 
 These compute what the papers' figures show (Marino et al. 2018, figures 1, 3, 4,
-6 and 10; Kim et al. 2018, figure 1); `plots` draws them and
-`trainers/analyze.py` runs them on a trained work directory.
+6 and 10; Kim et al. 2018, figure 1; Rezende et al. 2014, figure 3b); `plots`
+draws them and `trainers/analyze.py` runs them on a trained work directory.
 """
 
+import os
 import time
 
 import keras
@@ -14,8 +15,9 @@ import tensorflow as tf
 from tf_lti import objective as objective_lib
 from tf_lti.inference import amortized
 
-__all__ = ["OPTIMIZERS", "LEARNING_RATES", "elbo_landscape", "fit_encoder", "likelihood_means",
-           "optimize_params", "refinement_trajectory"]
+__all__ = ["OPTIMIZERS", "LEARNING_RATES", "elbo_landscape", "embedding_summary", "fit_encoder",
+           "likelihood_means", "load_labels", "optimize_params", "posterior_means",
+           "refinement_trajectory", "source_labels"]
 
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
 # Marino et al. (2018), appendix C.6: the learning-rate grid of the variational-EM baselines.
@@ -207,3 +209,94 @@ def optimize_params(x, generative, family, objective, initial_params, *, optimiz
   seconds.append(time.perf_counter() - start)
   bounds.append(float(bound(seeds[num_steps])))
   return np.array(bounds), np.array(seconds)
+
+
+def posterior_means(model, x, *, seed, batch_size=500):
+  """Posterior means E_q[z | x] of the model's final posterior, batch by batch.
+
+  Args:
+    model: a `vae.VAE` (any inference procedure; its `infer` gives lambda).
+    x: `np.ndarray` `[N, D]`.
+    seed: Python int; batch i infers with the stateless seed (seed, i).
+    batch_size: examples per `infer` call. Default value: 500.
+
+  Returns:
+    means: `np.ndarray` `[N, Z]` (levels concatenated, bottom first).
+  """
+  if batch_size < 1:
+    raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
+
+  @tf.function
+  def mean(x_batch, batch_seed):
+    params = model.infer(x_batch, seed=batch_seed, training=False).params
+    return model.family.distribution(params).mean()
+
+  batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
+  return np.concatenate([mean(tf.constant(batch), tf.constant([seed, index])).numpy()
+                         for index, batch in enumerate(batches)])
+
+
+def embedding_summary(coordinates, labels=None):
+  """A summary of 2-D embedding coordinates and, with labels, how well the classes separate.
+
+  Args:
+    coordinates: `np.ndarray` `[N, 2]`.
+    labels: optional int `np.ndarray` `[N]`.
+
+  Returns:
+    Dict: `num_examples`, `mean`, `std`, `min`, `max` (each `[2]`) and, with labels,
+    `classes` (`{label: {"count", "centroid" [2]}}`) and `nearest_centroid_accuracy`, the
+    fraction of points closer to their own class's centroid than to any other (1: the
+    classes occupy separate regions; 1 / #classes: no structure).
+  """
+  coordinates = np.asarray(coordinates, np.float64)
+  if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not len(coordinates):
+    raise ValueError(f"`coordinates` must be [N, 2] with N >= 1; got shape {coordinates.shape}.")
+  summary = {"num_examples": len(coordinates), "mean": coordinates.mean(0).tolist(),
+             "std": coordinates.std(0).tolist(), "min": coordinates.min(0).tolist(),
+             "max": coordinates.max(0).tolist()}
+  if labels is None:
+    return summary
+  labels = np.asarray(labels)
+  if labels.shape != (len(coordinates),):
+    raise ValueError(f"`labels` must be [{len(coordinates)}], one per point; got shape "
+                     f"{labels.shape}.")
+  classes = np.unique(labels)
+  centroids = np.stack([coordinates[labels == c].mean(0) for c in classes])  # [C, 2]
+  distances = np.linalg.norm(coordinates[:, None] - centroids[None], axis=-1)  # [N, C]
+  summary["classes"] = {str(c): {"count": int(np.sum(labels == c)), "centroid": centroid.tolist()}
+                        for c, centroid in zip(classes.tolist(), centroids)}
+  summary["nearest_centroid_accuracy"] = float(np.mean(classes[distances.argmin(1)] == labels))
+  return summary
+
+
+def load_labels(path, key="y_test", num_examples=None):
+  """Integer labels from the `.npz` file `path` (key `key`), checked against the data size.
+
+  Raises:
+    ValueError: a missing file or key, or labels that are not `[num_examples]`.
+  """
+  if not os.path.exists(path):
+    raise ValueError(f"`labels` file {path!r} does not exist.")
+  with np.load(path) as data:
+    if key not in data.files:
+      raise ValueError(f"`labels` file {path!r} has no key {key!r} (keys: {sorted(data.files)}).")
+    labels = np.asarray(data[key])
+  labels = labels.reshape(len(labels), -1)
+  labels = labels[:, 0] if labels.shape[1] == 1 else labels.argmax(axis=1)  # one-hot -> ids
+  if num_examples is not None and len(labels) != num_examples:
+    raise ValueError(f"`labels` {path}[{key!r}] holds {len(labels)} labels; the data have "
+                     f"{num_examples} examples.")
+  return labels.astype(np.int64)
+
+
+def source_labels(source, key="y_test", num_examples=None):
+  """The labels a data source ships: `key` of an `.npz` source (e.g. grayscale MNIST's
+  `y_test`) when it has that key and one label per example; else `None`."""
+  if not (isinstance(source, str) and source.endswith(".npz") and os.path.exists(source)):
+    return None
+  with np.load(source) as data:
+    if key not in data.files:
+      return None
+  labels = load_labels(source, key)
+  return labels if num_examples is None or len(labels) == num_examples else None

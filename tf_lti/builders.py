@@ -9,6 +9,8 @@ import warnings
 import keras
 import tensorflow as tf
 
+# Importing flows registers the "planar" and "iaf" posterior families with `get_family`.
+from tf_lti import flows  # pylint: disable=unused-import
 from tf_lti import generative as generative_lib
 from tf_lti import objective as objective_lib
 from tf_lti import pixelcnn
@@ -47,12 +49,19 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_s
   """
   keras.utils.set_random_seed(config.train.seed)
   model_config = config.model
-  family = posterior_lib.get_family(config.inference.posterior)
+  family = posterior_lib.get_family(config.inference.posterior,
+                                    num_categories=config.inference.num_categories,
+                                    flow_length=config.inference.flow_length,
+                                    flow_hidden_units=config.inference.flow_hidden_units,
+                                    latent_size=sum(model_config.latent_sizes))
   image_shape = _image_shape(config, event_size, image_shape)
   generative = build_generative(config, event_size, num_bins=num_bins, image_shape=image_shape)
-  objective = objective_lib.Objective(bound=config.objective.bound,
-                                      num_samples=config.objective.num_samples,
-                                      kl=config.objective.kl)
+  objective = objective_lib.Objective(
+      bound=config.objective.bound, num_samples=config.objective.num_samples,
+      kl=config.objective.kl, estimator=config.objective.estimator,
+      temperature=config.objective.temperature,
+      min_temperature=config.objective.min_temperature,
+      temperature_decay=config.objective.temperature_decay)
   inference = build_inference(config, family, objective, image_shape=image_shape,
                               vocab_size=event_size)
   return vae_lib.VAE(generative, inference, objective,
@@ -95,6 +104,8 @@ def build_generative(config, event_size, *, num_bins=None, image_shape=None):
       likelihood=model_config.likelihood, gaussian_variance=model_config.gaussian_variance,
       num_bins=num_bins, activation=model_config.activation,
       connection=model_config.decoder_connection, batch_norm=model_config.batch_norm,
+      num_categories=(config.inference.num_categories
+                      if config.inference.posterior == "categorical" else None),
       name="generative")
 
 

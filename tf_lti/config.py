@@ -38,9 +38,15 @@ ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
 GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
 UPDATES = ("gated", "residual")
 ERROR_ENCODINGS = ("residual", "normalized")
-POSTERIORS = ("diagonal", "rank_one", "point")
+POSTERIORS = ("diagonal", "rank_one", "point", "planar", "iaf", "categorical")
+FLOW_POSTERIORS = ("planar", "iaf")
 BOUNDS = ("elbo", "iw")
 KL_MODES = ("analytic", "sample")
+# Gradient estimators (tf_lti/objective.py): for continuous, reparameterized posteriors and for
+# the categorical posterior's discrete latents.
+CONTINUOUS_ESTIMATORS = ("reparameterization", "stl", "dreg")
+DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function")
+ESTIMATORS = CONTINUOUS_ESTIMATORS + DISCRETE_ESTIMATORS
 
 
 @dataclasses.dataclass
@@ -135,7 +141,14 @@ class InferenceConfig:
     procedure: `amortized` (a standard encoder) or `iterative` (an iterative
       inference model, Marino et al. 2018).
     posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
-      rank-one-plus-diagonal precision) or `point` (a Dirac point estimate).
+      rank-one-plus-diagonal precision), `point` (a Dirac point estimate), `planar` or
+      `iaf` (a diagonal Gaussian pushed through a planar / inverse autoregressive flow),
+      or `categorical` (discrete latents: `latent_sizes` one-hot units in groups of
+      `num_categories`).
+    flow_length: planar/iaf: number of flow steps.
+    flow_hidden_units: iaf: hidden units of each step's autoregressive network (and the
+      size of the encoder's context vector).
+    num_categories: categorical: classes per categorical latent variable.
     num_iterations: iterative: refinement steps T in training (and by default at test time).
     iterative_inputs: iterative: what the model encodes, from `data`, `params`,
       `gradient` (per-example ELBO gradients) and `error` (prediction errors).
@@ -165,6 +178,9 @@ class InferenceConfig:
   """
   procedure: str = "amortized"
   posterior: str = "diagonal"
+  flow_length: int = 4
+  flow_hidden_units: int = 256
+  num_categories: int = 10
   num_iterations: int = 5
   iterative_inputs: tuple = ("data", "params", "gradient")
   gradient_encoding: str = "log_sign"
@@ -195,12 +211,25 @@ class ObjectiveConfig:
     kl: `analytic` (closed form, one-level models) or `sample` (Monte Carlo).
     kl_warmup_epochs: epochs of linear KL warm-up, counted in batches (0: none).
     kl_initial_weight: KL weight at the start of the warm-up.
+    estimator: gradient estimator: `reparameterization`; `stl` ("sticking the landing":
+      drops the score term of log q; ELBO with `kl=sample`); `dreg` (doubly reparameterized
+      gradients of the IW bound, `bound=iw`); for `posterior=categorical`:
+      `gumbel_softmax` (relaxed one-hot samples), `straight_through` (hard one-hot forward,
+      relaxed gradient) or `score_function` (REINFORCE with a baseline, unbiased).
+    temperature: gumbel_softmax/straight_through: initial relaxation temperature tau_0.
+    min_temperature: the floor of the annealed temperature.
+    temperature_decay: per-step rate r of tau_t = max(min_temperature, tau_0 exp(-r t))
+      (Jang et al.: 1e-5; 0: constant).
   """
   bound: str = "elbo"
   num_samples: int = 1
   kl: str = "analytic"
   kl_warmup_epochs: float = 0.0
   kl_initial_weight: float = 1.0
+  estimator: str = "reparameterization"
+  temperature: float = 1.0
+  min_temperature: float = 0.5
+  temperature_decay: float = 0.0
 
 
 @dataclasses.dataclass
@@ -304,6 +333,7 @@ class ExperimentConfig:
     _one_of("error_encoding", self.inference.error_encoding, ERROR_ENCODINGS)
     _positive("num_iterations", self.inference.num_iterations)
     _validate_svi(self)
+    _validate_posterior_and_estimator(self)
     _non_negative("inference_learning_rate", self.inference.inference_learning_rate)
     inputs = self.inference.iterative_inputs
     if not inputs or any(name not in ITERATIVE_INPUTS for name in inputs):
@@ -431,6 +461,66 @@ def _validate_text_model(config):
                      f"`procedure` must be amortized; got {inference.procedure!r}.")
 
 
+def _validate_posterior_and_estimator(config):
+  """Flows, discrete latents and the gradient estimators: what each works with."""
+  inference, objective = config.inference, config.objective
+  _one_of("estimator", objective.estimator, ESTIMATORS)
+  _positive("flow_length", inference.flow_length)
+  _positive("flow_hidden_units", inference.flow_hidden_units)
+  _positive("temperature", objective.temperature)
+  _positive("min_temperature", objective.min_temperature)
+  _non_negative("temperature_decay", objective.temperature_decay)
+  if objective.min_temperature > objective.temperature:
+    raise ValueError(f"`min_temperature` must be <= `temperature`; got min_temperature="
+                     f"{objective.min_temperature!r}, temperature={objective.temperature!r}.")
+  posterior, estimator = inference.posterior, objective.estimator
+  if posterior in FLOW_POSTERIORS or posterior == "categorical":
+    if len(config.model.latent_sizes) != 1 or config.model.decoder == "lstm":
+      raise ValueError(f"`posterior={posterior}` works with one-level image models; got "
+                       f"latent_sizes={list(config.model.latent_sizes)}, "
+                       f"decoder={config.model.decoder!r}.")
+  if posterior in FLOW_POSTERIORS and objective.kl != "sample":
+    raise ValueError(f"`posterior={posterior}` has no closed-form KL: use `kl=sample`.")
+  if posterior in FLOW_POSTERIORS + ("categorical",) and (
+      inference.procedure != "amortized" or config.eval.eval_svi_steps > 0):
+    raise ValueError(f"`posterior={posterior}` works with the standard encoder: `procedure` must "
+                     f"be amortized and `eval_svi_steps` <= 0; got procedure="
+                     f"{inference.procedure!r}, eval_svi_steps={config.eval.eval_svi_steps!r}.")
+  if (posterior == "categorical") != (estimator in DISCRETE_ESTIMATORS):
+    raise ValueError(f"`posterior=categorical` (discrete latents) goes with a discrete "
+                     f"estimator {DISCRETE_ESTIMATORS}, and those only with it; got "
+                     f"posterior={posterior!r}, estimator={estimator!r}.")
+  if posterior == "categorical":
+    _positive("num_categories", inference.num_categories)
+    if inference.num_categories < 2 or config.model.latent_sizes[0] % inference.num_categories:
+      raise ValueError(f"`posterior=categorical` needs `num_categories` >= 2 dividing "
+                       f"`latent_sizes` (one-hot units); got num_categories="
+                       f"{inference.num_categories!r}, latent_sizes="
+                       f"{list(config.model.latent_sizes)}.")
+    if estimator == "score_function" and objective.num_samples < 2:
+      raise ValueError(f"`estimator=score_function` uses a leave-one-out baseline over the "
+                       f"samples: `num_samples` must be >= 2; got {objective.num_samples!r}.")
+    if objective.bound != "elbo":
+      raise ValueError(f"Discrete latents train on the ELBO: `bound` must be elbo with "
+                       f"`posterior=categorical`; got {objective.bound!r}.")
+  if estimator == "reparameterization":
+    return
+  if inference.procedure != "amortized":
+    raise ValueError(f"`estimator={estimator}` trains a standard encoder: `procedure` must be "
+                     f"amortized; got {inference.procedure!r}.")
+  if estimator in ("stl", "dreg") and posterior not in ("diagonal", "rank_one"):
+    raise ValueError(f"`estimator={estimator}` evaluates log q at its own samples with the "
+                     f"parameters held fixed, which needs a closed-form density: `posterior` "
+                     f"must be diagonal or rank_one; got {posterior!r}.")
+  if estimator == "stl" and (objective.bound != "elbo" or objective.kl != "sample"):
+    raise ValueError(f"`estimator=stl` is an ELBO estimator with a sampled KL: use "
+                     f"`bound=elbo` and `kl=sample`; got bound={objective.bound!r}, "
+                     f"kl={objective.kl!r}.")
+  if estimator == "dreg" and objective.bound != "iw":
+    raise ValueError(f"`estimator=dreg` estimates the gradient of the IW bound: use "
+                     f"`bound=iw`; got {objective.bound!r}.")
+
+
 def _validate_svi(config):
   """SVI settings and what SVI refinement cannot work with."""
   inference = config.inference
@@ -536,6 +626,22 @@ PRESETS = {
     "rezende_mnist_rank_one": dict(source="../shared/data/binarized_mnist.npz",
                                    binarization="none", latent_sizes=(64,), hidden_units=(512,),
                                    posterior="rank_one", epochs=50),
+    # The same model with normalizing-flow posteriors (tf_lti/flows.py): the diagonal Gaussian
+    # through 4 planar steps (Rezende & Mohamed 2015) or 4 IAF steps with 256-unit MADEs
+    # (Kingma et al. 2016); flows have no closed-form KL, so the KL is sampled.
+    "rezende_mnist_planar": dict(source="../shared/data/binarized_mnist.npz",
+                                 binarization="none", latent_sizes=(64,), hidden_units=(512,),
+                                 posterior="planar", kl="sample", epochs=50),
+    "rezende_mnist_iaf": dict(source="../shared/data/binarized_mnist.npz",
+                              binarization="none", latent_sizes=(64,), hidden_units=(512,),
+                              posterior="iaf", kl="sample", epochs=50),
+    # Jang et al. (2017) Gumbel-softmax VAE: 30 categorical variables x 10 classes (300 one-hot
+    # units), Adam 1e-3, batch 100, temperature annealed per step as max(0.5, exp(-3e-5 t)).
+    "discrete_mnist": dict(source="../shared/data/binarized_mnist.npz", binarization="none",
+                           latent_sizes=(300,), hidden_units=(512,), posterior="categorical",
+                           num_categories=10, estimator="gumbel_softmax", temperature=1.0,
+                           min_temperature=0.5, temperature_decay=3e-5, batch_size=100,
+                           learning_rate=1e-3, epochs=50),
     # Kim et al. (2018) section 4.3 image model on static binarized MNIST (their Omniglot
     # setup): residual conv encoder (3 blocks x 64), 12-layer gated PixelCNN (32 channels,
     # kernels 9..3), z (32) -> 4 feature maps; Adam 1e-3, grad-norm clip 5, batch 50, KL

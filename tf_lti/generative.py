@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti import discrete
 from tf_lti import likelihood as likelihood_lib
 from tf_lti import network
 
@@ -95,12 +96,15 @@ class GenerativeModel(keras.layers.Layer):
     num_bins: quantization levels for a Gaussian likelihood on dequantized
       8-bit data (256), else `None`. Default value: `None`.
     activation, connection, batch_norm: see `network.MLP`.
+    num_categories: K for discrete latents: the (one) level is N = Z / K one-hot
+      categorical variables with the uniform prior `discrete.uniform_prior`
+      (log p(z) = -N log K); `None` for the N(0, I) top level. Default value: `None`.
   """
 
   def __init__(self, event_size, latent_sizes, hidden_units, num_hidden_layers=2,
                deterministic_sizes=None, likelihood="bernoulli", gaussian_variance="global",
                num_bins=None, activation="elu", connection="sequential", batch_norm=False,
-               **kwargs):
+               num_categories=None, **kwargs):
     super().__init__(**kwargs)
     latent_sizes = tuple(int(s) for s in latent_sizes)
     if not latent_sizes or min(latent_sizes) < 1:
@@ -109,6 +113,12 @@ class GenerativeModel(keras.layers.Layer):
     _check_sizes("hidden_units", hidden_units, num_levels)
     deterministic_sizes = tuple(deterministic_sizes or (0,) * num_levels)
     _check_sizes("deterministic_sizes", deterministic_sizes, num_levels)
+    if num_categories is not None and (num_categories < 2 or num_levels != 1
+                                       or latent_sizes[0] % num_categories):
+      raise ValueError(f"`num_categories` must be >= 2 and divide the size of the one latent "
+                       f"level; got num_categories={num_categories!r}, "
+                       f"latent_sizes={list(latent_sizes)}.")
+    self.num_categories = num_categories
     self.event_size = int(event_size)
     self.latent_sizes = latent_sizes
     self.hidden_units = tuple(int(u) for u in hidden_units)
@@ -173,7 +183,8 @@ class GenerativeModel(keras.layers.Layer):
         (z_l - prior_mean_l) / prior_variance_l (both z_L for the N(0, I) top).
     """
     levels = self.split_latents(z)
-    log_prior_terms = [standard_normal_log_prob(levels[-1])]
+    log_prior_terms = [standard_normal_log_prob(levels[-1]) if self.num_categories is None
+                       else self.prior(z.dtype).log_prob(levels[-1])]
     residuals = [None] * (self.num_levels - 1) + [levels[-1]]
     errors = list(residuals)
 
@@ -250,8 +261,9 @@ class GenerativeModel(keras.layers.Layer):
   def prior(self, dtype=tf.float32):
     """The prior as a `tfd.Distribution` (event `[Z]`) when it has a closed form.
 
-    Only a one-level model has a fixed N(0, I) prior over all of z; for a
-    hierarchy the KL term must be estimated by sampling.
+    Only a one-level model has a fixed N(0, I) prior over all of z (the uniform
+    categorical with `num_categories`); for a hierarchy the KL term must be
+    estimated by sampling.
 
     Raises:
       ValueError: for a hierarchical model.
@@ -260,6 +272,8 @@ class GenerativeModel(keras.layers.Layer):
       raise ValueError(
           f"A {self.num_levels}-level model has no closed-form prior over z; use a "
           "sampled KL (`kl='sample'`).")
+    if self.num_categories is not None:
+      return discrete.uniform_prior(self.latent_size, self.num_categories, dtype)
     return standard_normal(self.latent_size, dtype)
 
   def sample(self, num_samples, seed):
@@ -270,12 +284,15 @@ class GenerativeModel(keras.layers.Layer):
       seed: stateless seed, int `Tensor` `[2]`.
 
     Returns:
-      z: `[N, Z]`.
+      z: `[N, Z]` (one-hot groups with `num_categories`).
       x_mean: `[N, D]`.
     """
     seeds = tf.random.experimental.stateless_split(seed, self.num_levels)
     levels = [None] * (self.num_levels - 1)
-    levels.append(tf.random.stateless_normal([num_samples, self.latent_sizes[-1]], seeds[-1]))
+    if self.num_categories is None:
+      levels.append(tf.random.stateless_normal([num_samples, self.latent_sizes[-1]], seeds[-1]))
+    else:  # hard one-hot draws from the uniform categorical prior
+      levels.append(self.prior().sample(num_samples, seed=seeds[-1]))
 
     def sampled_level(level, mean, log_variance):
       noise = tf.random.stateless_normal(tf.shape(mean), seeds[level])

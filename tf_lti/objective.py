@@ -12,6 +12,10 @@ inference all use the same code.
     Inference in Deep Generative Models. ICML 2014. https://arxiv.org/abs/1401.4082
 [3] Burda, Grosse & Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     https://arxiv.org/abs/1509.00519
+[4] Roeder, Wu & Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient
+    Estimators for Variational Inference. NeurIPS 2017. https://arxiv.org/abs/1703.09194
+[5] Tucker, Lawson, Gu & Maddison. Doubly Reparameterized Gradient Estimators for
+    Monte Carlo Objectives. ICLR 2019. https://arxiv.org/abs/1810.04152
 """
 
 import dataclasses
@@ -19,13 +23,18 @@ import dataclasses
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti import discrete
+
 tfd = tfp.distributions
 
-__all__ = ["BOUNDS", "KL_MODES", "Objective", "elbo", "iw_bound", "kl_weight",
-           "log_importance_weights", "log_mean_exp"]
+__all__ = ["BOUNDS", "ESTIMATORS", "KL_MODES", "Objective", "dreg_iw_bound", "elbo", "iw_bound",
+           "kl_weight", "log_importance_weights", "log_mean_exp", "stop_parameters"]
 
 KL_MODES = ("analytic", "sample")
 BOUNDS = ("elbo", "iw")
+ESTIMATORS = ("reparameterization", "stl", "dreg", "gumbel_softmax", "straight_through",
+              "score_function")
+DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function")
 
 
 def _decoder_seed(seed):
@@ -33,8 +42,18 @@ def _decoder_seed(seed):
   return tf.random.experimental.stateless_fold_in(seed, 1)
 
 
+def stop_parameters(posterior):
+  """`posterior` with `tf.stop_gradient` on every parameter: q_{sg(lambda)}.
+
+  Its `log_prob(z)` has the value of `posterior.log_prob(z)` but passes gradient
+  only through `z` (the path derivative), not through the parameters (the score).
+  Works for any composite-tensor distribution (TFP's and `RankOnePrecisionNormal`).
+  """
+  return tf.nest.map_structure(tf.stop_gradient, posterior, expand_composites=True)
+
+
 def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_weight=1.0,
-         training=False, with_errors=False):
+         training=False, with_errors=False, sticking_the_landing=False):
   """Monte-Carlo evidence lower bound, one value per example.
 
   ```none
@@ -63,6 +82,12 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
       `latent_error` `[B, Z]`; see `GenerativeModel.log_joint_parts`) from the
       same decoder pass.
       Default value: `False`.
+    sticking_the_landing: evaluate log q(z | x) with the posterior's parameters
+      held fixed (`stop_parameters`), so the gradient w.r.t. them keeps the path
+      derivative through z and drops the score term E_q[grad log q] (zero in
+      expectation): same values, lower-variance gradients, exactly zero at the
+      true posterior (Roeder et al. 2017). Needs `kl="sample"`.
+      Default value: `False`.
 
   Returns:
     Dict of `[B]` tensors: `bound` (the weighted objective), `elbo`,
@@ -74,12 +99,16 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
                                      seed=_decoder_seed(seed))
   log_likelihood, log_prior = parts[:2]  # [S, B] each
   reconstruction = tf.reduce_mean(log_likelihood, axis=0)
+  if kl not in KL_MODES:
+    raise ValueError(f"`kl` must be one of {KL_MODES}; got {kl!r}.")
+  if sticking_the_landing and kl != "sample":
+    raise ValueError(f"Sticking the landing drops the score term of a sampled log q: `kl` "
+                     f"must be 'sample'; got {kl!r}.")
   if kl == "analytic":
     kl_term = tfd.kl_divergence(posterior, generative.prior(posterior.dtype))
-  elif kl == "sample":
-    kl_term = tf.reduce_mean(posterior.log_prob(z) - log_prior, axis=0)
   else:
-    raise ValueError(f"`kl` must be one of {KL_MODES}; got {kl!r}.")
+    density = stop_parameters(posterior) if sticking_the_landing else posterior
+    kl_term = tf.reduce_mean(density.log_prob(z) - log_prior, axis=0)
   terms = {
       "bound": reconstruction - kl_weight * kl_term,
       "elbo": reconstruction - kl_term,
@@ -130,6 +159,46 @@ def iw_bound(x, generative, posterior, *, seed, num_samples, training=False):
                                              num_samples=num_samples, training=training))
 
 
+def dreg_iw_bound(x, generative, posterior, *, seed, num_samples, training=False):
+  """IW_K with doubly reparameterized gradients for the posterior (Tucker et al. 2019).
+
+  ```none
+  value:            IW_K(x) = log (1/K) sum_k w_k,   w_k = p(x, z_k) / q(z_k | x)
+  grad theta:       sum_k w~_k grad_theta log p(x, z_k)                (as IWAE)
+  grad lambda:      sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d lambda)  (DReG)
+  w~_k = w_k / sum_j w_j,   z_k = z(eps_k; lambda)
+  ```
+
+  Built as `IW_K(sg(z)) + s - sg(s)` with `s = sum_k sg(w~_k^2 d log w_k / d z_k) . z_k`,
+  so the value is exactly IW_K and only the gradient w.r.t. the posterior's
+  parameters changes; `d log w_k / d z_k` comes from one extra backward pass
+  through the decoder with the parameters of q held fixed.
+
+  Args:
+    x, generative, posterior, seed, num_samples, training: as for `iw_bound`.
+
+  Returns:
+    Dict of `[B]` tensors: `bound` (IW_K carrying the DReG gradient) and `elbo`
+    (the mean of the log-weights).
+  """
+  z = posterior.sample(num_samples, seed=seed)  # [K, B, Z]
+  fixed_z = tf.stop_gradient(z)
+  with tf.GradientTape() as tape:
+    tape.watch(fixed_z)
+    log_likelihood, log_prior = generative.log_joint_parts(
+        x, fixed_z, training, seed=_decoder_seed(seed))
+    log_weights = log_likelihood + log_prior - stop_parameters(posterior).log_prob(fixed_z)
+  # Each log w_k depends on its own z_k only, so the gradient of the sum is per sample.
+  score_path = tape.gradient(log_weights, fixed_z)  # [K, B, Z]
+  normalized = tf.nn.softmax(log_weights, axis=0)  # w~_k, [K, B]
+  weighted = tf.stop_gradient(tf.square(normalized)[..., tf.newaxis] * score_path)
+  surrogate = tf.reduce_sum(weighted * z, axis=[0, 2])  # [B]
+  return {
+      "bound": log_mean_exp(log_weights) + surrogate - tf.stop_gradient(surrogate),
+      "elbo": tf.reduce_mean(log_weights, axis=0),
+  }
+
+
 def kl_weight(step, warmup_steps, initial_weight):
   """Linear KL warm-up: `initial_weight` at step 0, rising to 1 at `warmup_steps`.
 
@@ -156,14 +225,28 @@ def kl_weight(step, warmup_steps, initial_weight):
 class Objective:
   """The training bound and its estimator settings; scores any model/posterior pair.
 
+  Estimators change the gradient of `bound`, never its value.
+
   Attributes:
     bound: `"elbo"` or `"iw"` (the importance-weighted bound of Burda et al.).
     num_samples: S (ELBO) or K (IW) draws per example.
     kl: KL estimator for the ELBO, one of `KL_MODES`.
+    estimator: gradient estimator, one of `ESTIMATORS`: `reparameterization`;
+      `stl` (sticking the landing, ELBO with `kl="sample"`); `dreg` (doubly
+      reparameterized IW gradients, `bound="iw"`); for discrete latents
+      (`posterior.CategoricalFamily`) `gumbel_softmax`, `straight_through` or
+      `score_function` (see `tf_lti/discrete.py`).
+    temperature: initial relaxation temperature tau_0 of the relaxed estimators.
+    min_temperature: floor of the annealed temperature.
+    temperature_decay: r in tau_t = max(min_temperature, tau_0 exp(-r t)), per step.
   """
   bound: str = "elbo"
   num_samples: int = 1
   kl: str = "analytic"
+  estimator: str = "reparameterization"
+  temperature: float = 1.0
+  min_temperature: float = 0.5
+  temperature_decay: float = 0.0
 
   def __post_init__(self):
     if self.bound not in BOUNDS:
@@ -172,18 +255,50 @@ class Objective:
       raise ValueError(f"`kl` must be one of {KL_MODES}; got {self.kl!r}.")
     if self.num_samples < 1:
       raise ValueError(f"`num_samples` must be >= 1; got {self.num_samples}.")
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(f"`estimator` must be one of {ESTIMATORS}; got {self.estimator!r}.")
+    if self.estimator == "stl" and (self.bound, self.kl) != ("elbo", "sample"):
+      raise ValueError(f"`estimator='stl'` needs `bound='elbo'` and `kl='sample'`; got "
+                       f"bound={self.bound!r}, kl={self.kl!r}.")
+    if self.estimator == "dreg" and self.bound != "iw":
+      raise ValueError(f"`estimator='dreg'` needs `bound='iw'`; got {self.bound!r}.")
+    if self.estimator in DISCRETE_ESTIMATORS and self.bound != "elbo":
+      raise ValueError(f"`estimator={self.estimator!r}` needs `bound='elbo'`; got "
+                       f"{self.bound!r}.")
+    if not 0.0 < self.min_temperature <= self.temperature or self.temperature_decay < 0.0:
+      raise ValueError(f"Need 0 < `min_temperature` <= `temperature` and "
+                       f"`temperature_decay` >= 0; got min_temperature={self.min_temperature!r}, "
+                       f"temperature={self.temperature!r}, "
+                       f"temperature_decay={self.temperature_decay!r}.")
+
+  def temperature_at(self, step):
+    """tau_t = max(min_temperature, temperature * exp(-temperature_decay * t)), float32 scalar."""
+    step = tf.cast(step, tf.float32)
+    return tf.maximum(self.min_temperature,
+                      self.temperature * tf.exp(-self.temperature_decay * step))
 
   def __call__(self, x, generative, posterior, *, seed, kl_weight=1.0, training=False,
-               with_errors=False):
+               with_errors=False, step=0):
     """Per-example terms, dict of `[B]` tensors; `bound` is what training maximizes.
 
-    `with_errors` (ELBO only) adds the prediction errors, see `elbo`.
+    `with_errors` (ELBO only) adds the prediction errors, see `elbo`. `step`
+    (the training step, int scalar) sets the relaxed estimators' temperature.
     """
+    if self.estimator in DISCRETE_ESTIMATORS:
+      if with_errors:
+        raise ValueError("Prediction errors are not defined for discrete latents.")
+      return discrete.elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
+                           estimator=self.estimator, temperature=self.temperature_at(step),
+                           kl_weight=kl_weight, training=training)
     if self.bound == "elbo":
       return elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
-                  kl=self.kl, kl_weight=kl_weight, training=training, with_errors=with_errors)
+                  kl=self.kl, kl_weight=kl_weight, training=training, with_errors=with_errors,
+                  sticking_the_landing=self.estimator == "stl")
     if with_errors:
       raise ValueError("Prediction errors come with the ELBO only; got `bound='iw'`.")
+    if self.estimator == "dreg":
+      return dreg_iw_bound(x, generative, posterior, seed=seed, num_samples=self.num_samples,
+                           training=training)
     log_weights = log_importance_weights(x, generative, posterior, seed=seed,
                                          num_samples=self.num_samples, training=training)
     return {

@@ -8,7 +8,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-__all__ = ["save_curves", "save_figure", "save_image_grid", "save_landscape",
+__all__ = ["save_curves", "save_embedding", "save_figure", "save_image_grid", "save_landscape",
            "save_training_curves"]
 
 
@@ -98,4 +98,35 @@ def save_curves(panels, path, title):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
   figure.suptitle(title)
+  save_figure(figure, path)
+
+
+def save_embedding(points, labels, path, title, axis_labels=("z_1", "z_2")):
+  """A 2-D scatter of embedded points, one colour per label (Rezende et al. 2014, fig. 3b).
+
+  Args:
+    points: `[N, 2]` coordinates.
+    labels: int `[N]` class labels, or `None` (one colour).
+    path: output PNG.
+    title: figure title.
+    axis_labels: (x label, y label). Default value: `("z_1", "z_2")`.
+  """
+  points = np.asarray(points)
+  figure, axis = plt.subplots(figsize=(6.5, 6))
+  size = float(np.clip(10000.0 / max(len(points), 1), 1.5, 25.0))
+  if labels is None:
+    axis.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, linewidths=0)
+  else:
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for index, label in enumerate(classes):
+      chosen = labels == label
+      axis.scatter(points[chosen, 0], points[chosen, 1], s=size, alpha=0.6, linewidths=0,
+                   color=colours(index % colours.N), label=str(label))
+    axis.legend(markerscale=max(1.0, 6.0 / np.sqrt(size)), fontsize=8, loc="best")
+  axis.set_xlabel(axis_labels[0])
+  axis.set_ylabel(axis_labels[1])
+  axis.set_title(title)
+  axis.grid(alpha=0.3)
   save_figure(figure, path)

@@ -41,16 +41,20 @@ from tensorflow_probability.python.internal import reparameterization
 from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import tensor_util
 
+from tf_lti import discrete
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = [
+    "CategoricalFamily",
     "DiagonalGaussian",
     "PointEstimate",
     "PosteriorFamily",
     "RankOnePrecisionGaussian",
     "RankOnePrecisionNormal",
     "get_family",
+    "register_family",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -623,17 +627,93 @@ class PointEstimate(PosteriorFamily):
     return tfd.VectorDeterministic(loc=loc)
 
 
+class CategoricalFamily(PosteriorFamily):
+  """N independent categoricals of K classes as one-hot units, groups `("logits",)`.
+
+  ```none
+  q(z) = prod_n Cat(z_n; softmax(logits_n)),   logits [B, Z] viewed as [B, N, K], Z = N K
+  ```
+
+  The result is a `discrete.IndependentOneHotCategorical` (hard one-hot samples,
+  not reparameterized: train with a discrete estimator of `tf_lti/discrete.py`);
+  its KL to the uniform prior is analytic. `initial_params` (all zeros) is the
+  uniform distribution, the prior of the discrete model.
+  """
+
+  name = "categorical"
+  param_groups = ("logits",)
+
+  def __init__(self, num_categories=10):
+    """Constructs the family.
+
+    Args:
+      num_categories: Python int K >= 2, classes per variable.
+
+    Raises:
+      ValueError: if `num_categories` is not an int >= 2.
+    """
+    if isinstance(num_categories, bool) or not isinstance(num_categories, int) or (
+        num_categories < 2):
+      raise ValueError(f"`num_categories` must be an int >= 2; got {num_categories!r}.")
+    self.num_categories = num_categories
+
+  def num_params(self, latent_size):
+    """Returns `P = Z`; `num_categories` must divide `latent_size`.
+
+    Raises:
+      ValueError: if `latent_size` is not a positive multiple of `num_categories`.
+    """
+    params = super().num_params(latent_size)
+    if latent_size % self.num_categories:
+      raise ValueError(f"`num_categories` ({self.num_categories}) must divide `latent_size` "
+                       f"(one-hot units); got latent_size={latent_size}.")
+    return params
+
+  def _distribution(self, logits):
+    return discrete.IndependentOneHotCategorical(logits, self.num_categories)
+
+
 _FAMILIES = {
     family.name: family
-    for family in (DiagonalGaussian, RankOnePrecisionGaussian, PointEstimate)
+    for family in (DiagonalGaussian, RankOnePrecisionGaussian, PointEstimate,
+                   CategoricalFamily)
 }
 
 
-def get_family(name):
-  """Returns a default-configured posterior family by name.
+# Families defined in modules that import this one register a factory
+# `(**options) -> PosteriorFamily` here: tf_lti/flows.py registers "planar" and "iaf".
+_FACTORIES = {}
+
+
+def register_family(name, factory):
+  """Makes `get_family(name, **options)` return `factory(**options)`.
 
   Args:
-    name: Python `str`, one of `"diagonal"`, `"rank_one"`, `"point"`.
+    name: Python `str`, not a built-in family's name.
+    factory: callable taking keyword options (ignoring those it does not use) and
+      returning a `PosteriorFamily`.
+
+  Raises:
+    ValueError: if `name` is a built-in family's name.
+  """
+  if name in _FAMILIES:
+    raise ValueError(f"`name` {name!r} is a built-in posterior family; register another name.")
+  _FACTORIES[name] = factory
+
+
+def get_family(name, *, num_categories=10, **options):
+  """Returns a posterior family by name, configured by the options it takes.
+
+  Args:
+    name: Python `str`, one of `"diagonal"`, `"rank_one"`, `"point"`, `"categorical"`,
+      or a registered family: `"planar"`, `"iaf"` (tf_lti/flows.py, registered when
+      `tf_lti` is imported).
+    num_categories: classes per variable of the `"categorical"` family.
+      Default value: 10.
+    **options: options of registered families, e.g. `flow_length`,
+      `flow_hidden_units` and `latent_size` of the flow families. A family ignores
+      the options it does not take, so callers may pass a config's settings for any
+      family.
 
   Returns:
     A `PosteriorFamily`.
@@ -641,8 +721,12 @@ def get_family(name):
   Raises:
     ValueError: if `name` is unknown; the message lists the allowed names.
   """
+  if name in _FACTORIES:
+    return _FACTORIES[name](**options)
   if name not in _FAMILIES:
     raise ValueError(
         f"Unknown posterior family {name!r}; expected one of "
-        f"{sorted(_FAMILIES)}.")
+        f"{sorted(set(_FAMILIES) | set(_FACTORIES))}.")
+  if name == "categorical":
+    return CategoricalFamily(num_categories)
   return _FAMILIES[name]()

@@ -10,6 +10,7 @@ drives the same `train_step` from its own checkpointed loop.
 import keras
 import tensorflow as tf
 
+from tf_lti import discrete
 from tf_lti import objective as objective_lib
 
 __all__ = ["VAE", "METRIC_NAMES"]
@@ -50,6 +51,9 @@ class VAE(keras.Model):
         f"bound_step_{t}" for t in range(getattr(inference, "num_iterations", -1) + 1))
     self._trackers = {name: keras.metrics.Mean(name=name)
                       for name in METRIC_NAMES + self._trajectory_names}
+    # The relaxed discrete estimators also log their annealed temperature in training.
+    if getattr(objective, "estimator", None) in discrete.RELAXED_ESTIMATORS:
+      self._trackers["temperature"] = keras.metrics.Mean(name="temperature")
     self.generative_optimizer = None
     self.inference_optimizer = None
 
@@ -111,15 +115,23 @@ class VAE(keras.Model):
   def train_step(self, x):
     """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
     kl_weight = self.kl_weight()
+    step = self.generative_optimizer.iterations
+    temperature = (self.objective.temperature_at(step) if "temperature" in self._trackers
+                   else None)
     gradients = self.inference.training_gradients(x, self.generative, self.objective,
-                                                  seed=self.step_seed(0), kl_weight=kl_weight)
+                                                  seed=self.step_seed(0), kl_weight=kl_weight,
+                                                  step=step)
     if self.generative.trainable_variables:
       self.generative_optimizer.apply(gradients.generative, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.
       self.generative_optimizer.iterations.assign_add(1)
     if self.inference.trainable_variables:
       self.inference_optimizer.apply(gradients.inference, self.inference.trainable_variables)
-    return self._update_metrics(gradients.loss, gradients.terms, kl_weight)
+    logs = self._update_metrics(gradients.loss, gradients.terms, kl_weight)
+    if temperature is not None:
+      self._trackers["temperature"].update_state(temperature)
+      logs["temperature"] = self._trackers["temperature"].result()
+    return logs
 
   def test_step(self, x):
     """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` at the inferred posterior."""

@@ -8,6 +8,10 @@ r"""Inference diagnostics of a trained work directory, as PNG + JSON (+ TensorBo
   # bound vs iteration and vs wall-clock: the iterative model against SGD, SGD + momentum,
   # RMSProp and Adam on the posterior parameters over the paper's learning-rate grid (fig. 6, 10)
   tf-lti-analyze --workdir=runs/iterative --analysis=optimizers --num_examples=100
+  # 2-D latent embedding of the test set: posterior means coloured by class (Rezende fig. 3b);
+  # labels come with a grayscale MNIST source (mnist.npz's y_test) or from --labels
+  tf-lti-analyze --workdir=runs/mnist2d --analysis=embedding
+  tf-lti-analyze --workdir=runs/mnist2d --analysis=embedding --labels=labels.npz --labels_key=y_test
 
 Outputs go to `<workdir>/analysis/<analysis>.{png,json}` and, as images, to
 `<workdir>/validation` for TensorBoard.
@@ -21,7 +25,8 @@ from absl import flags
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
-flags.DEFINE_enum("analysis", "landscape", ["landscape", "reconstructions", "optimizers"],
+flags.DEFINE_enum("analysis", "landscape",
+                  ["landscape", "reconstructions", "optimizers", "embedding"],
                   "Which diagnostic to run.")
 flags.DEFINE_integer("example_index", 0, "landscape: the test example to plot.")
 flags.DEFINE_float("grid_step", 0.05, "landscape: grid spacing over [-5, 5]^2 (paper: 0.05).")
@@ -34,6 +39,12 @@ flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each basel
 flags.DEFINE_list("learning_rates", [str(v) for v in (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01,
                                                        0.005, 0.001)],
                   "optimizers: learning-rate grid of the baselines.")
+flags.DEFINE_integer("embedding_examples", 0,
+                     "embedding: test examples embedded (a fixed random subset; 0: all).")
+flags.DEFINE_string("labels", "",
+                    "embedding: an .npz file with one label per test example (default: the "
+                    "run's .npz source when it has --labels_key, e.g. mnist.npz; else no labels).")
+flags.DEFINE_string("labels_key", "y_test", "embedding: the key of the labels in the .npz file.")
 flags.DEFINE_integer("seed", 0, "Seed of the analysis samples.")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
@@ -123,6 +134,37 @@ def _optimizers(model, splits, out_dir, tf, np, analysis, plots):
   return results
 
 
+def _embedding(model, splits, out_dir, tf, np, analysis, plots):
+  """Posterior means of the test set: all of a 2-D latent, else its first two dimensions."""
+  del tf  # unused
+  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
+  latent_size = model.generative.latent_size
+  if latent_size < 2:
+    raise ValueError(f"An embedding needs at least 2 latent dimensions; the model has "
+                     f"{latent_size}.")
+  if FLAGS.embedding_examples < 0:
+    raise ValueError(f"`embedding_examples` must be >= 0; got {FLAGS.embedding_examples}.")
+  num_test = len(splits.test)
+  if FLAGS.labels:
+    labels = analysis.load_labels(FLAGS.labels, FLAGS.labels_key, num_test)
+  else:
+    labels = analysis.source_labels(splits.name, FLAGS.labels_key, num_test)
+  labels_source = None if labels is None else (FLAGS.labels or splits.name)
+  rows = evaluation.subset(np.arange(num_test), FLAGS.embedding_examples, FLAGS.seed)
+  means = analysis.posterior_means(model, splits.test[rows], seed=FLAGS.seed)
+  points = means[:, :2]
+  labels = None if labels is None else labels[rows]
+  which = ("the 2-D latent" if latent_size == 2
+           else f"the first 2 of {latent_size} latent dimensions")
+  plots.save_embedding(points, labels, os.path.join(out_dir, "embedding.png"),
+                       f"Posterior means of {len(rows)} test examples ({which})",
+                       axis_labels=("E_q[z_1 | x]", "E_q[z_2 | x]"))
+  results = analysis.embedding_summary(points, labels)
+  results.update(latent_size=latent_size, dimensions=[0, 1], which=which,
+                 labels=labels_source, labels_key=FLAGS.labels_key if labels_source else None)
+  return results
+
+
 @flags_lib.exit_on_user_error
 def main():
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
@@ -138,7 +180,7 @@ def main():
   out_dir = os.path.join(FLAGS.workdir, "analysis")
   os.makedirs(out_dir, exist_ok=True)
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
-         "optimizers": _optimizers}[FLAGS.analysis]
+         "optimizers": _optimizers, "embedding": _embedding}[FLAGS.analysis]
   results = run(model, splits, out_dir, tf, np, analysis, plots)
   results.update(step=step, analysis=FLAGS.analysis)
   path = os.path.join(out_dir, f"{FLAGS.analysis}.json")

@@ -2,9 +2,14 @@ r"""Restores a trained work directory and evaluates it: IW log p(x), ELBO, KL, a
 
   tf-lti-evaluate --workdir=runs/mnist --split=test --num_importance_samples=5000
   tf-lti-evaluate --workdir=runs/mnist --eval_svi_steps=20     # VAE + 20 test-time SVI steps
+  # amortization-gap report (Cremer et al. 2018): the bound at the encoder's lambda, after
+  # the procedure's T / K refinement steps, after SVI to convergence, and IW log p(x)
+  tf-lti-evaluate --workdir=runs/mnist --report=gap --gap_num_examples=500
 
 Writes `<workdir>/eval_<split>.json` (`eval_<split>_svi<K>.json` with test-time SVI,
-atomically) and prints a results table.
+atomically) and prints a results table; `--report=gap` writes `gap_<split>.json`
+(`gap_<split>_svi<K>.json`) with the means, per-example values and settings
+(`tf_lti/amortization_gap.py` defines every number) and prints its table.
 The checkpoint is restored strictly: a work dir whose checkpoint does not match
 its config is an error, never a silent partial restore.
 """
@@ -29,6 +34,18 @@ flags.DEFINE_integer("eval_svi_steps", None,
                      "of any other model's posterior ('VAE + SVI'); -1: as trained. Default: the "
                      "work dir's config.")
 flags.DEFINE_bool("jit_compile", False, "Compile the evaluation step with XLA (measured slower on CPU).")
+flags.DEFINE_enum("report", "metrics", ["metrics", "gap"],
+                  "metrics: IW log p(x), ELBO, KL, active units; gap: the amortization-gap report.")
+flags.DEFINE_integer("gap_num_examples", 500,
+                     "gap: a fixed random subset of N examples (seeded by the data seed; 0: all).")
+flags.DEFINE_integer("gap_svi_steps", 2000, "gap: at most this many Adam steps of SVI to convergence.")
+flags.DEFINE_float("gap_learning_rate", 0.01, "gap: Adam's step size on each example's lambda.")
+flags.DEFINE_integer("gap_svi_samples", 10, "gap: fresh posterior draws per SVI step.")
+flags.DEFINE_float("gap_tolerance", 0.01,
+                   "gap: stop SVI when a window's mean bound improves by less (nats per example).")
+flags.DEFINE_integer("gap_window", 50, "gap: SVI steps per convergence check.")
+flags.DEFINE_integer("gap_elbo_samples", 100,
+                     "gap: posterior draws of each ELBO estimate (the same draws at every lambda).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -40,11 +57,16 @@ def main():
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
   if FLAGS.num_importance_samples < 0:
     raise ValueError(f"`num_importance_samples` must be >= 0; got {FLAGS.num_importance_samples}.")
+  if FLAGS.report == "gap":
+    _check_gap_flags()
   config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
   if FLAGS.eval_svi_steps is not None:
     config.eval.eval_svi_steps = FLAGS.eval_svi_steps
     config.validate()
   model = train_lib.evaluation_model(model, config)
+  if FLAGS.report == "gap":
+    _gap_report(config, splits, model, step)
+    return
   batches = train_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
                                    max_examples=FLAGS.eval_max_examples,
                                    seed=config.data.data_seed)
@@ -63,6 +85,46 @@ def main():
   path = os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}{suffix}.json")
   train_lib.write_json(path, metrics)
   print(train_lib.format_table(metrics, prefix=FLAGS.split))
+  print(f"Wrote {path}")
+
+
+def _check_gap_flags():
+  for name in ("gap_svi_steps", "gap_svi_samples", "gap_window", "gap_elbo_samples"):
+    if FLAGS[name].value < 1:
+      raise ValueError(f"`{name}` must be >= 1; got {FLAGS[name].value}.")
+  if FLAGS.gap_num_examples < 0:
+    raise ValueError(f"`gap_num_examples` must be >= 0; got {FLAGS.gap_num_examples}.")
+  if not FLAGS.gap_learning_rate > 0:
+    raise ValueError(f"`gap_learning_rate` must be > 0; got {FLAGS.gap_learning_rate}.")
+  if FLAGS.gap_tolerance < 0:
+    raise ValueError(f"`gap_tolerance` must be >= 0; got {FLAGS.gap_tolerance}.")
+
+
+def _gap_report(config, splits, model, step):
+  """Runs and writes the amortization-gap report (`--report=gap`)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from tf_lti import amortization_gap  # pylint: disable=g-import-not-at-top
+  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
+  batches = train_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
+                                   max_examples=FLAGS.gap_num_examples,
+                                   seed=config.data.data_seed)
+  num_examples = sum(len(x) for x in batches)
+  print(f"Restored step {step} from {FLAGS.workdir}; amortization-gap report on {num_examples} "
+        f"{FLAGS.split} examples (SVI: Adam, up to {FLAGS.gap_svi_steps} steps; "
+        f"K={FLAGS.num_importance_samples}).", flush=True)
+  progress = keras.utils.Progbar(num_examples)
+  report = amortization_gap.amortization_gap(
+      model, batches, seed=FLAGS.seed, num_elbo_samples=FLAGS.gap_elbo_samples,
+      num_importance_samples=FLAGS.num_importance_samples, chunk_size=FLAGS.eval_chunk_size,
+      svi_steps=FLAGS.gap_svi_steps, svi_learning_rate=FLAGS.gap_learning_rate,
+      svi_samples=FLAGS.gap_svi_samples, svi_tolerance=FLAGS.gap_tolerance,
+      svi_window=FLAGS.gap_window, progress=progress.update)
+  report["per_example"] = {name: values.tolist() for name, values in report["per_example"].items()}
+  report.update(split=FLAGS.split, steps=step, dataset=splits.name, config=config.to_dict())
+  suffix = f"_svi{config.eval.eval_svi_steps}" if config.eval.eval_svi_steps >= 0 else ""
+  path = os.path.join(FLAGS.workdir, f"gap_{FLAGS.split}{suffix}.json")
+  train_lib.write_json(path, report)
+  print(amortization_gap.format_report(report))
   print(f"Wrote {path}")
 
 

@@ -111,7 +111,7 @@ class InferenceProcedure(keras.layers.Layer):
     """Posterior parameters for `x` `[B, D]`: returns an `InferenceResult`."""
     raise NotImplementedError(f"{type(self).__name__} must implement `infer`.")
 
-  def training_losses(self, x, generative, objective, *, seed, kl_weight):
+  def training_losses(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Losses for one training step (default: both trained on the same bound).
 
     ```none
@@ -126,6 +126,8 @@ class InferenceProcedure(keras.layers.Layer):
       objective: an `objective.Objective`.
       seed: stateless seed, int `Tensor` `[2]`.
       kl_weight: scalar KL weight (annealing).
+      step: the training step (int scalar), for the objective's schedules (the
+        relaxed estimators' temperature). Default value: 0.
 
     Returns:
       A `TrainingLosses`.
@@ -133,11 +135,11 @@ class InferenceProcedure(keras.layers.Layer):
     inference_seed, objective_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     result = self.infer(x, generative, seed=inference_seed, training=True)
     terms = objective(x, generative, self.family.distribution(result.params),
-                      seed=objective_seed, kl_weight=kl_weight, training=True)
+                      seed=objective_seed, kl_weight=kl_weight, training=True, step=step)
     loss = -tf.reduce_mean(terms["bound"])
     return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms)
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Gradients of one training step (default: autodiff of `training_losses`).
 
     Procedures that must accumulate gradients inside their own loop (so that
@@ -149,7 +151,8 @@ class InferenceProcedure(keras.layers.Layer):
     generative_vars = generative.trainable_variables
     inference_vars = self.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
-      losses = self.training_losses(x, generative, objective, seed=seed, kl_weight=kl_weight)
+      losses = self.training_losses(x, generative, objective, seed=seed, kl_weight=kl_weight,
+                                    step=step)
     if losses.generative_loss is losses.inference_loss:
       # One backward pass serves both sets of variables.
       grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)

@@ -322,14 +322,17 @@ class IterativeInferenceModel(base.InferenceProcedure):
     bounds = bounds.write(num_iterations, terms["elbo"])
     return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
 
-  def training_losses(self, x, generative, objective, *, seed, kl_weight):
+  def training_losses(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Losses whose autodiff gives the paper's gradients (any model, incl. recurrent).
 
     ```none
     inference_loss  = (1/T) sum_{t=1..T} -mean_b bound_t   (+ -mean_b bound_0 / T if lambda_0 is learned)
     generative_loss = -mean_b bound_T
     ```
+    `step` is unused: iterative models train with the reparameterization
+    estimator, whose objective has no schedule.
     """
+    del step
     batch_size = tf.shape(x)[0]
     seeds = tf.random.experimental.stateless_split(seed, self.num_iterations + 1)
     params = self.initial_params(batch_size, x.dtype)
@@ -353,7 +356,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
     return {name: value for name, value in terms.items()
             if name not in ("data_residual", "data_error", "latent_residual", "latent_error")}
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Per-step accumulated gradients, memory flat in T (feed-forward models).
 
     Each step t has its own tape; one backward pass gives grad_phi(-ELBO_t), the
@@ -361,9 +364,11 @@ class IterativeInferenceModel(base.InferenceProcedure):
     Steps 1 ... T-1 run in a `tf.while_loop` carrying only lambda_t, the
     feedback and the gradient sums, so neither activations nor the program grow
     with T. Recurrent models (whose gradients cross iterations) use the generic path.
+    `step` is unused (see `training_losses`).
     """
     if self.recurrent:
       return super().training_gradients(x, generative, objective, seed=seed, kl_weight=kl_weight)
+    del step
     batch_size = tf.shape(x)[0]
     num_iterations = self.num_iterations
     seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)

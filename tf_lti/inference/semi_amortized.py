@@ -124,12 +124,16 @@ class SemiAmortizedInference(base.InferenceProcedure):
     return base.InferenceResult(params=params,
                                 bound_trajectory=tf.concat([-losses, final[None]], axis=0))
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Gradients of one training step, by mode (see the module docstring).
+
+    `step` is unused: semi-amortized training uses the reparameterization
+    estimator, whose objective has no schedule.
 
     Returns:
       A `base.TrainingGradients`; `terms` are the training bound's terms at lambda_K.
     """
+    del step
     init_seed, svi_seed, outer_seed, encoder_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 4))
     generative_vars = generative.trainable_variables
