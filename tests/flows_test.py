@@ -319,7 +319,10 @@ def test_bad_arguments_name_the_argument(build, message):
     (dict(posterior="planar", kl="sample", flow_length=0), r"`flow_length`.*got 0"),
     (dict(posterior="iaf", kl="sample", flow_hidden_units=-3), r"`flow_hidden_units`.*got -3"),
     (dict(posterior="iaf", kl="analytic"), r"`posterior=iaf` has no closed-form KL"),
-], ids=["flow-length", "hidden-units", "analytic-kl"])
+    (dict(posterior="iaf", kl="sample", procedure="semi_amortized"),
+     r"`posterior=iaf` cannot train with `procedure=semi_amortized`"),
+    (dict(posterior="planar", kl="sample", procedure="iterative"), r"got `procedure=iterative`"),
+], ids=["flow-length", "hidden-units", "analytic-kl", "iaf-savae", "iterative"])
 def test_bad_flow_configs_are_refused_naming_the_field(overrides, message):
   with pytest.raises(ValueError, match=message):
     config_lib.from_preset("quickstart").override(overrides).validate()
@@ -363,3 +366,20 @@ def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
                                 num_importance_samples=8, chunk_size=8, seed=config.train.seed)
   np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-5)
   np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-5)
+
+
+def test_planar_flow_trains_semi_amortized_and_any_flow_refines_at_test_time(tmp_path):
+  # SVI steps act on every per-example parameter of the flow posterior (base and flow).
+  common = dict(kl="sample", flow_length=2, flow_hidden_units=16, latent_sizes=(4,),
+                hidden_units=(16,), epochs=1, max_steps=3, checkpoint_every_steps=100,
+                log_every_steps=3, num_importance_samples=8, eval_chunk_size=8,
+                eval_max_examples=10, jit_compile=False)
+  savae = config_lib.from_preset("quickstart").override(dict(
+      common, posterior="planar", procedure="semi_amortized", svi_steps=2))
+  metrics = train_lib.train_and_evaluate(savae, str(tmp_path / "savae"), verbose=False)
+  assert np.isfinite(metrics["test_elbo"]) and np.isfinite(metrics["test_log_likelihood"])
+  refined = config_lib.from_preset("quickstart").override(dict(
+      common, posterior="iaf", eval_svi_steps=3))
+  metrics = train_lib.train_and_evaluate(refined, str(tmp_path / "iaf"), verbose=False)
+  assert np.isfinite(metrics["test_elbo"]) and np.isfinite(metrics["test_log_likelihood"])
+  assert len(metrics["test_elbo_trajectory"]) == 4  # the encoder's λ and 3 SVI steps

@@ -481,10 +481,19 @@ def _validate_posterior_and_estimator(config):
                        f"decoder={config.model.decoder!r}.")
   if posterior in FLOW_POSTERIORS and objective.kl != "sample":
     raise ValueError(f"`posterior={posterior}` has no closed-form KL: use `kl=sample`.")
-  if posterior in FLOW_POSTERIORS + ("categorical",) and (
+  if posterior in FLOW_POSTERIORS and inference.procedure == "iterative":
+    raise ValueError(f"`posterior={posterior}` works with `procedure=amortized` or "
+                     f"`semi_amortized` (SVI refines every per-example parameter of the flow "
+                     f"posterior); got `procedure=iterative`.")
+  if posterior == "iaf" and inference.procedure == "semi_amortized":
+    raise ValueError("`posterior=iaf` cannot train with `procedure=semi_amortized`: the IAF's "
+                     "shared autoregressive networks get no gradient through the SVI steps; use "
+                     "`posterior=planar`, or train `procedure=amortized` and refine at test time "
+                     "with `eval_svi_steps`.")
+  if posterior == "categorical" and (
       inference.procedure != "amortized" or config.eval.eval_svi_steps > 0):
-    raise ValueError(f"`posterior={posterior}` works with the standard encoder: `procedure` must "
-                     f"be amortized and `eval_svi_steps` <= 0; got procedure="
+    raise ValueError(f"`posterior=categorical` has no reparameterized gradient for SVI steps: "
+                     f"`procedure` must be amortized and `eval_svi_steps` <= 0; got procedure="
                      f"{inference.procedure!r}, eval_svi_steps={config.eval.eval_svi_steps!r}.")
   if (posterior == "categorical") != (estimator in DISCRETE_ESTIMATORS):
     raise ValueError(f"`posterior=categorical` (discrete latents) goes with a discrete "
