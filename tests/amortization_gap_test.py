@@ -12,10 +12,8 @@ import tensorflow as tf
 
 from tests import testing
 from tf_lti import amortization_gap as gap_lib
-from tf_lti import config as config_lib
 from tf_lti import objective as objective_lib
 from tf_lti import posterior
-from tf_lti import train_lib
 from tf_lti import vae
 from tf_lti.inference import base
 from tf_lti.inference import iterative
@@ -140,14 +138,6 @@ def test_refining_procedures_start_from_their_encoder():
   assert abs(report["elbo_converged"] - log_evidence) < 0.05
 
 
-def _tiny_run(workdir, **overrides):
-  settings = dict(hidden_units=(32,), epochs=1, max_steps=10, num_importance_samples=0,
-                  eval_max_examples=20, jit_compile=False)
-  settings.update(overrides)
-  train_lib.train_and_evaluate(config_lib.from_preset("quickstart").override(settings), workdir,
-                               verbose=False)
-  return workdir
-
 
 def _check_ordering(report, noise=0.05):
   """(c) >= (b), (c) >= (a), (d) >= (c), up to Monte-Carlo noise."""
@@ -158,7 +148,8 @@ def _check_ordering(report, noise=0.05):
 
 
 def test_evaluate_report_gap_cli_on_a_trained_iterative_model(tmp_path):
-  workdir = _tiny_run(str(tmp_path / "iterative"), procedure="iterative", num_iterations=2)
+  workdir = testing.tiny_run(str(tmp_path / "iterative"), 10, procedure="iterative",
+                             num_iterations=2)
   result = subprocess.run(
       [sys.executable, "-m", "trainers.evaluate", f"--workdir={workdir}", "--report=gap",
        "--gap_num_examples=40", "--eval_batch_size=20", "--num_importance_samples=200",

@@ -123,18 +123,10 @@ def test_imputation_beats_the_fill_and_the_pixel_mean_on_mnist(mnist_model, miss
   assert final_rate < baseline["error_rate"] - 0.02, (errors["error_rate"], baseline)
 
 
-def _tiny_run(workdir, **overrides):
-  settings = dict(hidden_units=(32,), epochs=1, max_steps=5, num_importance_samples=0,
-                  eval_max_examples=20, jit_compile=False)
-  settings.update(overrides)
-  train_lib.train_and_evaluate(config_lib.from_preset("quickstart").override(settings), workdir,
-                               verbose=False)
-  return workdir
-
 
 @pytest.fixture(name="standard_run", scope="module")
 def _standard_run(tmp_path_factory):
-  return _tiny_run(str(tmp_path_factory.mktemp("standard")))
+  return testing.tiny_run(str(tmp_path_factory.mktemp("standard")), 5)
 
 
 def test_semi_amortized_inference_imputes(standard_run):
@@ -168,8 +160,8 @@ for arguments in json.loads(sys.argv[1]):
 
 def test_impute_binary_for_a_standard_and_an_iterative_model(standard_run, tmp_path):
   standard = standard_run
-  iterative = _tiny_run(str(tmp_path / "iterative"), procedure="iterative", num_iterations=2,
-                        max_steps=2)
+  iterative = testing.tiny_run(str(tmp_path / "iterative"), 2, procedure="iterative",
+                               num_iterations=2)
   common = ["--num_iterations=4", "--num_examples=12", "--num_shown=5"]
   runs = [
       [f"--workdir={standard}", "--missing=random", "--missing_fraction=0.8", *common],

@@ -20,6 +20,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti import config as config_lib
+from tf_lti import train_lib
+
 tfd = tfp.distributions
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -113,3 +116,17 @@ def data_from(model, batch_size, seed=1):
   noise = rng.normal(size=(batch_size, int(model.weights.shape[0])))
   return tf.constant(z @ model.weights.numpy().T + model.bias.numpy()
                      + math.sqrt(float(model.noise_variance)) * noise, model.dtype)
+
+
+def tiny_run(workdir, max_steps, **overrides):
+  """Trains the quick start model, shrunk to `max_steps` steps and no IW evaluation, in `workdir`.
+
+  Returns:
+    `workdir`.
+  """
+  settings = dict(hidden_units=(32,), epochs=1, max_steps=max_steps, num_importance_samples=0,
+                  eval_max_examples=20, jit_compile=False)
+  settings.update(overrides)
+  train_lib.train_and_evaluate(config_lib.from_preset("quickstart").override(settings), workdir,
+                               verbose=False)
+  return workdir

@@ -32,9 +32,7 @@ __all__ = ["BOUNDS", "ESTIMATORS", "KL_MODES", "Objective", "dreg_iw_bound", "el
 
 KL_MODES = ("analytic", "sample")
 BOUNDS = ("elbo", "iw")
-ESTIMATORS = ("reparameterization", "stl", "dreg", "gumbel_softmax", "straight_through",
-              "score_function")
-DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function")
+ESTIMATORS = ("reparameterization", "stl", "dreg") + discrete.ESTIMATORS
 
 
 def _decoder_seed(seed):
@@ -262,7 +260,7 @@ class Objective:
                        f"bound={self.bound!r}, kl={self.kl!r}.")
     if self.estimator == "dreg" and self.bound != "iw":
       raise ValueError(f"`estimator='dreg'` needs `bound='iw'`; got {self.bound!r}.")
-    if self.estimator in DISCRETE_ESTIMATORS and self.bound != "elbo":
+    if self.estimator in discrete.ESTIMATORS and self.bound != "elbo":
       raise ValueError(f"`estimator={self.estimator!r}` needs `bound='elbo'`; got "
                        f"{self.bound!r}.")
     if not 0.0 < self.min_temperature <= self.temperature or self.temperature_decay < 0.0:
@@ -284,7 +282,7 @@ class Objective:
     `with_errors` (ELBO only) adds the prediction errors, see `elbo`. `step`
     (the training step, int scalar) sets the relaxed estimators' temperature.
     """
-    if self.estimator in DISCRETE_ESTIMATORS:
+    if self.estimator in discrete.ESTIMATORS:
       if with_errors:
         raise ValueError("Prediction errors are not defined for discrete latents.")
       return discrete.elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
