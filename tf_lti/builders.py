@@ -9,6 +9,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tf_lti import distribute
 # Importing flows registers the "planar" and "iaf" posterior families with `get_family`.
 from tf_lti import flows  # pylint: disable=unused-import
 from tf_lti import generative as generative_lib
@@ -202,20 +203,21 @@ def build_optimizers(config, steps_per_epoch):
 
   The inference optimizer uses `inference_learning_rate` when it is set. The
   learning rate decays by `lr_decay_per_epoch` once per epoch (staircase);
-  `clip_norm` > 0 clips each optimizer's gradients by their global norm.
+  `clip_norm` > 0 clips each optimizer's gradients by their global norm, after
+  their sum over replicas (`distribute.ClipAfterAggregation`).
 
   Returns:
     (generative_optimizer, inference_optimizer): two `keras.optimizers.Optimizer`.
   """
   train = config.train
-  optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[train.optimizer]
 
   def make(name, learning_rate):
     if train.lr_decay_per_epoch < 1.0:
       learning_rate = keras.optimizers.schedules.ExponentialDecay(
           learning_rate, decay_steps=steps_per_epoch, decay_rate=train.lr_decay_per_epoch,
           staircase=True)
-    return optimizer_class(learning_rate, global_clipnorm=train.clip_norm or None, name=name)
+    return distribute.make_optimizer(train.optimizer, learning_rate, clip_norm=train.clip_norm,
+                                     name=name)
 
   return (make("generative_optimizer", train.learning_rate),
           make("inference_optimizer",

@@ -16,11 +16,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tf_lti import distribute
 from tf_lti import objective as objective_lib
 from tf_lti import text_data
 
-__all__ = ["active_units", "bits_per_dim", "evaluate", "iw_log_likelihood", "pick_chunk_size",
-           "subset"]
+__all__ = ["active_units", "bits_per_dim", "evaluate", "iw_log_likelihood", "make_evaluator",
+           "pick_chunk_size", "subset"]
 
 
 def pick_chunk_size(num_samples, max_chunk_size):
@@ -77,6 +78,18 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
   return running_max + tf.math.log(running_sum) - tf.math.log(tf.cast(num_samples, dtype))
 
 
+def _distributed_round(strategy, evaluate_batch):
+  """A `tf.function` evaluating one batch per replica of `strategy` and gathering the outputs
+  (without XLA: its clusters cannot reach variables mirrored on other devices)."""
+
+  @tf.function(reduce_retracing=True)
+  def run_round(x, index):
+    outputs = strategy.run(evaluate_batch, args=(x, index))
+    return {name: strategy.gather(value, axis=0) for name, value in outputs.items()}
+
+  return run_round
+
+
 def _pick_chunk_size_in_graph(num_samples, max_chunk_size):
   """`pick_chunk_size` for a scalar int32 `Tensor` K: the largest divisor of K <= the maximum."""
   candidates = tf.range(1, max_chunk_size + 1)
@@ -128,9 +141,25 @@ def bits_per_dim(log_likelihood, num_dims):
   return -log_likelihood / (num_dims * math.log(2.0))
 
 
-def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size=200, seed=0,
-             jit_compile=False, progress=None):
-  """Evaluates a trained `vae.VAE` on a data set.
+def evaluate(model, x, *, progress=None, **options):
+  """Evaluates a trained `vae.VAE` on a data set: `make_evaluator(model, x, **options)(progress)`.
+
+  Args:
+    model: a built `vae.VAE`.
+    x: the data (see `make_evaluator`).
+    progress: optional callable `(examples_done)` for progress output.
+    **options: the options of `make_evaluator`.
+
+  Returns:
+    The summary dict of `make_evaluator`'s evaluator.
+  """
+  return make_evaluator(model, x, **options)(progress)
+
+
+def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size=200,
+                   seed=0, jit_compile=False, strategy=None, posterior_means=True):
+  """An evaluator of a trained `vae.VAE` on a fixed data set, traced once, run many times
+  (e.g. after every epoch on the validation set).
 
   Args:
     model: a built `vae.VAE`.
@@ -143,10 +172,17 @@ def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size
     chunk_size: importance samples per chunk. Default value: 200.
     seed: Python int. Default value: 0.
     jit_compile: compile the evaluation step with XLA. Default value: `False`.
-    progress: optional callable `(examples_done)` for progress output.
+    strategy: a `tf.distribute.Strategy` whose scope built `model`: whole
+      batches are sharded across its replicas, each with its single-device
+      seed, so the results equal the single-device ones. Default value: `None`
+      (one device).
+    posterior_means: also compute the posterior means and `active_units`
+      (a flow's mean is a Monte-Carlo average). Default value: `True`.
 
   Returns:
-    Dict: `elbo`, `log_likelihood_term` (E_q log p(x | z)), `kl`, `active_units`,
+    A callable `(progress=None) -> summary`, `progress` an optional callable
+    `(examples_done)`; summary is a dict: `elbo`, `log_likelihood_term`
+    (E_q log p(x | z)), `kl`, `active_units` (with `posterior_means`),
     `elbo_trajectory` (mean ELBO after each refinement step, iterative procedures),
     `num_examples`, `num_importance_samples`, and `log_likelihood` (IW estimate)
     when K > 0, plus `bits_per_dim` variants for a Gaussian likelihood on 8-bit data
@@ -164,14 +200,11 @@ def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size
     raise ValueError("`x` holds no examples to evaluate.")
   if num_importance_samples and model.generative.latent_size == 0:
     num_importance_samples = 1
-  is_text = np.issubdtype(batches[0].dtype, np.integer)
   # One trace for every batch shape: a dimension that varies between batches is left open.
   shapes = {np.shape(batch)[1:] for batch in batches}
   spec = tf.TensorSpec([None] + [dims[0] if len(set(dims)) == 1 else None
                                  for dims in zip(*shapes)], batches[0].dtype)
 
-  @tf.function(jit_compile=jit_compile,
-               input_signature=[spec, tf.TensorSpec([], tf.int32)])
   def evaluate_batch(x_batch, batch_index):
     batch_seed = tf.stack([tf.constant(seed, tf.int32), batch_index])
     inference_seed, elbo_seed, iw_seed = tf.unstack(
@@ -181,7 +214,9 @@ def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size
     terms = objective_lib.elbo(x_batch, model.generative, posterior, seed=elbo_seed,
                                num_samples=model.objective.num_samples, kl=model.objective.kl)
     outputs = {"elbo": terms["elbo"], "log_likelihood_term": terms["log_likelihood"],
-               "kl": terms["kl"], "posterior_mean": posterior.mean()}
+               "kl": terms["kl"]}
+    if posterior_means:
+      outputs["posterior_mean"] = posterior.mean()
     if result.bound_trajectory is not None:
       outputs["elbo_trajectory"] = tf.transpose(result.bound_trajectory)  # [B, T + 1]
     if num_importance_samples:
@@ -190,22 +225,51 @@ def evaluate(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size
           num_samples=num_importance_samples, chunk_size=chunk_size)
     return outputs
 
+  if strategy is not None and distribute.is_distributed(strategy):
+    run_round = _distributed_round(strategy, evaluate_batch)
+
+    def rounds():
+      for round_index in range(-(-len(batches) // distribute.num_replicas(strategy))):
+        x, index, real_rows = distribute.distribute_batches(strategy, batches, round_index)
+        yield real_rows, run_round(x, index)
+  else:
+    step = tf.function(evaluate_batch, jit_compile=jit_compile,
+                       input_signature=[spec, tf.TensorSpec([], tf.int32)])
+
+    def rounds():
+      for index, batch in enumerate(batches):
+        yield len(batch), step(tf.constant(batch), tf.constant(index))
+
+  def run(progress=None):
+    return _summarize(model, batches, _collect(rounds(), progress), num_importance_samples)
+
+  return run
+
+
+def _collect(rounds, progress):
+  """Concatenates the per-example outputs of evaluation `rounds` of (rows, outputs)."""
   per_example, done = {}, 0
-  for index, batch in enumerate(batches):
-    outputs = evaluate_batch(tf.constant(batch), tf.constant(index))
+  for num_rows, outputs in rounds:
     for name, value in outputs.items():
-      per_example.setdefault(name, []).append(value.numpy())
-    done += len(batch)
+      per_example.setdefault(name, []).append(value.numpy()[:num_rows])
+    done += num_rows
     if progress is not None:
       progress(done)
-  per_example = {name: np.concatenate(values) for name, values in per_example.items()}
-  means = per_example.pop("posterior_mean")
+  return {name: np.concatenate(values) for name, values in per_example.items()}
+
+
+def _summarize(model, batches, per_example, num_importance_samples):
+  """The summary dict of `make_evaluator` from the `[N]` per-example arrays."""
+  done = sum(len(batch) for batch in batches)
+  is_text = np.issubdtype(batches[0].dtype, np.integer)
+  means = per_example.pop("posterior_mean", None)
   summary = {name: float(np.mean(values)) for name, values in per_example.items()
              if name != "elbo_trajectory"}
   if "elbo_trajectory" in per_example:
     summary["elbo_trajectory"] = per_example["elbo_trajectory"].mean(axis=0).tolist()
-  summary.update(active_units=active_units(means), num_examples=done,
-                 num_importance_samples=int(num_importance_samples))
+  summary.update(num_examples=done, num_importance_samples=int(num_importance_samples))
+  if means is not None:
+    summary["active_units"] = active_units(means)
   if getattr(getattr(model.generative, "head", None), "num_bins", None):
     num_dims = model.generative.event_size
     for name in ("elbo", "log_likelihood"):

@@ -19,8 +19,15 @@ every length) and evaluated in perplexity as well as nats per sentence.
 Rerunning the same command continues from the latest checkpoint: the epoch's
 data order is a function of (seed, epoch), so the batches already seen in an
 interrupted epoch are skipped and the run continues where it stopped.
+
+With a `tf.distribute` strategy (`distribute.make_strategy`) the model and its
+optimizers live in the strategy's scope, each step runs on every replica's shard
+of the global batch, and validation and test evaluation shard whole batches
+across the replicas. Only the chief writes into the work dir; other workers
+checkpoint into temporary directories and resume from the chief's checkpoints.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -33,13 +40,14 @@ import tensorflow as tf
 from tf_lti import builders
 from tf_lti import config as config_lib
 from tf_lti import data as data_lib
+from tf_lti import distribute
 from tf_lti import evaluation
 from tf_lti import plots
 from tf_lti import summary
 from tf_lti import text_data
 
-__all__ = ["eval_batches", "load_data", "train_and_evaluate", "restore_model", "write_json",
-           "write_text"]
+__all__ = ["eval_batches", "load_data", "parameter_fingerprint", "train_and_evaluate",
+           "restore_model", "write_json", "write_text"]
 
 
 def write_json(path, values):
@@ -203,78 +211,137 @@ def _epoch_sentences(model, splits, step, count=5):
   return [" ".join(splits.vocabulary.decode(row)) for row in tokens.numpy()]
 
 
-def _validate(model, test_step, batches, num_words):
-  """Validation metrics (means per example) over `batches`; with `num_words` (text) also the
-  per-word `perplexity_bound`."""
-  model.reset_metrics()
-  for x in batches:
-    logs = test_step(tf.constant(x))
-  logs = {name: float(value) for name, value in logs.items()}
-  if num_words:
-    num_examples = sum(len(x) for x in batches)
-    logs["perplexity_bound"] = text_data.perplexity(-logs["elbo"] * num_examples, num_words)
-  return logs
+def _validator(model, batches, *, seed, strategy):
+  """A callable returning validation metrics (means per example) over `batches`: `elbo`, `kl`,
+  `log_likelihood` (E_q log p(x|z)), `bound_step_t` (refining procedures) and, for text,
+  `perplexity_bound`."""
+  evaluator = evaluation.make_evaluator(model, batches, num_importance_samples=0, seed=seed,
+                                        strategy=strategy, posterior_means=False)
+
+  def validate():
+    results = evaluator()
+    logs = {"elbo": results["elbo"], "kl": results["kl"],
+            "log_likelihood": results["log_likelihood_term"]}
+    for t, bound in enumerate(results.get("elbo_trajectory", [])):
+      logs[f"bound_step_{t}"] = bound
+    if "perplexity_bound" in results:
+      logs["perplexity_bound"] = results["perplexity_bound"]
+    return logs
+
+  return validate
 
 
-def train_and_evaluate(config, workdir, *, verbose=True):
+def parameter_fingerprint(model):
+  """A short SHA-256 of the values of every model variable: equal fingerprints, equal weights."""
+  digest = hashlib.sha256()
+  for variable in model.generative.variables + model.inference.variables:
+    digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
   """Trains `config` in `workdir` (resuming if it has a checkpoint), then evaluates on test.
 
   Args:
     config: an `ExperimentConfig`; validated here.
     workdir: output directory (see the module docstring).
     verbose: print progress bars and the results table. Default value: `True`.
+    strategy: a `tf.distribute.Strategy` (`distribute.make_strategy`). Default
+      value: `None`, the default strategy (one device).
 
   Returns:
-    metrics: the dict written to `workdir/metrics.json`.
+    metrics: the dict written to `workdir/metrics.json` (on a non-chief worker
+    the same dict, not written).
   """
   config.validate()
+  strategy = strategy or tf.distribute.get_strategy()
   splits = load_data(config)
+  train_config = config.train
+  jit_compile = distribute.check_supported(strategy, is_text=_is_text(splits),
+                                           jit_compile=train_config.jit_compile)
+  distributed = distribute.is_distributed(strategy)
+  if distributed:
+    distribute.check_batch_size(config.data.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
+  verbose = verbose and chief
   batch_size = config.data.batch_size
   steps_per_epoch = _steps_per_epoch(splits, batch_size)
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
                      f"({len(splits.train)} examples of {splits.name}).")
-  _prepare_workdir(config, workdir)
-  train_config = config.train
+  if chief:
+    _prepare_workdir(config, workdir)
   total_steps = config.train.epochs * steps_per_epoch
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
 
-  model, checkpoint = _build(config, splits, steps_per_epoch)
-  epoch_variable, train_seconds = checkpoint.epoch, checkpoint.train_seconds
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"),
-                                       max_to_keep=train_config.keep_checkpoints)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  with strategy.scope():
+    model, checkpoint = _build(config, splits, steps_per_epoch)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  if latest:  # Every worker resumes from the chief's checkpoints.
+    checkpoint.restore(latest).assert_existing_objects_matched()
   step = int(model.generative_optimizer.iterations.numpy())
   if verbose:
     shape = (f"sentences, {splits.vocabulary.size} token ids" if _is_text(splits)
              else f"examples of {splits.event_shape}")
+    devices = (f"; {distribute.num_replicas(strategy)} replicas "
+               f"({distribute.strategy_name(strategy)})" if distributed else "")
     print(f"tf_lti: {splits.name}: {len(splits.train)} train / {len(splits.valid)} valid / "
           f"{len(splits.test)} test {shape}; "
           f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
-          f"({steps_per_epoch} steps per epoch).", flush=True)
+          f"({steps_per_epoch} steps per epoch){devices}.", flush=True)
 
-  signature = [_batch_spec(splits)]
-  train_step = tf.function(model.train_step, jit_compile=train_config.jit_compile,
-                           input_signature=signature)
-  test_step = tf.function(model.test_step, jit_compile=train_config.jit_compile,
-                          input_signature=signature)
-  train_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-  valid_writer = tf.summary.create_file_writer(os.path.join(workdir, "validation"))
-  summary.write_hparams(train_writer, config.to_dict())
-  history_path = os.path.join(workdir, "history.jsonl")
-  plot_dir = os.path.join(workdir, "plots")
-  valid_batches = eval_batches(splits, "valid", config.eval.eval_batch_size)
-  valid_words = (sum(text_data.num_words(x) for x in valid_batches) if _is_text(splits)
-                 else None)
-  os.makedirs(plot_dir, exist_ok=True)
+  with distribute.worker_directory(workdir, strategy) as output_dir:
+    step = _train(config, model, checkpoint, splits, strategy, output_dir, step=step,
+                  total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  jit_compile=jit_compile, verbose=verbose)
+    return _final_evaluation(config, workdir, model, splits, strategy,
+                             float(checkpoint.train_seconds.numpy()), step, verbose)
+
+
+def _make_train_step(model, strategy, splits, jit_compile):
+  """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
+  if not distribute.is_distributed(strategy):
+    return tf.function(model.train_step, jit_compile=jit_compile,
+                       input_signature=[_batch_spec(splits)])
+
+  @tf.function
+  def distributed_train_step(x):
+    strategy.run(model.train_step, args=(x,))
+    return model.results(model.train_metric_names)  # Trackers summed across replicas.
+
+  return distributed_train_step
+
+
+def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, total_steps,
+           steps_per_epoch, jit_compile, verbose):
+  """The training loop from `step` to `total_steps`; returns the final step."""
+  train_config = config.train
+  batch_size = config.data.batch_size
+  chief = distribute.is_chief(strategy)
+  epoch_variable, train_seconds = checkpoint.epoch, checkpoint.train_seconds
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
+                                       max_to_keep=train_config.keep_checkpoints)
+  train_step = _make_train_step(model, strategy, splits, jit_compile)
+  if chief:
+    train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+    valid_writer = tf.summary.create_file_writer(os.path.join(output_dir, "validation"))
+    summary.write_hparams(train_writer, config.to_dict())
+  else:
+    train_writer = valid_writer = tf.summary.create_noop_writer()
+  history_path = os.path.join(output_dir, "history.jsonl")
+  validate = _validator(model, eval_batches(splits, "valid", config.eval.eval_batch_size),
+                        seed=train_config.seed, strategy=strategy)
 
   while step < total_steps:
     epoch, start_batch = divmod(step, steps_per_epoch)
     # The training order and dynamic binarization follow the training seed.
-    batches = _train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
-                             start_batch=start_batch)
+    if distribute.is_distributed(strategy):
+      batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
+                                         epoch=epoch, start_batch=start_batch)
+    else:
+      batches = _train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
+                               start_batch=start_batch)
     progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
                                    verbose=1 if verbose else 0)
     if verbose:
@@ -285,7 +352,7 @@ def train_and_evaluate(config, workdir, *, verbose=True):
     for x in batches:
       if step >= total_steps:
         break
-      logs = train_step(tf.convert_to_tensor(x))
+      logs = train_step(x if distribute.is_distributed(strategy) else tf.convert_to_tensor(x))
       step += 1
       window_steps += 1
       if step % train_config.log_every_steps == 0 or step == total_steps:
@@ -306,11 +373,13 @@ def train_and_evaluate(config, workdir, *, verbose=True):
     train_seconds.assign_add(time.perf_counter() - window_start)
     train_logs = {name: float(value) for name, value in logs.items()}
     if step % steps_per_epoch == 0 or step == total_steps:
-      valid_logs = _validate(model, test_step, valid_batches, valid_words)
+      valid_logs = validate()
       summary.write_scalars(valid_writer, valid_logs, step)
-      summary.write_images(valid_writer, _epoch_images(model, splits, step), step)
-      sentences = _epoch_sentences(model, splits, step)
-      summary.write_text(valid_writer, "samples", sentences, step)
+      sentences = []
+      if chief:
+        summary.write_images(valid_writer, _epoch_images(model, splits, step), step)
+        sentences = _epoch_sentences(model, splits, step)
+        summary.write_text(valid_writer, "samples", sentences, step)
       epoch_variable.assign(math.ceil(step / steps_per_epoch))
       manager.save(checkpoint_number=step)
       record = {"epoch": int(epoch_variable.numpy()), "step": step,
@@ -318,8 +387,9 @@ def train_and_evaluate(config, workdir, *, verbose=True):
                 "valid_kl": valid_logs["kl"]}
       if "perplexity_bound" in valid_logs:
         record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
-      with open(history_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+      if chief:
+        with open(history_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
       if verbose:
         ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
                if "perplexity_bound" in valid_logs else "")
@@ -327,14 +397,11 @@ def train_and_evaluate(config, workdir, *, verbose=True):
               flush=True)
         for sentence in sentences[:3]:
           print(f"  sample: {sentence}")
-
-  return _final_evaluation(config, workdir, model, splits, plot_dir, history_path,
-                           float(train_seconds.numpy()), step, verbose)
+  return step
 
 
-def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, train_seconds,
-                      step, verbose):
-  """Test-set evaluation, plots, hparams summary and metrics.json."""
+def _final_evaluation(config, workdir, model, splits, strategy, train_seconds, step, verbose):
+  """Test-set evaluation (on every worker); plots, hparams summary and metrics.json (chief)."""
   eval_config = config.eval
   batches = eval_batches(splits, "test", eval_config.eval_batch_size,
                          max_examples=eval_config.eval_max_examples, seed=config.data.data_seed)
@@ -347,13 +414,21 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
       evaluation_model(model, config), batches,
       num_importance_samples=eval_config.num_importance_samples,
       chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
-      jit_compile=eval_config.eval_jit_compile, progress=progress.update)
+      jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy)
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
   metrics.update(train_seconds=train_seconds, steps=step, dataset=splits.name,
-                 config=config.to_dict())
+                 strategy=distribute.strategy_name(strategy), replicas=distribute.num_replicas(strategy),
+                 parameter_fingerprint=parameter_fingerprint(model), config=config.to_dict())
+  if not distribute.is_chief(strategy):
+    resolver = strategy.cluster_resolver
+    print(f"tf_lti: {resolver.task_type} {resolver.task_id} finished at step {step}; "
+          f"parameter fingerprint {metrics['parameter_fingerprint']}.", flush=True)
+    return metrics
 
-  with open(history_path) as f:
+  plot_dir = os.path.join(workdir, "plots")
+  os.makedirs(plot_dir, exist_ok=True)
+  with open(os.path.join(workdir, "history.jsonl")) as f:
     history = [json.loads(line) for line in f]
   metrics["valid_elbo"] = history[-1]["valid_elbo"]
   for name, grid in _epoch_images(model, splits, step).items():
@@ -368,6 +443,7 @@ def _final_evaluation(config, workdir, model, splits, plot_dir, history_path, tr
                                       if isinstance(value, float)}, step)
   if verbose:
     print(format_table(metrics))
+    print(f"parameter fingerprint {metrics['parameter_fingerprint']}", flush=True)
   return metrics
 
 

@@ -4,13 +4,19 @@
 standard, iterative and semi-amortized procedures all train through the same
 step), applies the generative and inference gradients with their own
 optimizers, and updates the metric trackers. `fit()` works on it; the trainer
-drives the same `train_step` from its own checkpointed loop.
+drives the same `train_step` from its own checkpointed loop, on one device or as
+`strategy.run(train_step)` on every replica of a `tf.distribute` strategy
+(`tf_lti/distribute.py`): then each replica draws its own noise and scales its
+gradients by its share of the global batch.
 """
+
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from tf_lti import discrete
+from tf_lti import distribute
 from tf_lti import objective as objective_lib
 
 __all__ = ["VAE", "METRIC_NAMES"]
@@ -62,6 +68,11 @@ class VAE(keras.Model):
     return self.inference.family
 
   @property
+  def train_metric_names(self):
+    """The names of the results `train_step` returns."""
+    return METRIC_NAMES + (("temperature",) if "temperature" in self._trackers else ())
+
+  @property
   def metrics(self):
     return list(self._trackers.values())
 
@@ -96,9 +107,9 @@ class VAE(keras.Model):
     return self.inference.infer(x, self.generative, seed=seed, training=training)
 
   def step_seed(self, salt):
-    """Stateless seed `[2]` for the current step, distinct per `salt`."""
+    """Stateless seed `[2]` for the current step, distinct per `salt` (and per replica)."""
     step = tf.cast(self.generative_optimizer.iterations, tf.int32)
-    return tf.stack([tf.constant(self.seed, tf.int32) + 7919 * salt, step])
+    return distribute.replica_seed(tf.stack([tf.constant(self.seed, tf.int32) + 7919 * salt, step]))
 
   def kl_weight(self):
     return objective_lib.kl_weight(self.generative_optimizer.iterations, self.kl_warmup_steps,
@@ -112,15 +123,38 @@ class VAE(keras.Model):
         self._trackers[name].update_state(value)  # per-example values: means over examples
     return {name: self._trackers[name].result() for name in names}
 
+  def compute_gradients(self, x):
+    """The inference procedure's `TrainingGradients` for a batch `x` `[B, D]` at this step.
+
+    Under a distribution strategy `x` is this replica's shard and the gradients
+    are scaled by its share of the global batch, so that their sum over replicas
+    is the gradient of the global-batch mean.
+    """
+    gradients = self.inference.training_gradients(
+        x, self.generative, self.objective, seed=self.step_seed(0), kl_weight=self.kl_weight(),
+        step=self.generative_optimizer.iterations)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+      return gradients
+    fraction = distribute.global_batch_fraction(x, tf.float32)
+
+    def scale(grads):
+      return [None if g is None else g * tf.cast(fraction, g.dtype) for g in grads]
+
+    return dataclasses.replace(gradients, generative=scale(gradients.generative),
+                               inference=scale(gradients.inference))
+
+  def results(self, names):
+    """The current results of the metric trackers `names` (read across replicas)."""
+    return {name: self._trackers[name].result() for name in names}
+
   def train_step(self, x):
     """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
     kl_weight = self.kl_weight()
     step = self.generative_optimizer.iterations
     temperature = (self.objective.temperature_at(step) if "temperature" in self._trackers
                    else None)
-    gradients = self.inference.training_gradients(x, self.generative, self.objective,
-                                                  seed=self.step_seed(0), kl_weight=kl_weight,
-                                                  step=step)
+    gradients = self.compute_gradients(x)
     if self.generative.trainable_variables:
       self.generative_optimizer.apply(gradients.generative, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.

@@ -11,6 +11,8 @@ r"""Throughput and memory of a training step or of the IW evaluation, as JSON li
       --sweep_svi_steps=5,10,20,40 --xla=off
   # One exact Hessian-vector product (both forms) against one gradient of the SVI loss:
   tf-lti-benchmark --mode=hvp --procedure=semi_amortized --xla=off
+  # The training step mirrored over 2 logical CPU devices (a correctness setup, not a speed-up):
+  tf-lti-benchmark --mode=train --strategy=mirrored --num_cpu_devices=2 --xla=off
 
 Every config field is a flag, as for `tf-lti-train`. Data are random binary
 vectors of `--event_size` dimensions (speed does not depend on the values).
@@ -35,6 +37,7 @@ from absl import flags
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
+flags_lib.define_strategy_flags()
 flags.DEFINE_enum("mode", "train", ["train", "iw_eval", "hvp"], "What to time.")
 flags.DEFINE_list("sweep_svi_steps", [], "Run once per SVI step count K (each in a process).")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA settings to run (each in a process).")
@@ -71,22 +74,38 @@ def _matmul_gflops(tf, rows, inner, cols, repeats=20):
   return 2.0 * rows * inner * cols * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _build(config, tf):
+def _build(config, tf, strategy):
   from tf_lti import builders  # pylint: disable=g-import-not-at-top
   side = int(round(FLAGS.event_size ** 0.5))
-  model = builders.build_model(config, FLAGS.event_size,
-                               image_shape=(side, side) if side * side == FLAGS.event_size else None)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch=1000))
-  x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1]) < 0.3,
-              tf.float32)
-  model.build_all(x)
+  with strategy.scope():
+    model = builders.build_model(
+        config, FLAGS.event_size,
+        image_shape=(side, side) if side * side == FLAGS.event_size else None)
+    model.compile(*builders.build_optimizers(config, steps_per_epoch=1000))
+    x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1])
+                < 0.3, tf.float32)
+    model.build_all(x)
   return model, x
 
 
-def _train_runner(tf, model, x, jit_compile):
-  """A callable that runs one compiled training step and waits for its result."""
-  step = tf.function(model.train_step, jit_compile=jit_compile)
-  return lambda: step(x)["loss"].numpy()
+def _train_runner(tf, model, x, jit_compile, strategy):
+  """A callable that runs one compiled training step and waits for its result (on every
+  replica of a distribution strategy, each on its shard of `x`)."""
+  from tf_lti import distribute  # pylint: disable=g-import-not-at-top
+  if not distribute.is_distributed(strategy):
+    step = tf.function(model.train_step, jit_compile=jit_compile)
+    return lambda: step(x)["loss"].numpy()
+  size = int(x.shape[0]) // distribute.num_replicas(strategy)
+  shards = strategy.experimental_distribute_values_from_function(
+      lambda context: x[context.replica_id_in_sync_group * size:
+                        (context.replica_id_in_sync_group + 1) * size])
+
+  @tf.function
+  def distributed_step(shards):
+    strategy.run(model.train_step, args=(shards,))
+    return model.results(["loss"])
+
+  return lambda: distributed_step(shards)["loss"].numpy()
 
 
 def _time(fn, steps):
@@ -141,18 +160,26 @@ def _hvp_runners(tf, model, x, jit_compile):
           "forward_over_backward": hvp("forward_over_backward")}
 
 
-def _run_one(config, jit_compile):
+def _run_one(config, jit_compile, strategy):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_lti import distribute  # pylint: disable=g-import-not-at-top
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
-  model, x = _build(config, tf)
+  jit_compile = distribute.check_supported(strategy, is_text=False, jit_compile=jit_compile)
+  if distribute.is_distributed(strategy) and FLAGS.mode != "train":
+    raise ValueError(f"`strategy` {FLAGS.strategy!r} times `mode=train` only; got "
+                     f"`mode` {FLAGS.mode!r}.")
+  distribute.check_batch_size(config.data.batch_size, strategy)
+  model, x = _build(config, tf, strategy)
   result = {"mode": FLAGS.mode, "jit_compile": jit_compile, "event_size": FLAGS.event_size,
+            "strategy": distribute.strategy_name(strategy),
+            "replicas": distribute.num_replicas(strategy),
             "batch_size": config.data.batch_size, "config": config.to_dict(),
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "cpu_count": os.cpu_count()}}
   if FLAGS.mode == "train":
     if FLAGS.timed_steps < 3:
       raise ValueError(f"`timed_steps` must be >= 3 for mode=train; got {FLAGS.timed_steps}.")
-    run = _train_runner(tf, model, x, jit_compile)
+    run = _train_runner(tf, model, x, jit_compile, strategy)
     start = time.perf_counter()
     run()
     result["compile_seconds"] = time.perf_counter() - start
@@ -162,7 +189,8 @@ def _run_one(config, jit_compile):
       # of interleaved timings are far more stable than absolute times on a shared machine.
       standard = copy.deepcopy(config)
       standard.inference.procedure = "amortized"
-      runners["standard"] = _train_runner(tf, _build(standard, tf)[0], x, jit_compile)
+      runners["standard"] = _train_runner(tf, _build(standard, tf, strategy)[0], x, jit_compile,
+                                          strategy)
     for runner in runners.values():
       _time(runner, FLAGS.warmup_steps)
     times = {name: [] for name in runners}
@@ -241,7 +269,8 @@ def main():
       arguments = [a for a in sys.argv[1:] if not a.startswith("--xla")] + [f"--xla={setting}"]
       subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments], check=True)
     return
-  print(json.dumps(_run_one(config, FLAGS.xla == "on"), sort_keys=True), flush=True)
+  strategy = flags_lib.strategy_from_flags()  # Before any other TensorFlow op.
+  print(json.dumps(_run_one(config, FLAGS.xla == "on", strategy), sort_keys=True), flush=True)
 
 
 def run():

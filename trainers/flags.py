@@ -15,7 +15,10 @@ from absl import logging
 
 from tf_lti import config as config_lib
 
-__all__ = ["define_experiment_flags", "config_from_flags", "exit_on_user_error"]
+__all__ = ["define_experiment_flags", "define_strategy_flags", "config_from_flags",
+           "exit_on_user_error", "strategy_from_flags"]
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # = tf_lti.distribute.STRATEGIES
 
 
 def _define(name, field, flag_values):
@@ -39,6 +42,27 @@ def define_experiment_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
   for name, (_, field) in config_lib.field_index().items():
     _define(name, field, flag_values)
+
+
+def define_strategy_flags(flag_values=flags.FLAGS):
+  """Defines `--strategy`, `--num_cpu_devices` and `--tpu` (see docs/distributed.md)."""
+  flags.DEFINE_enum("strategy", "default", STRATEGIES,
+                    "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
+                    "the --num_cpu_devices logical CPUs), multi_worker (TF_CONFIG), tpu.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
+                       "(0: one); with --strategy=mirrored and no GPU, mirror over them.",
+                       lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for --strategy=tpu (empty: the "
+                      "resolver's default).", flag_values=flag_values)
+
+
+def strategy_from_flags(flag_values=flags.FLAGS):
+  """The `tf.distribute.Strategy` the strategy flags select (create it before other TF ops)."""
+  from tf_lti import distribute  # pylint: disable=g-import-not-at-top  (slow TF import)
+  return distribute.make_strategy(flag_values.strategy,
+                                  num_cpu_devices=flag_values.num_cpu_devices,
+                                  tpu=flag_values.tpu)
 
 
 def _parse_tuple(name, values, default):

@@ -4,6 +4,9 @@ r"""Trains a deep latent-variable model and evaluates it on the test set.
   tf-lti-train --preset=mnist_one_level --epochs=5 --workdir=runs/mnist
   tensorboard --logdir=runs/quickstart
 
+  tf-lti-train --preset=quickstart --strategy=mirrored --workdir=runs/mirrored
+  TF_CONFIG='{"cluster": ...}' tf-lti-train --strategy=multi_worker ...   (docs/distributed.md)
+
 Every config field is a flag (`--latent_sizes=64,32 --kl=sample ...`); rerunning
 the same command in the same --workdir resumes from the latest checkpoint.
 """
@@ -14,6 +17,7 @@ from absl import flags
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
+flags_lib.define_strategy_flags()
 flags.DEFINE_string("workdir", None, "Output directory (checkpoints, TensorBoard, metrics.json).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
@@ -21,8 +25,10 @@ FLAGS = flags.FLAGS
 
 @flags_lib.exit_on_user_error
 def main():
+  config = flags_lib.config_from_flags()
+  strategy = flags_lib.strategy_from_flags()  # Before any other TensorFlow op.
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
-  train_lib.train_and_evaluate(flags_lib.config_from_flags(), FLAGS.workdir)
+  train_lib.train_and_evaluate(config, FLAGS.workdir, strategy=strategy)
 
 
 def run():
