@@ -121,7 +121,7 @@ class VAE(keras.Model):
     for name, value in terms.items():
       if name in self._trackers:
         self._trackers[name].update_state(value)  # per-example values: means over examples
-    return {name: self._trackers[name].result() for name in names}
+    return self.results(names)
 
   def compute_gradients(self, x):
     """The inference procedure's `TrainingGradients` for a batch `x` `[B, D]` at this step.
