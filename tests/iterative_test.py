@@ -8,6 +8,7 @@ import tensorflow as tf
 from tests import testing
 from tf_lti import config as config_lib
 from tf_lti import generative as generative_lib
+from tf_lti import network
 from tf_lti import objective as objective_lib
 from tf_lti import posterior
 from tf_lti import train_lib
@@ -79,10 +80,10 @@ def test_no_gradient_flows_through_encoded_inputs_or_the_old_estimate():
   with tf.GradientTape(persistent=True) as tape:
     _, feedback0 = inference.evaluate(x, model, objective, params0, seed=SEED, kl_weight=1.0,
                                       training=True, with_gradient=True)
-    params1, _ = inference.step(x, params0, feedback0, None, training=True)
+    params1, _ = inference.step(x, params0, feedback0, None, 0, training=True)
     terms1, feedback1 = inference.evaluate(x, model, objective, params1, seed=SEED,
                                            kl_weight=1.0, training=True, with_gradient=True)
-    params2, _ = inference.step(x, params1, feedback1, None, training=True)
+    params2, _ = inference.step(x, params1, feedback1, None, 1, training=True)
     loss2 = -tf.reduce_mean(objective(x, model, inference.family.distribution(params2),
                                       seed=SEED)["bound"])
   assert tape.gradient(loss2, params1) is None  # sg(lambda_1), sg(gradient), sg(errors)
@@ -139,6 +140,38 @@ def test_trained_model_improves_the_bound_and_approaches_the_exact_optimum(recur
   longer = inference.infer(x_test, model, seed=SEED, num_iterations=10).bound_trajectory
   assert longer.shape == (11, 256)
   assert optimum - float(tf.reduce_mean(longer[-1])) < 0.6
+
+
+@pytest.mark.parametrize("inputs", [("data", "params", "gradient"), ("data", "params", "error")],
+                         ids=["gradient", "error"])
+def test_batch_norm_keeps_statistics_per_iteration(inputs):
+  """Evaluation mode normalizes each iteration by that iteration's statistics.
+
+  With momentum 0 the moving statistics are the last training batch's, so
+  after one training-mode pass, an evaluation-mode pass over the same batch
+  must reproduce it step for step. One set of statistics shared by all
+  iterations (the last iteration's inputs) would normalize the early steps,
+  whose inputs are the prior's parameters and large gradients, wrongly.
+  """
+  keras.utils.set_random_seed(1)
+  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  x = tf.cast(tf.random.stateless_uniform([64, 12], [5, 6]) < 0.5, tf.float32)
+  inference = _iterative(objective_lib.Objective(num_samples=2, kl="sample"), latent_sizes=(4, 3),
+                         hidden_units=(16, 8), num_iterations=3, inputs=inputs, batch_norm=True)
+  inference.infer(x, generative, seed=SEED)  # builds the layers
+  norms = [layer for layer in inference._flatten_layers()  # pylint: disable=protected-access
+           if isinstance(layer, network.IterationBatchNormalization)]
+  assert norms and all(norm.moving_mean.shape[0] == 3 for norm in norms)
+  for norm in norms:
+    norm.momentum = 0.0
+  trained = inference.infer(x, generative, seed=SEED, training=True)
+  evaluated = inference.infer(x, generative, seed=SEED, training=False)
+  np.testing.assert_allclose(evaluated.bound_trajectory, trained.bound_trajectory, rtol=1e-3,
+                             atol=1e-2)
+  np.testing.assert_allclose(evaluated.params, trained.params, rtol=1e-3, atol=1e-3)
+  # The statistics differ from one iteration to the next.
+  first = norms[0].moving_mean.numpy()
+  assert np.abs(first[0] - first[2]).max() > 1e-2
 
 
 def test_hierarchical_errors_and_inputs_have_the_documented_shapes():

@@ -122,8 +122,8 @@ def refinement_trajectory(model, x, *, seed, num_iterations=None):
                               with_gradient=inference.needs_gradient)
 
   @tf.function
-  def step(params, feedback, state):
-    return inference.step(x, params, feedback, state)
+  def step(params, feedback, state, iteration):
+    return inference.step(x, params, feedback, state, iteration)
 
   def run():
     params = inference.initial_params(tf.shape(x)[0], x.dtype)
@@ -136,7 +136,7 @@ def refinement_trajectory(model, x, *, seed, num_iterations=None):
       seconds.append(time.perf_counter() - start)
       history.append(params.numpy())
       if t < num_iterations:
-        params, state = step(params, feedback, state)
+        params, state = step(params, feedback, state, tf.constant(t))
     return np.stack(history), np.array(bounds), np.array(seconds)
 
   run()  # traces both functions, so the timed pass measures only computation

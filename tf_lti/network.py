@@ -2,14 +2,87 @@
 
 No probability code lives here: encoders, decoders and inference models all
 build their hidden layers from `MLP` and attach their own output heads.
+`IterationBatchNormalization` is the batch norm of networks applied once per
+inference iteration: their inputs' statistics change from one iteration to the
+next, so each iteration keeps its own moving statistics.
 """
 
 import keras
 import tensorflow as tf
 
-__all__ = ["CONNECTIONS", "MLP"]
+__all__ = ["CONNECTIONS", "IterationBatchNormalization", "MLP"]
 
 CONNECTIONS = ("sequential", "highway")
+
+
+class IterationBatchNormalization(keras.layers.Layer):
+  """Batch normalization with separate moving statistics for each iteration.
+
+  ```none
+  training:  y = gamma * (x - mean_batch x) / sqrt(var_batch x + eps) + beta
+             m[t] <- momentum * m[t] + (1 - momentum) * mean_batch x      (same for v[t])
+  inference: y = gamma * (x - m[t']) / sqrt(v[t'] + eps) + beta,   t' = min(t, num_iterations - 1)
+  ```
+
+  gamma and beta are shared by all iterations; only the statistics are per
+  iteration (the recurrent batch norm of Cooijmans et al., 2017). An iterative
+  inference network sees very different inputs at each step (the prior's
+  parameters and large gradients first, a converged estimate later), and one set
+  of moving statistics averaged over all steps normalizes every step wrongly at
+  test time. Iterations beyond the trained number reuse the last statistics.
+
+  Args:
+    num_iterations: number of statistics rows, >= 1.
+    momentum: moving-average decay (Keras semantics). Default value: 0.99.
+    epsilon: added to the variance. Default value: 1e-3 (Keras' default).
+
+  Call with `x` float `Tensor` `[N, C]` and the keyword `iteration`, a scalar
+  int (Python or `Tensor`, 0-based); returns `[N, C]`.
+
+  #### References
+  [1] Cooijmans, Ballas, Laurent, Gulcehre & Courville. Recurrent Batch
+      Normalization. ICLR 2017. https://arxiv.org/abs/1603.09025
+  """
+
+  def __init__(self, num_iterations, momentum=0.99, epsilon=1e-3, **kwargs):
+    super().__init__(**kwargs)
+    if num_iterations < 1:
+      raise ValueError(f"`num_iterations` must be >= 1; got {num_iterations}.")
+    self.num_iterations = int(num_iterations)
+    self.momentum = float(momentum)
+    self.epsilon = float(epsilon)
+
+  def build(self, input_shape):
+    units = input_shape[-1]
+    self.gamma = self.add_weight(shape=(units,), initializer="ones", name="gamma")
+    self.beta = self.add_weight(shape=(units,), initializer="zeros", name="beta")
+    rows = (self.num_iterations, units)
+    self.moving_mean = self.add_weight(shape=rows, initializer="zeros", trainable=False,
+                                       name="moving_mean")
+    self.moving_variance = self.add_weight(shape=rows, initializer="ones", trainable=False,
+                                           name="moving_variance")
+
+  def call(self, x, iteration, training=None):
+    row = tf.minimum(tf.cast(iteration, tf.int32), self.num_iterations - 1)
+    if training:
+      mean, variance = tf.nn.moments(x, axes=[0])
+      # Moves row `row` only: m <- m + (1 - momentum) * onehot(row) * (batch - m).
+      rate = (1.0 - self.momentum) * tf.one_hot(row, self.num_iterations, dtype=x.dtype)[:, None]
+      self.moving_mean.assign_add(rate * (mean - self.moving_mean))
+      self.moving_variance.assign_add(rate * (variance - self.moving_variance))
+    else:
+      mean = tf.gather(self.moving_mean, row)
+      variance = tf.gather(self.moving_variance, row)
+    return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(num_iterations=self.num_iterations, momentum=self.momentum,
+                  epsilon=self.epsilon)
+    return config
 
 
 class MLP(keras.layers.Layer):
@@ -33,12 +106,16 @@ class MLP(keras.layers.Layer):
     connection: one of `CONNECTIONS`. Default value: `"sequential"`.
     batch_norm: whether to normalize every pre-activation (Keras semantics,
       momentum 0.99). Default value: `False`.
+    num_iterations: for a network applied once per inference iteration: batch
+      norm keeps separate statistics for each of that many iterations
+      (`IterationBatchNormalization`), and `call` takes the 0-based
+      `iteration`. Default value: `None` (one set of statistics).
 
   Input `x`: float `Tensor` `[N, D_in]`; output: `[N, units]`.
   """
 
   def __init__(self, units, num_layers, activation="elu", connection="sequential",
-               batch_norm=False, **kwargs):
+               batch_norm=False, num_iterations=None, **kwargs):
     super().__init__(**kwargs)
     if units < 1:
       raise ValueError(f"`units` must be >= 1; got {units}.")
@@ -51,6 +128,7 @@ class MLP(keras.layers.Layer):
     self.activation = keras.activations.get(activation)
     self.connection = connection
     self.batch_norm = batch_norm
+    self.num_iterations = num_iterations
     self._dense_layers = [keras.layers.Dense(units, name=f"dense_{j}") for j in range(num_layers)]
     self._norms = [self._maybe_norm(f"norm_{j}") for j in range(num_layers)]
     if connection == "highway":
@@ -60,23 +138,33 @@ class MLP(keras.layers.Layer):
       self._input_norm = self._maybe_norm("input_norm")
 
   def _maybe_norm(self, name):
-    return keras.layers.BatchNormalization(name=name) if self.batch_norm else None
+    if not self.batch_norm:
+      return None
+    if self.num_iterations is None:
+      return keras.layers.BatchNormalization(name=name)
+    return IterationBatchNormalization(self.num_iterations, name=name)
 
-  @staticmethod
-  def _apply(dense, norm, h, training):
-    h = dense(h)
-    return norm(h, training=training) if norm is not None else h
+  def call(self, x, training=None, iteration=None):
+    if self.num_iterations is not None and iteration is None:
+      raise ValueError("`iteration` is required: this network keeps batch-norm statistics per "
+                       "iteration (`num_iterations` is set).")
 
-  def call(self, x, training=None):
+    def apply(dense, norm, h):
+      h = dense(h)
+      if norm is None:
+        return h
+      if self.num_iterations is None:
+        return norm(h, training=training)
+      return norm(h, iteration=iteration, training=training)
+
     h = x
     for j in range(self.num_layers):
-      update = self.activation(self._apply(self._dense_layers[j], self._norms[j], h, training))
+      update = self.activation(apply(self._dense_layers[j], self._norms[j], h))
       if self.connection == "sequential":
         h = update
         continue
-      gate = tf.sigmoid(self._apply(self._gates[j], self._gate_norms[j], h, training))
-      carry = (self._apply(self._input_projection, self._input_norm, h, training)
-               if j == 0 else h)
+      gate = tf.sigmoid(apply(self._gates[j], self._gate_norms[j], h))
+      carry = apply(self._input_projection, self._input_norm, h) if j == 0 else h
       h = gate * carry + (1.0 - gate) * update
     return h
 
@@ -87,5 +175,6 @@ class MLP(keras.layers.Layer):
     config = super().get_config()
     config.update(units=self.units, num_layers=self.num_layers,
                   activation=keras.activations.serialize(self.activation),
-                  connection=self.connection, batch_norm=self.batch_norm)
+                  connection=self.connection, batch_norm=self.batch_norm,
+                  num_iterations=self.num_iterations)
     return config

@@ -149,8 +149,10 @@ class IterativeInferenceModel(base.InferenceProcedure):
     self.recurrent = recurrent
     self.update = update
     self._num_groups = len(family.param_groups)
+    # Each iteration's inputs have their own statistics: batch norm keeps one set per iteration.
     self._torsos = [network.MLP(units, num_hidden_layers, activation, connection, batch_norm,
-                                name=f"torso_{level}") for level, units in enumerate(hidden_units)]
+                                num_iterations=self.num_iterations, name=f"torso_{level}")
+                    for level, units in enumerate(hidden_units)]
     self._cells = ([keras.layers.LSTMCell(units, name=f"lstm_{level}")
                     for level, units in enumerate(hidden_units)] if recurrent else None)
     self._proposals = [keras.layers.Dense(self._num_groups * size, name=f"proposal_{level}")
@@ -237,7 +239,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
       level_inputs.append(tf.concat(parts, axis=-1))
     return level_inputs
 
-  def step(self, x, params, feedback, state, training=False):
+  def step(self, x, params, feedback, state, iteration, training=False):
     """One update lambda_t -> lambda_t+1 (eq. 62, per level).
 
     Args:
@@ -245,6 +247,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
       params: lambda_t `[B, P]` (a constant to the update).
       feedback: from `evaluate` at `params`.
       state: recurrent state from `initial_state` (`[]` for feed-forward models).
+      iteration: t, a scalar int (Python or `Tensor`): selects the batch-norm
+        statistics of the networks (the last trained ones for t >= T).
       training: batch-norm mode of the networks.
 
     Returns:
@@ -253,7 +257,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
     old = base.split_levels(tf.stop_gradient(params), self._num_groups, self.latent_sizes)
     new, new_state = [], []
     for level, inputs in enumerate(self._level_inputs(x, params, feedback)):
-      h = self._torsos[level](inputs, training=training)
+      h = self._torsos[level](inputs, training=training, iteration=iteration)
       if self.recurrent:
         h, level_state = self._cells[level](h, state[level], training=training)
         new_state.append(level_state)
@@ -307,7 +311,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
       return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
 
     def body(t, params, feedback, state, bounds):
-      params, state = self.step(x, params, feedback, state, training)
+      params, state = self.step(x, params, feedback, state, t - 1, training)
       terms, feedback = evaluate(params, seeds[t], self.needs_gradient)
       return t + 1, params, feedback, state, bounds.write(t, terms["elbo"])
 
@@ -317,7 +321,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
         lambda t, *_: t <= last_in_loop, body, (tf.constant(1), params, feedback, state, bounds))
     if dynamic:
       return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
-    params, _ = self.step(x, params, feedback, state, training)
+    params, _ = self.step(x, params, feedback, state, num_iterations - 1, training)
     terms, _ = evaluate(params, seeds[num_iterations], False)
     bounds = bounds.write(num_iterations, terms["elbo"])
     return base.InferenceResult(params=params, bound_trajectory=bounds.stack())
@@ -340,7 +344,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
     losses = []
     for t in range(self.num_iterations + 1):
       if t > 0:
-        params, state = self.step(x, params, feedback, state, training=True)
+        params, state = self.step(x, params, feedback, state, t - 1, training=True)
       terms, feedback = self.evaluate(
           x, generative, objective, params, seed=seeds[t], kl_weight=kl_weight, training=True,
           with_gradient=self.needs_gradient and t < self.num_iterations)
@@ -402,14 +406,15 @@ class IterativeInferenceModel(base.InferenceProcedure):
 
     def body(t, params, feedback, inference_grads):
       params, feedback, step_grads, _, _, _ = differentiate(
-          lambda: self.step(x, params, feedback, [], training=True)[0], seeds[t], False)
+          lambda: self.step(x, params, feedback, [], t - 1, training=True)[0], seeds[t], False)
       return t + 1, params, feedback, [a + g for a, g in zip(inference_grads, step_grads)]
 
     _, params, feedback, inference_grads = tf.while_loop(
         lambda t, *_: t < num_iterations, body,
         (tf.constant(1), params, feedback, inference_grads))
     _, _, step_grads, loss, terms, generative_grads = differentiate(
-        lambda: self.step(x, params, feedback, [], training=True)[0], seeds[num_iterations], True)
+        lambda: self.step(x, params, feedback, [], num_iterations - 1, training=True)[0],
+        seeds[num_iterations], True)
     return base.TrainingGradients(
         generative=generative_grads,
         inference=[a + g for a, g in zip(inference_grads, step_grads)],
