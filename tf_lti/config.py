@@ -25,6 +25,7 @@ DECODERS = ("mlp", "pixelcnn", "lstm")
 # Data sources that name a text corpus (tf_lti/text_data.py).
 TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
 OPTIMIZERS = ("adam", "sgd")
+NONFINITE_ACTIONS = ("stop", "skip")
 PROCEDURES = ("amortized", "iterative", "semi_amortized")
 SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
 SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
@@ -246,6 +247,14 @@ class TrainConfig:
     checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
     log_every_steps: TensorBoard scalar period in steps.
     keep_checkpoints: checkpoints kept by the manager.
+    deterministic: TensorFlow op determinism
+      (`tf.config.experimental.enable_op_determinism`): a rerun, or an
+      interrupted run resumed from its checkpoint, ends with bit-identical
+      parameters and metrics. Slower; global to the process.
+    on_nonfinite: what a NaN/Inf in a step's loss or gradients does: `stop`
+      (no update; the run ends with an error naming the step, the quantity and
+      the inference procedure, the last checkpoint kept) or `skip` (no update;
+      the batch is skipped and counted).
   """
   epochs: int = 10
   max_steps: int = 0
@@ -258,6 +267,8 @@ class TrainConfig:
   checkpoint_every_steps: int = 1000
   log_every_steps: int = 50
   keep_checkpoints: int = 3
+  deterministic: bool = False
+  on_nonfinite: str = "stop"
 
 
 @dataclasses.dataclass
@@ -365,6 +376,7 @@ class ExperimentConfig:
     if not 0.0 <= self.objective.kl_initial_weight <= 1.0:
       raise ValueError(f"`kl_initial_weight` must be in [0, 1]; got {self.objective.kl_initial_weight}.")
     _one_of("optimizer", self.train.optimizer, OPTIMIZERS)
+    _one_of("on_nonfinite", self.train.on_nonfinite, NONFINITE_ACTIONS)
     levels = len(self.model.latent_sizes)
     if levels == 0 or min(self.model.latent_sizes) < 1 and not _is_language_model(self):
       raise ValueError(f"`latent_sizes` must be positive sizes, one per level; got {list(self.model.latent_sizes)}.")

@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 
 from tf_lti import config as config_lib
+from tf_lti import faults
 
 __all__ = ["define_experiment_flags", "define_strategy_flags", "config_from_flags",
            "exit_on_user_error", "strategy_from_flags"]
@@ -94,8 +95,11 @@ def exit_on_user_error(main):
 
   Extra positional arguments are a usage error. A user error (`ValueError`,
   `FileNotFoundError`, `DataError`) prints one line to stderr and exits with
-  status 2, with no traceback. absl logging is lowered to warnings: TF's
-  checkpoint INFO lines would otherwise interleave with the progress bar.
+  status 2, with no traceback. A training fault (`faults`) prints one line too:
+  an interruption exits with 128 + the signal number after its checkpoint, a
+  numerical fault or unrestorable checkpoints with status 3. absl logging is
+  lowered to warnings: TF's checkpoint INFO lines would otherwise interleave
+  with the progress bar.
   """
   from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
 
@@ -108,5 +112,11 @@ def exit_on_user_error(main):
     except (ValueError, FileNotFoundError, data_lib.DataError) as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
+    except faults.TrainingInterrupted as interruption:
+      print(f"interrupted: {interruption}", file=sys.stderr)
+      sys.exit(interruption.exit_code)
+    except (faults.NumericalFault, faults.CheckpointError) as fault:
+      print(f"error: {fault}", file=sys.stderr)
+      sys.exit(3)
 
   return wrapped
