@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lti import data as data_lib
 from tf_lti import objective as objective_lib
 from tf_lti.inference import amortized
 
@@ -273,15 +274,20 @@ def embedding_summary(coordinates, labels=None):
 def load_labels(path, key="y_test", num_examples=None):
   """Integer labels from the `.npz` file `path` (key `key`), checked against the data size.
 
+  The file is read without unpickling (`data.open_npz`).
+
   Raises:
     ValueError: a missing file or key, or labels that are not `[num_examples]`.
+    data.DataError (a ValueError): a file that is no `.npz` archive (e.g. a
+      pickle) or labels stored as an object array.
   """
   if not os.path.exists(path):
     raise ValueError(f"`labels` file {path!r} does not exist.")
-  with np.load(path) as data:
-    if key not in data.files:
-      raise ValueError(f"`labels` file {path!r} has no key {key!r} (keys: {sorted(data.files)}).")
-    labels = np.asarray(data[key])
+  with data_lib.open_npz(path) as archive:
+    if key not in archive.files:
+      raise ValueError(f"`labels` file {path!r} has no key {key!r} "
+                       f"(keys: {sorted(archive.files)}).")
+    labels = data_lib.npz_array(archive, path, key)
   labels = labels.reshape(len(labels), -1)
   labels = labels[:, 0] if labels.shape[1] == 1 else labels.argmax(axis=1)  # one-hot -> ids
   if num_examples is not None and len(labels) != num_examples:
@@ -292,11 +298,16 @@ def load_labels(path, key="y_test", num_examples=None):
 
 def source_labels(source, key="y_test", num_examples=None):
   """The labels a data source ships: `key` of an `.npz` source (e.g. grayscale MNIST's
-  `y_test`) when it has that key and one label per example; else `None`."""
+  `y_test`) when it has that key and one label per example; else `None`.
+
+  Raises:
+    data.DataError (a ValueError): the source is no `.npz` archive (e.g. a
+      pickle) or holds its labels as an object array; nothing is unpickled.
+  """
   if not (isinstance(source, str) and source.endswith(".npz") and os.path.exists(source)):
     return None
-  with np.load(source) as data:
-    if key not in data.files:
+  with data_lib.open_npz(source) as archive:
+    if key not in archive.files:
       return None
   labels = load_labels(source, key)
   return labels if num_examples is None or len(labels) == num_examples else None

@@ -11,6 +11,12 @@ Data flow of `load(source, ...)`, which returns a `DataSplits`:
      (`data`, `testdata`: column-major 28x28 images, one per column);
    * `*{split}*.amat`: Larochelle's text format, one file per split;
    * `"tfds:NAME"`: a TensorFlow Datasets builder, its `image` feature.
+   Nothing read can run code: `.npz` files are opened with
+   `allow_pickle=False` (pickles and object arrays are refused with a
+   `DataError` naming the file and key), `.pkl` paths are refused, MATLAB and
+   `.amat` files are parsed (scipy, `np.loadtxt`), and TFDS names with a
+   namespace (community or Hugging Face builders, which run downloaded code)
+   are refused.
 2. Check. Every raw array must be numeric, `[N, *D]` with N >= 1 and at least
    two dimensions, and finite; all splits must share one event shape D.
 3. Scale. 8-bit integer data (max > 1) are divided by 255, or, for a Gaussian
@@ -50,7 +56,7 @@ import tensorflow as tf
 
 __all__ = [
     "BINARIZATIONS", "LIKELIHOODS", "DEFAULT_VALIDATION_SIZE", "DataError", "DataSplits",
-    "load", "make_train_dataset", "binarize",
+    "load", "make_train_dataset", "binarize", "npz_array", "open_npz",
 ]
 
 BINARIZATIONS = ("none", "static", "dynamic")
@@ -68,6 +74,8 @@ _DEQUANTIZATION_BINS = 256
 # Rounding can push x_int / 256 + u / 256 up to 1.0 in float32; clip to keep data in [0, 1).
 _BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
 _MATLAB_MAGIC = b"MATLAB"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+_PICKLE_SUFFIXES = (".pkl", ".pickle")
 _CHARDATA_SIDE = 28         # Omniglot chardata.mat images are 28x28
 _KEY_LAYOUTS = "'x_train' and 'x_test' (optionally 'x_valid'), or a single 'x'"
 _MAT_KEY_LAYOUTS = _KEY_LAYOUTS + ", or Omniglot chardata.mat's 'data' and 'testdata'"
@@ -189,8 +197,9 @@ def load(source: str, *, binarization: str = "none", likelihood: str = "bernoull
     `DataSplits` with float32 `[N, prod(D)]` splits.
 
   Raises:
-    DataError: a bad argument value, a missing or unreadable file, missing
-      keys, or data of the wrong rank, empty, non-finite, outside [0, 1], with
+    DataError: a bad argument value, a missing or unreadable file, a pickle
+      or object array (refused, never unpickled), a namespaced TFDS name,
+      missing keys, or data of the wrong rank, empty, non-finite, outside [0, 1], with
       event shapes differing between splits, or non-binary for a Bernoulli
       likelihood without binarization.
   """
@@ -323,6 +332,9 @@ def _read(source, tfds_data_dir, tfds_manual_dir) -> dict[str, _Part]:
     return _read_digits()
   if source.startswith("tfds:"):
     return _read_tfds(source, tfds_data_dir, tfds_manual_dir)
+  if source.endswith(_PICKLE_SUFFIXES):
+    raise DataError(f"{source}: pickle files are refused (unpickling can run code); save the "
+                    f"arrays in an .npz with np.savez")
   if source.endswith(".npz"):
     return _read_npz(source)
   if source.endswith(".mat"):
@@ -357,25 +369,59 @@ def _key_layout(where, keys, expected) -> dict[str, str]:
 
 
 def _read_npz(path) -> dict[str, _Part]:
-  _require_file(path)
-  try:
-    archive = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, zipfile.BadZipFile) as error:
-    raise DataError(f"{path}: cannot read as .npz: {error}") from error
-  if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise DataError(f"{path}: is a single .npy array, not an .npz archive")
-  with archive:
+  with open_npz(path) as archive:
     layout = _key_layout(path, archive.files, _KEY_LAYOUTS)
-    return {split: _Part(f"{path}, key {key!r}", _npz_array(archive, path, key))
+    return {split: _Part(f"{path}, key {key!r}", npz_array(archive, path, key))
             for split, key in layout.items()}
 
 
-def _npz_array(archive, path, key) -> np.ndarray:
+def open_npz(path) -> np.lib.npyio.NpzFile:
+  """Opens the `.npz` archive `path` without ever unpickling (`allow_pickle=False`).
+
+  numpy's `np.load` treats a file that is neither a zip nor a `.npy` as a
+  pickle; such files are refused here before numpy sees them.
+
+  Args:
+    path: an `.npz` file.
+
+  Returns:
+    The open `NpzFile` (a context manager); read its members with `npz_array`.
+
+  Raises:
+    DataError: a missing file, a single `.npy` array, a file without a zip
+      signature (e.g. a pickle), or an unreadable archive; the message names
+      `path`.
+  """
+  _require_file(path)
+  with open(path, "rb") as file:
+    magic = file.read(len(np.lib.format.MAGIC_PREFIX))
+  if magic.startswith(np.lib.format.MAGIC_PREFIX):
+    raise DataError(f"{path}: is a single .npy array, not an .npz archive")
+  if not magic.startswith(_ZIP_MAGICS):
+    raise DataError(f"{path}: not an .npz (zip) archive; numpy would unpickle it, and "
+                    f"pickles are refused")
   try:
-    return archive[key]
+    return np.load(path, allow_pickle=False)
+  except (OSError, ValueError, zipfile.BadZipFile) as error:
+    raise DataError(f"{path}: cannot read as .npz: {error}") from error
+
+
+def npz_array(archive, path, key) -> np.ndarray:
+  """Member `key` of an archive from `open_npz(path)`, an array of any shape and dtype.
+
+  Raises:
+    DataError: the member is an object array (it would need unpickling) or not
+      a `.npy` array at all; the message names `path` and `key`.
+  """
+  try:
+    array = archive[key]
   except ValueError as error:  # an object array: numpy refuses to unpickle it
     raise DataError(f"{path}, key {key!r}: cannot load without unpickling "
-                    f"(object arrays are refused): {error}") from error
+                    f"(object arrays and pickles are refused): {error}") from error
+  if not isinstance(array, np.ndarray):  # numpy returns a non-.npy member's raw bytes
+    raise DataError(f"{path}, key {key!r}: not a .npy array (pickles and other members "
+                    f"are refused)")
+  return array
 
 
 def _read_mat(path) -> dict[str, _Part]:
@@ -391,7 +437,7 @@ def _read_mat(path) -> dict[str, _Part]:
 def _loadmat(path) -> dict[str, np.ndarray]:
   """The variables of a MATLAB (v4 to v7.2) file, without scipy's `__header__` etc."""
   _require_file(path)
-  try:
+  try:  # scipy parses MATLAB data itself (no pickle); cells and structs fail `_check_raw`.
     contents = scipy.io.loadmat(path)
   except (NotImplementedError, ValueError, TypeError, OSError) as error:
     raise DataError(f"{path}: cannot read as a MATLAB file (v7.3/HDF5 is not supported): "
@@ -441,6 +487,7 @@ def _read_tfds(source, data_dir, manual_dir) -> dict[str, _Part]:
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow import)
   name = source.removeprefix("tfds:")
+  _refuse_namespaced_tfds(source, tfds)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError as error:
@@ -454,6 +501,18 @@ def _read_tfds(source, data_dir, manual_dir) -> dict[str, _Part]:
   return {split: _Part(f"{source}, split {tfds_split!r}",
                        tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))["image"])
           for tfds_split, split in _TFDS_SPLITS.items() if tfds_split in builder.info.splits}
+
+
+def _refuse_namespaced_tfds(source, tfds):
+  """Refuses `tfds:NAMESPACE:NAME` sources: community and Hugging Face builders run downloaded
+  code. `tfds` is the `tensorflow_datasets` module."""
+  try:
+    dataset_name, _ = tfds.core.naming.parse_builder_name_kwargs(source.removeprefix("tfds:"))
+  except ValueError as error:
+    raise DataError(f"{source}: not a TFDS dataset name: {error}") from error
+  if dataset_name.namespace:
+    raise DataError(f"{source}: TFDS datasets with a namespace ({dataset_name.namespace!r}) are "
+                    f"refused: their builders run downloaded code")
 
 
 # Checks and scaling of the raw arrays.

@@ -1,0 +1,53 @@
+"""Figures are written atomically: a failed save leaves neither a partial PNG nor a temporary."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tf_lti import plots
+import matplotlib.pyplot as plt  # pylint: disable=g-bad-import-order  (after plots picks Agg)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _SaveFailed(Exception):
+  """Raised by the failing `savefig` below."""
+
+
+def _fail_midway(figure, file, **_):
+  """A `savefig` that writes half a PNG, then crashes."""
+  del figure
+  file.write(PNG_SIGNATURE + b"half an image")
+  raise _SaveFailed("disk full")
+
+
+def test_a_successful_save_leaves_exactly_the_png(tmp_path):
+  path = tmp_path / "grid.png"
+  plots.save_image_grid(np.linspace(0.0, 1.0, 64).reshape(8, 8), str(path), "grid")
+  assert os.listdir(tmp_path) == ["grid.png"]
+  assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("existing", [None, b"the previous plot"], ids=["new", "overwrite"])
+def test_a_crash_midway_leaves_no_partial_or_temporary_file(tmp_path, monkeypatch, existing):
+  path = tmp_path / "curves.png"
+  if existing is not None:
+    path.write_bytes(existing)
+  monkeypatch.setattr("matplotlib.figure.Figure.savefig", _fail_midway)
+  with pytest.raises(_SaveFailed):
+    plots.save_training_curves([{"epoch": 1, "train_elbo": -90.0, "valid_elbo": -92.0}],
+                               str(path))
+  assert os.listdir(tmp_path) == ([] if existing is None else ["curves.png"])
+  assert not plt.get_fignums()  # the figure is closed all the same
+  if existing is not None:
+    assert path.read_bytes() == existing
+
+
+def test_atomic_file_appears_only_after_the_block(tmp_path):
+  path = tmp_path / "out.bin"
+  with plots.atomic_file(path) as file:
+    file.write(b"data")
+    assert not path.exists()
+    assert len(os.listdir(tmp_path)) == 1  # the hidden temporary
+  assert os.listdir(tmp_path) == ["out.bin"] and path.read_bytes() == b"data"
