@@ -38,6 +38,7 @@ setuptools.setup(
             "tf-lti-impute=trainers.impute:run",
             "tf-lti-sweep=trainers.sweep:run",
             "tf-lti-oracle=trainers.oracle:run",
+            "tf-lti-soak=trainers.soak:run",
             "tf-lti-export=export.export:run",
         ]
     },
