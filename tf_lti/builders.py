@@ -242,8 +242,10 @@ def build_checkpoint(model):
   checkpoint children of their parent, so saving `model` itself would reach
   trainable weights only through the optimizers' positional lists and would drop
   non-trainable state. The step counter is the generative optimizer's
-  `iterations`; the checkpoint also holds `epoch` (int64) and `train_seconds`
-  (float64) variables, reachable as its attributes.
+  `iterations`; the checkpoint also holds the metric trackers' sums (so a run
+  resumed mid-epoch reports the same epoch means) and `epoch` (int64),
+  `train_seconds` (float64) and `skipped_steps` (int64, steps skipped for a
+  NaN/Inf) variables, reachable as its attributes.
 
   Raises:
     ValueError: if two variables share a path (they could not be told apart).
@@ -259,5 +261,8 @@ def build_checkpoint(model):
   return tf.train.Checkpoint(
       model_variables=variables, generative_optimizer=model.generative_optimizer,
       inference_optimizer=model.inference_optimizer,
+      metric_variables={f"{metric.name}.{variable.name}": variable
+                        for metric in model.metrics for variable in metric.variables},
       epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
-      train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"))
+      train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"),
+      skipped_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps"))

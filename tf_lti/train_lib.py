@@ -18,7 +18,21 @@ every length) and evaluated in perplexity as well as nats per sentence.
 
 Rerunning the same command continues from the latest checkpoint: the epoch's
 data order is a function of (seed, epoch), so the batches already seen in an
-interrupted epoch are skipped and the run continues where it stopped.
+interrupted epoch are skipped and the run continues where it stopped. Every
+step's noise comes from the stateless seed (seed, step) and the checkpoint holds
+the metric sums, so with `deterministic=True` a run killed at any point (even
+SIGKILL) and rerun ends with the same parameters and metrics as one that never
+stopped. History lines past the restored step are dropped on resume.
+
+Reliability: SIGTERM and Ctrl-C are deferred to the end of the current step,
+which is then checkpointed (`faults.TrainingInterrupted`). A checkpoint is
+written by TensorFlow to temporary files and only then named in the
+directory's `checkpoint` index, so a crash mid-save leaves the previous one in
+force; a checkpoint that fails to restore (truncated, corrupt) is reported and
+the next older one is used (`restore_checkpoint`). A step with a NaN/Inf in its
+loss, posterior parameters or gradients applies nothing (`VAE.train_step`); the
+run then stops with `faults.NumericalFault` or, with `on_nonfinite=skip`, counts
+the skipped step and goes on. JSON, text and plots are written atomically.
 
 With a `tf.distribute` strategy (`distribute.make_strategy`) the model and its
 optimizers live in the strategy's scope, each step runs on every replica's shard
@@ -27,10 +41,13 @@ across the replicas. Only the chief writes into the work dir; other workers
 checkpoint into temporary directories and resume from the chief's checkpoints.
 """
 
+import glob
 import hashlib
 import json
 import math
 import os
+import re
+import sys
 import time
 
 import keras
@@ -42,12 +59,14 @@ from tf_lti import config as config_lib
 from tf_lti import data as data_lib
 from tf_lti import distribute
 from tf_lti import evaluation
+from tf_lti import faults
 from tf_lti import plots
 from tf_lti import summary
 from tf_lti import text_data
+from tf_lti import vae as vae_lib
 
-__all__ = ["eval_batches", "load_data", "parameter_fingerprint", "train_and_evaluate",
-           "restore_model", "write_json", "write_text"]
+__all__ = ["eval_batches", "load_data", "parameter_fingerprint", "restore_checkpoint",
+           "restore_model", "train_and_evaluate", "write_json", "write_text"]
 
 
 def write_json(path, values):
@@ -56,11 +75,9 @@ def write_json(path, values):
 
 
 def write_text(path, text):
-  """Writes the string `text` to `path` atomically (temporary file, then rename)."""
-  temporary = f"{path}.tmp"
-  with open(temporary, "w") as f:
-    f.write(text)
-  os.replace(temporary, path)
+  """Writes the string `text` to `path` atomically (`plots.atomic_file`: temporary file, rename)."""
+  with plots.atomic_file(path) as f:
+    f.write(text.encode("utf-8"))
 
 
 def load_data(config):
@@ -80,8 +97,8 @@ def _prepare_workdir(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    with open(path) as f:
-      existing = json.load(f)
+    with open(path) as f:  # Fields added since the run started take their defaults.
+      existing = json.loads(config_lib.ExperimentConfig.from_dict(json.load(f)).to_json())
     current = json.loads(config.to_json())
     if existing != current:
       changed = sorted(
@@ -110,11 +127,59 @@ def restore_model(workdir, splits=None):
     config = config_lib.ExperimentConfig.from_dict(json.load(f)).validate()
   splits = splits or load_data(config)
   model, checkpoint = _build(config, splits, _steps_per_epoch(splits, config.data.batch_size))
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if latest is None:
+  if restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints")) is None:
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint to restore.")
-  checkpoint.restore(latest).assert_existing_objects_matched()
   return config, splits, model, int(model.generative_optimizer.iterations.numpy())
+
+
+def _checkpoint_paths(directory):
+  """Checkpoint prefixes in `directory`, newest first: from its `checkpoint` index, or by
+  scanning `ckpt-N.index` files if the index is missing or unreadable."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception:  # pylint: disable=broad-except  (a corrupt index: scan the files instead)
+    state = None
+  if state is not None and state.all_model_checkpoint_paths:
+    paths = [path if os.path.isabs(path) else os.path.join(directory, path)
+             for path in state.all_model_checkpoint_paths]
+    return paths[::-1]
+  found = glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))
+  numbered = [(int(match.group(1)), path[:-len(".index")]) for path in found
+              if (match := re.search(r"ckpt-(\d+)\.index$", path))]
+  return [path for _, path in sorted(numbered, reverse=True)]
+
+
+def restore_checkpoint(checkpoint, directory):
+  """Restores the newest checkpoint in `directory` that restores completely.
+
+  A checkpoint that fails (truncated or corrupt files, missing variables) is
+  reported on stderr and the next older one is tried.
+
+  Args:
+    checkpoint: a `tf.train.Checkpoint` (`builders.build_checkpoint`).
+    directory: a `CheckpointManager` directory.
+
+  Returns:
+    The restored checkpoint's prefix, or `None` if `directory` has none.
+
+  Raises:
+    faults.CheckpointError: if there are checkpoints but none restores.
+  """
+  failures = []
+  for path in _checkpoint_paths(directory):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except Exception as error:  # pylint: disable=broad-except  (TF raises OpError, IndexError, ...)
+      reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+      failures.append(f"{os.path.basename(path)} ({reason})")
+      print(f"warning: checkpoint {path} cannot be restored ({reason}); trying an older one.",
+            file=sys.stderr, flush=True)
+      continue
+    return path
+  if failures:
+    raise faults.CheckpointError(
+        f"no checkpoint in {directory!r} can be restored: {'; '.join(failures)}.")
+  return None
 
 
 def _build(config, splits, steps_per_epoch):
@@ -255,6 +320,8 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
   """
   config.validate()
   strategy = strategy or tf.distribute.get_strategy()
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
   splits = load_data(config)
   train_config = config.train
   jit_compile = distribute.check_supported(strategy, is_text=_is_text(splits),
@@ -277,9 +344,8 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
 
   with strategy.scope():
     model, checkpoint = _build(config, splits, steps_per_epoch)
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if latest:  # Every worker resumes from the chief's checkpoints.
-    checkpoint.restore(latest).assert_existing_objects_matched()
+  # Every worker resumes from the chief's checkpoints.
+  restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints"))
   step = int(model.generative_optimizer.iterations.numpy())
   if verbose:
     shape = (f"sentences, {splits.vocabulary.size} token ids" if _is_text(splits)
@@ -295,8 +361,7 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     step = _train(config, model, checkpoint, splits, strategy, output_dir, step=step,
                   total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                   jit_compile=jit_compile, verbose=verbose)
-    return _final_evaluation(config, workdir, model, splits, strategy,
-                             float(checkpoint.train_seconds.numpy()), step, verbose)
+    return _final_evaluation(config, workdir, model, splits, strategy, checkpoint, step, verbose)
 
 
 def _make_train_step(model, strategy, splits, jit_compile):
@@ -307,19 +372,27 @@ def _make_train_step(model, strategy, splits, jit_compile):
 
   @tf.function
   def distributed_train_step(x):
-    strategy.run(model.train_step, args=(x,))
-    return model.results(model.train_metric_names)  # Trackers summed across replicas.
+    logs = strategy.run(model.train_step, args=(x,))
+    results = model.results(model.train_metric_names)  # Trackers summed across replicas.
+    results["nonfinite"] = strategy.experimental_local_results(logs["nonfinite"])[0]  # All equal.
+    return results
 
   return distributed_train_step
 
 
 def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, total_steps,
            steps_per_epoch, jit_compile, verbose):
-  """The training loop from `step` to `total_steps`; returns the final step."""
+  """The training loop from `step` to `total_steps`; returns the final step.
+
+  Raises:
+    faults.TrainingInterrupted: after checkpointing, on SIGTERM or SIGINT.
+    faults.NumericalFault: on a NaN/Inf step with `on_nonfinite=stop`.
+  """
   train_config = config.train
   batch_size = config.data.batch_size
   chief = distribute.is_chief(strategy)
-  epoch_variable, train_seconds = checkpoint.epoch, checkpoint.train_seconds
+  distributed = distribute.is_distributed(strategy)
+  train_seconds = checkpoint.train_seconds
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
                                        max_to_keep=train_config.keep_checkpoints)
   train_step = _make_train_step(model, strategy, splits, jit_compile)
@@ -330,77 +403,126 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   else:
     train_writer = valid_writer = tf.summary.create_noop_writer()
   history_path = os.path.join(output_dir, "history.jsonl")
+  _truncate_history(history_path, step)
   validate = _validator(model, eval_batches(splits, "valid", config.eval.eval_batch_size),
                         seed=train_config.seed, strategy=strategy)
 
-  while step < total_steps:
-    epoch, start_batch = divmod(step, steps_per_epoch)
-    # The training order and dynamic binarization follow the training seed.
-    if distribute.is_distributed(strategy):
-      batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
-                                         epoch=epoch, start_batch=start_batch)
-    else:
-      batches = _train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
-                               start_batch=start_batch)
-    progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
-                                   verbose=1 if verbose else 0)
-    if verbose:
-      print(f"Epoch {epoch + 1}/{config.train.epochs}")
-    progress.update(start_batch)
-    model.reset_metrics()
-    window_start, window_steps = time.perf_counter(), 0
-    for x in batches:
-      if step >= total_steps:
-        break
-      logs = train_step(x if distribute.is_distributed(strategy) else tf.convert_to_tensor(x))
-      step += 1
-      window_steps += 1
-      if step % train_config.log_every_steps == 0 or step == total_steps:
-        elapsed = time.perf_counter() - window_start
-        train_seconds.assign_add(elapsed)
-        examples_per_sec = window_steps * batch_size / max(elapsed, 1e-9)
-        scalars = {name: float(value) for name, value in logs.items()}
-        scalars.update(examples_per_sec=examples_per_sec,
-                       generative_learning_rate=_learning_rate(model.generative_optimizer),
-                       inference_learning_rate=_learning_rate(model.inference_optimizer))
-        summary.write_scalars(train_writer, scalars, step)
-        progress.update(step - epoch * steps_per_epoch,
-                        [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
-                         ("ex/s", examples_per_sec)])
-        window_start, window_steps = time.perf_counter(), 0
-      if step % train_config.checkpoint_every_steps == 0:
-        manager.save(checkpoint_number=step)
-    train_seconds.assign_add(time.perf_counter() - window_start)
-    train_logs = {name: float(value) for name, value in logs.items()}
-    if step % steps_per_epoch == 0 or step == total_steps:
-      valid_logs = validate()
-      summary.write_scalars(valid_writer, valid_logs, step)
-      sentences = []
-      if chief:
-        summary.write_images(valid_writer, _epoch_images(model, splits, step), step)
-        sentences = _epoch_sentences(model, splits, step)
-        summary.write_text(valid_writer, "samples", sentences, step)
-      epoch_variable.assign(math.ceil(step / steps_per_epoch))
-      manager.save(checkpoint_number=step)
-      record = {"epoch": int(epoch_variable.numpy()), "step": step,
-                "train_elbo": train_logs["elbo"], "valid_elbo": valid_logs["elbo"],
-                "valid_kl": valid_logs["kl"]}
-      if "perplexity_bound" in valid_logs:
-        record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
-      if chief:
-        with open(history_path, "a") as f:
-          f.write(json.dumps(record) + "\n")
+  with faults.interruptible() as pending_signal:
+    while step < total_steps:
+      epoch, start_batch = divmod(step, steps_per_epoch)
+      # The training order and dynamic binarization follow the training seed.
+      if distributed:
+        batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
+                                           epoch=epoch, start_batch=start_batch)
+      else:
+        batches = _train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
+                                 start_batch=start_batch)
+      progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
+                                     verbose=1 if verbose else 0)
       if verbose:
-        ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
-               if "perplexity_bound" in valid_logs else "")
-        print(f"  validation elbo {valid_logs['elbo']:.3f}  kl {valid_logs['kl']:.3f}{ppl}",
-              flush=True)
-        for sentence in sentences[:3]:
-          print(f"  sample: {sentence}")
+        print(f"Epoch {epoch + 1}/{config.train.epochs}")
+      progress.update(start_batch)
+      if start_batch == 0:  # A resumed epoch keeps its restored metric sums.
+        model.reset_metrics()
+      window_start, window_steps = time.perf_counter(), 0
+      for x in batches:
+        if step >= total_steps:
+          break
+        logs = train_step(x if distributed else tf.convert_to_tensor(x))
+        step += 1
+        window_steps += 1
+        _check_finite(int(logs.pop("nonfinite")), step, config, checkpoint, manager)
+        if step % train_config.log_every_steps == 0 or step == total_steps:
+          elapsed = time.perf_counter() - window_start
+          train_seconds.assign_add(elapsed)
+          examples_per_sec = window_steps * batch_size / max(elapsed, 1e-9)
+          scalars = {name: float(value) for name, value in logs.items()}
+          scalars.update(examples_per_sec=examples_per_sec,
+                         generative_learning_rate=_learning_rate(model.generative_optimizer),
+                         inference_learning_rate=_learning_rate(model.inference_optimizer),
+                         skipped_steps=float(checkpoint.skipped_steps.numpy()))
+          summary.write_scalars(train_writer, scalars, step)
+          progress.update(step - epoch * steps_per_epoch,
+                          [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
+                           ("ex/s", examples_per_sec)])
+          window_start, window_steps = time.perf_counter(), 0
+        if step % train_config.checkpoint_every_steps == 0:
+          manager.save(checkpoint_number=step)
+        signum = pending_signal()
+        if signum is not None:
+          train_seconds.assign_add(time.perf_counter() - window_start)
+          manager.save(checkpoint_number=step)
+          raise faults.TrainingInterrupted(signum, step)
+      train_seconds.assign_add(time.perf_counter() - window_start)
+      train_logs = {name: float(value) for name, value in logs.items()}
+      if step % steps_per_epoch == 0 or step == total_steps:
+        _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+                   valid_writer, history_path, verbose=verbose, chief=chief)
   return step
 
 
-def _final_evaluation(config, workdir, model, splits, strategy, train_seconds, step, verbose):
+def _check_finite(mask, step, config, checkpoint, manager):
+  """Acts on a step's `nonfinite` mask: nothing if 0, else stop or count the skipped step."""
+  if not mask:
+    return
+  quantities = vae_lib.nonfinite_quantities(mask)
+  procedure = config.inference.procedure
+  if config.inference.procedure == "semi_amortized":
+    procedure += f" ({config.inference.svi_training})"
+  if config.train.on_nonfinite == "stop":
+    raise faults.NumericalFault(step, quantities, procedure, manager.latest_checkpoint)
+  checkpoint.skipped_steps.assign_add(1)
+  print(f"\nwarning: skipped step {step}: non-finite {', '.join(quantities)} (inference "
+        f"procedure {procedure!r}); {int(checkpoint.skipped_steps.numpy())} skipped so far.",
+        file=sys.stderr, flush=True)
+
+
+def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+               valid_writer, history_path, *, verbose, chief):
+  """Validation, summaries, the history line and a checkpoint, in that order.
+
+  The history line is written before the checkpoint: if the run dies between
+  the two, the resumed run redoes the epoch's end and `_truncate_history`
+  drops the orphaned line.
+  """
+  valid_logs = validate()
+  summary.write_scalars(valid_writer, valid_logs, step)
+  sentences = []
+  if chief:
+    summary.write_images(valid_writer, _epoch_images(model, splits, step), step)
+    sentences = _epoch_sentences(model, splits, step)
+    summary.write_text(valid_writer, "samples", sentences, step)
+  checkpoint.epoch.assign(math.ceil(step / _steps_per_epoch(splits, config.data.batch_size)))
+  record = {"epoch": int(checkpoint.epoch.numpy()), "step": step,
+            "train_elbo": train_logs["elbo"], "valid_elbo": valid_logs["elbo"],
+            "valid_kl": valid_logs["kl"], "skipped_steps": int(checkpoint.skipped_steps.numpy())}
+  if "perplexity_bound" in valid_logs:
+    record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
+  if chief:
+    with open(history_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+  manager.save(checkpoint_number=step)
+  if verbose:
+    ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
+           if "perplexity_bound" in valid_logs else "")
+    print(f"  validation elbo {valid_logs['elbo']:.3f}  kl {valid_logs['kl']:.3f}{ppl}",
+          flush=True)
+    for sentence in sentences[:3]:
+      print(f"  sample: {sentence}")
+
+
+def _truncate_history(path, step):
+  """Drops history lines past `step` (written after the checkpoint a rerun resumes from)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) < len(lines):
+    write_text(path, "".join(kept))
+
+
+def _final_evaluation(config, workdir, model, splits, strategy, checkpoint, step, verbose):
   """Test-set evaluation (on every worker); plots, hparams summary and metrics.json (chief)."""
   eval_config = config.eval
   batches = eval_batches(splits, "test", eval_config.eval_batch_size,
@@ -417,7 +539,8 @@ def _final_evaluation(config, workdir, model, splits, strategy, train_seconds, s
       jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy)
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
-  metrics.update(train_seconds=train_seconds, steps=step, dataset=splits.name,
+  metrics.update(train_seconds=float(checkpoint.train_seconds.numpy()), steps=step,
+                 skipped_steps=int(checkpoint.skipped_steps.numpy()), dataset=splits.name,
                  strategy=distribute.strategy_name(strategy), replicas=distribute.num_replicas(strategy),
                  parameter_fingerprint=parameter_fingerprint(model), config=config.to_dict())
   if not distribute.is_chief(strategy):

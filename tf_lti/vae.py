@@ -19,11 +19,34 @@ from tf_lti import discrete
 from tf_lti import distribute
 from tf_lti import objective as objective_lib
 
-__all__ = ["VAE", "METRIC_NAMES"]
+__all__ = ["FAULT_QUANTITIES", "METRIC_NAMES", "VAE", "nonfinite_quantities"]
 
 # Names of the logged metrics; `loss` is the negative training bound. Validation adds
 # `bound_step_t`, the ELBO after t refinement steps, for iterative procedures.
 METRIC_NAMES = ("loss", "bound", "elbo", "log_likelihood", "kl", "kl_weight")
+# What every training step checks for NaN/Inf; bit i of the step's `nonfinite` result is
+# quantity i. The posterior parameters are those after the SVI steps or iterative updates.
+FAULT_QUANTITIES = ("loss", "posterior parameters", "generative gradients",
+                    "inference gradients")
+
+
+def nonfinite_quantities(mask):
+  """The names of `FAULT_QUANTITIES` set in a step's `nonfinite` bit mask (an int)."""
+  return [name for bit, name in enumerate(FAULT_QUANTITIES) if int(mask) >> bit & 1]
+
+
+def _nonfinite(tensors):
+  """Whether any of `tensors` (None entries ignored) holds a NaN or Inf: scalar bool.
+
+  One sum per tensor: a NaN or Inf anywhere makes the sum non-finite (finite
+  values overflowing float32's 3e38 in a sum would too, a false alarm no trained
+  model comes near).
+  """
+  sums = [tf.reduce_sum(tf.cast(t.values if isinstance(t, tf.IndexedSlices) else t, tf.float32))
+          for t in tensors if t is not None]
+  if not sums:
+    return tf.constant(False)
+  return tf.logical_not(tf.math.is_finite(tf.add_n(sums)))
 
 
 class VAE(keras.Model):
@@ -115,12 +138,12 @@ class VAE(keras.Model):
     return objective_lib.kl_weight(self.generative_optimizer.iterations, self.kl_warmup_steps,
                                    self.kl_initial_weight)
 
-  def _update_metrics(self, loss, terms, kl_weight, names=METRIC_NAMES):
-    self._trackers["loss"].update_state(loss)
-    self._trackers["kl_weight"].update_state(kl_weight)
+  def _update_metrics(self, loss, terms, kl_weight, names=METRIC_NAMES, sample_weight=None):
+    self._trackers["loss"].update_state(loss, sample_weight=sample_weight)
+    self._trackers["kl_weight"].update_state(kl_weight, sample_weight=sample_weight)
     for name, value in terms.items():
-      if name in self._trackers:
-        self._trackers[name].update_state(value)  # per-example values: means over examples
+      if name in self._trackers:  # per-example values: means over examples
+        self._trackers[name].update_state(value, sample_weight=sample_weight)
     return self.results(names)
 
   def compute_gradients(self, x):
@@ -149,23 +172,73 @@ class VAE(keras.Model):
     return {name: self._trackers[name].result() for name in names}
 
   def train_step(self, x):
-    """One optimization step on a batch `x` `[B, D]`; returns the metric results."""
+    """One optimization step on a batch `x` `[B, D]`; returns the metric results.
+
+    The results also hold `nonfinite`, an int32 bit mask of the
+    `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
+    Such a step applies nothing and updates no metric; only the step counter
+    advances (so the next batch still gets its own seed).
+    """
     kl_weight = self.kl_weight()
     step = self.generative_optimizer.iterations
     temperature = (self.objective.temperature_at(step) if "temperature" in self._trackers
                    else None)
     gradients = self.compute_gradients(x)
+    mask = self._nonfinite_mask(gradients)
+    finite = tf.equal(mask, 0)
+    self._apply_if(finite, gradients.generative, gradients.inference)
+    # A faulty step leaves the metrics as they were: its terms enter with weight 0.
+    weight = tf.cast(finite, tf.float32)
+    loss = tf.where(finite, gradients.loss, tf.zeros_like(gradients.loss))
+    terms = {name: tf.where(finite, value, tf.zeros_like(value))
+             for name, value in gradients.terms.items()}
+    logs = self._update_metrics(loss, terms, kl_weight, sample_weight=weight)
+    if temperature is not None:
+      self._trackers["temperature"].update_state(temperature, sample_weight=weight)
+      logs["temperature"] = self._trackers["temperature"].result()
+    logs["nonfinite"] = mask
+    return logs
+
+  def _nonfinite_mask(self, gradients):
+    """The step's `nonfinite` bit mask, int32 scalar, OR-ed across replicas."""
+    flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
+                              _nonfinite(gradients.generative), _nonfinite(gradients.inference)]),
+                    tf.int32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:  # Faulty on any replica.
+      flags = tf.minimum(context.all_reduce(tf.distribute.ReduceOp.SUM, flags), 1)
+    return tf.reduce_sum(flags * 2 ** tf.range(len(FAULT_QUANTITIES)))
+
+  def _apply(self, generative_grads, inference_grads):
     if self.generative.trainable_variables:
-      self.generative_optimizer.apply(gradients.generative, self.generative.trainable_variables)
+      self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.
       self.generative_optimizer.iterations.assign_add(1)
     if self.inference.trainable_variables:
-      self.inference_optimizer.apply(gradients.inference, self.inference.trainable_variables)
-    logs = self._update_metrics(gradients.loss, gradients.terms, kl_weight)
-    if temperature is not None:
-      self._trackers["temperature"].update_state(temperature)
-      logs["temperature"] = self._trackers["temperature"].result()
-    return logs
+      self.inference_optimizer.apply(inference_grads, self.inference.trainable_variables)
+
+  def _skip(self):
+    self.generative_optimizer.iterations.assign_add(1)
+
+  def _apply_if(self, finite, generative_grads, inference_grads):
+    """Applies the gradients if `finite` (the same on every replica), else only counts the step.
+
+    Under a strategy that synchronizes through `merge_call` (mirrored), the
+    condition must be taken in cross-replica context, since the optimizers'
+    update inside it merges across replicas (Keras' `LossScaleOptimizer` does
+    the same).
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(finite, lambda: self._apply(generative_grads, inference_grads), self._skip)
+      return
+
+    def cross_replica(distribution, finite, generative_grads, inference_grads):
+      finite = distribution.experimental_local_results(finite)[0]  # Equal on every replica.
+      tf.cond(finite, lambda: distribution.extended.call_for_each_replica(
+          self._apply, args=(generative_grads, inference_grads)), self._skip)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(finite, generative_grads, inference_grads))
 
   def test_step(self, x):
     """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` at the inferred posterior."""

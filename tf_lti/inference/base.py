@@ -67,10 +67,13 @@ class TrainingLosses:
     inference_loss: minimized w.r.t. the inference procedure's weights; may be
       the same tensor as `generative_loss` (one backward pass then serves both).
     terms: dict of `[B]` tensors (`bound`, `elbo`, `log_likelihood`, `kl`, ...).
+    params: the posterior parameters `[B, P]` the terms were evaluated at (the
+      refined estimate of refining procedures).
   """
   generative_loss: tf.Tensor
   inference_loss: tf.Tensor
   terms: dict
+  params: tf.Tensor
 
 
 @dataclasses.dataclass
@@ -82,11 +85,14 @@ class TrainingGradients:
     inference: gradients for the procedure's `trainable_variables`, in order.
     loss: scalar, the generative loss (logged as `loss`).
     terms: dict of `[B]` tensors for metrics.
+    params: the posterior parameters `[B, P]` the loss was evaluated at (after
+      the SVI steps or iterative updates of refining procedures).
   """
   generative: list
   inference: list
   loss: tf.Tensor
   terms: dict
+  params: tf.Tensor
 
 
 class InferenceProcedure(keras.layers.Layer):
@@ -137,7 +143,8 @@ class InferenceProcedure(keras.layers.Layer):
     terms = objective(x, generative, self.family.distribution(result.params),
                       seed=objective_seed, kl_weight=kl_weight, training=True, step=step)
     loss = -tf.reduce_mean(terms["bound"])
-    return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms)
+    return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms,
+                          params=result.params)
 
   def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
     """Gradients of one training step (default: autodiff of `training_losses`).
@@ -162,7 +169,7 @@ class InferenceProcedure(keras.layers.Layer):
       inference_grads = tape.gradient(losses.inference_loss, inference_vars)
     del tape
     return TrainingGradients(generative=generative_grads, inference=inference_grads,
-                             loss=losses.generative_loss, terms=losses.terms)
+                             loss=losses.generative_loss, terms=losses.terms, params=losses.params)
 
 
 class NoLatentInference(InferenceProcedure):

@@ -352,7 +352,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
         losses.append(-tf.reduce_mean(terms["bound"]))
     inference_loss = tf.add_n(losses) / float(self.num_iterations)
     return base.TrainingLosses(generative_loss=losses[-1], inference_loss=inference_loss,
-                               terms=self._final_terms(terms))
+                               terms=self._final_terms(terms), params=params)
 
   @staticmethod
   def _final_terms(terms):
@@ -412,10 +412,10 @@ class IterativeInferenceModel(base.InferenceProcedure):
     _, params, feedback, inference_grads = tf.while_loop(
         lambda t, *_: t < num_iterations, body,
         (tf.constant(1), params, feedback, inference_grads))
-    _, _, step_grads, loss, terms, generative_grads = differentiate(
+    params, _, step_grads, loss, terms, generative_grads = differentiate(
         lambda: self.step(x, params, feedback, [], num_iterations - 1, training=True)[0],
         seeds[num_iterations], True)
     return base.TrainingGradients(
         generative=generative_grads,
         inference=[a + g for a, g in zip(inference_grads, step_grads)],
-        loss=loss, terms=self._final_terms(terms))
+        loss=loss, terms=self._final_terms(terms), params=params)

@@ -154,7 +154,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
       generative_grads = tape.gradient(loss, generative_vars)
       inference_grads = tape.gradient(loss, inference_vars)
       del tape
-      return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
+      return base.TrainingGradients(generative_grads, inference_grads, loss, terms, params)
 
     if self.mode == "savae":
       with tf.GradientTape() as encoder_tape:
@@ -172,7 +172,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
                           for direct, indirect in zip(grads[1:], through_steps)]
       inference_grads = encoder_tape.gradient(initial, inference_vars,
                                               output_gradients=initial_bar)
-      return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
+      return base.TrainingGradients(generative_grads, inference_grads, loss, terms, params)
 
     # vae+svi, vae+svi+kl, svi: the decoder learns at the refined, constant lambda_K.
     with tf.GradientTape() as encoder_tape:
@@ -193,4 +193,4 @@ class SemiAmortizedInference(base.InferenceProcedure):
     generative_grads = tape.gradient(loss, generative_vars)
     inference_grads = (encoder_tape.gradient(encoder_loss, inference_vars)
                        if inference_vars else [])
-    return base.TrainingGradients(generative_grads, inference_grads, loss, terms)
+    return base.TrainingGradients(generative_grads, inference_grads, loss, terms, params)
