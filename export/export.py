@@ -18,7 +18,6 @@ error and nothing is written. Load and call the export in Python:
 Signatures and their inputs: export/exporter.py and docs/export.md.
 """
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -38,6 +37,7 @@ FLAGS = flags.FLAGS
 
 @flags_lib.exit_on_user_error
 def main():
+  flags_lib.check_workdir(FLAGS.workdir)
   from export import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   path = exporter.export_from_workdir(FLAGS.workdir, FLAGS.export_base,
                                       checkpoint=FLAGS.checkpoint, version=FLAGS.version,
@@ -46,7 +46,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,7 @@ class ServingModule(tf.Module):
     if not 1 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
       raise ValueError(f"`num_importance_samples` must be in [1, {MAX_IMPORTANCE_SAMPLES}]; got "
                        f"{num_importance_samples}.")
-    if chunk_size < 1:
-      raise ValueError(f"`chunk_size` must be >= 1; got {chunk_size}.")
+    _check_chunk_size(chunk_size)
     self._model = _NotSaved(model)
     variables = model.generative.variables + model.inference.variables
     self.model_variables = list({id(v): v.value for v in variables}.values())
@@ -289,6 +288,29 @@ class ServingModule(tf.Module):
         num_samples=num_importance_samples, chunk_size=self.chunk_size)}
 
 
+def _check_chunk_size(chunk_size):
+  if chunk_size < 1:
+    raise ValueError(f"`chunk_size` must be >= 1; got {chunk_size}.")
+
+
+def _check_target(export_base, version):
+  """Raises `ValueError` unless `<export_base>/<version>` can be written (`None`: the next free)."""
+  existing = os.path.abspath(export_base)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"`export_base` {export_base!r} cannot be a directory: {existing!r} is a "
+                     "file.")
+  if version is None:
+    return
+  if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    raise ValueError(f"`version` must be an integer >= 1; got {version!r}.")
+  target = os.path.join(export_base, str(version))
+  if os.path.exists(target):
+    raise ValueError(f"`version` {version} exists ({target}); versions are never overwritten: "
+                     "pick another or omit it for the next free one.")
+
+
 class _NotSaved:
   """Holds an object outside a `tf.Module`'s object graph (the Keras model is not saved)."""
 
@@ -337,15 +359,11 @@ def export_saved_model(module, export_base, *, version=None, info=None):
 
   Raises:
     ValueError: if `version` is < 1 or exists already (also when another export
-      creates it meanwhile).
+      creates it meanwhile), or `export_base` is (under) a file.
   """
+  _check_target(export_base, version)
   version = next_version(export_base) if version is None else version
-  if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-    raise ValueError(f"`version` must be an integer >= 1; got {version!r}.")
   target = os.path.join(export_base, str(version))
-  if os.path.exists(target):
-    raise ValueError(f"`version` {version} exists ({target}); versions are never overwritten: "
-                     "pick another or omit it for the next free one.")
   created_base = not os.path.isdir(export_base)
   os.makedirs(export_base, exist_ok=True)
   temporary = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex}")
@@ -386,17 +404,19 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
     The path of the new version directory.
 
   Raises:
-    ValueError: if `checkpoint` does not match the model (nothing is written),
-      or for a bad `version`.
+    ValueError: if `checkpoint` does not match the model, or for a bad
+      `version`, `chunk_size` or `export_base` (nothing is written).
     FileNotFoundError: for a missing work directory, checkpoint or data.
   """
+  _check_target(export_base, version)
+  _check_chunk_size(chunk_size)
+  if checkpoint is not None and not tf.io.gfile.exists(f"{checkpoint}.index"):
+    raise FileNotFoundError(f"`checkpoint` {checkpoint!r} is not a checkpoint prefix (no "
+                            f"{checkpoint}.index).")
   config, _, model, step = train_lib.restore_model(workdir)
   if checkpoint is None:
     checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   else:
-    if not tf.io.gfile.exists(f"{checkpoint}.index"):
-      raise FileNotFoundError(f"`checkpoint` {checkpoint!r} is not a checkpoint prefix (no "
-                              f"{checkpoint}.index).")
     try:
       # assert_consumed: every value of the checkpoint has its variable, and every variable a value.
       builders.build_checkpoint(model).restore(checkpoint).assert_consumed()

@@ -18,10 +18,10 @@ second at the median. Run it on an idle machine.
 """
 
 import json
+import os
 import statistics
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -148,19 +148,23 @@ def format_table(rows):
 
 @flags_lib.exit_on_user_error
 def main():
-  from export import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   exports = _parse_exports(FLAGS.exports)
   batch_sizes = _int_list("batch_sizes", FLAGS.batch_sizes, 1)
   steps = _int_list("steps", FLAGS.steps, 0)
   unknown = [runtime for runtime in FLAGS.runtimes if runtime not in _RUNTIMES]
   if not FLAGS.runtimes or unknown:
     raise ValueError(f"`runtimes` must be a subset of {_RUNTIMES}; got {FLAGS.runtimes}.")
-  if FLAGS.requests < 1 or FLAGS.warmup_requests < 0:
-    raise ValueError(f"`requests` must be >= 1 and `warmup_requests` >= 0; got "
-                     f"{FLAGS.requests} and {FLAGS.warmup_requests}.")
+  flags_lib.check_minimum(1, "requests")
+  flags_lib.check_minimum(0, "warmup_requests")
+  if FLAGS.output_json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.output_json))):
+    raise FileNotFoundError(f"`output_json` {FLAGS.output_json!r}: its directory does not exist.")
+  from export import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
+  try:
+    version_dirs = [(name, exporter.saved_model_dir(path)) for name, path in exports]
+  except FileNotFoundError as error:
+    raise FileNotFoundError(f"`exports`: {error}") from error
   rows = []
-  for name, path in exports:
-    version_dir = exporter.saved_model_dir(path)
+  for name, version_dir in version_dirs:
     for runtime in FLAGS.runtimes:
       for row in measure(version_dir, runtime, batch_sizes=batch_sizes, steps=steps,
                          requests=FLAGS.requests, warmup_requests=FLAGS.warmup_requests):
@@ -172,7 +176,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

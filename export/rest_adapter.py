@@ -51,6 +51,10 @@ __all__ = ["RequestError", "RestAdapter"]
 
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
 _STATUS_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?$")
+# Parts of a signature's InvalidArgumentError: a failed `tf.debugging.Assert` (message, data),
+# and the failing op.
+_ASSERTION = re.compile(r"assertion failed: \[(.*?)\] \[(.*?)\]")
+_NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
 
 
 class RequestError(ValueError):
@@ -62,7 +66,8 @@ class RequestError(ValueError):
 
 
 def _to_array(value, spec, name):
-  """A JSON value as an array of `spec`'s dtype (integers only for integer inputs)."""
+  """A JSON value as an array of `spec`'s dtype: integers only for integer inputs, and every
+  value representable (no integer overflow, finite floats)."""
   try:
     array = np.array(value)
   except ValueError as error:  # Ragged nested lists.
@@ -72,7 +77,34 @@ def _to_array(value, spec, name):
   if array.dtype.kind not in allowed:
     raise RequestError(f"Input `{name}`: JSON value {value!r:.100} is not of expected type "
                        f"{spec.dtype.name}.")
-  return array.astype(dtype)
+  with np.errstate(over="ignore", invalid="ignore"):
+    converted = array.astype(dtype)
+  if np.issubdtype(dtype, np.integer):
+    bad, problem = array[converted != array], "is out of the range of"
+  else:
+    bad, problem = array[~np.isfinite(converted)], "is not a finite"
+  if bad.size:
+    raise RequestError(f"Input `{name}`: JSON value {bad[0]} {problem} {spec.dtype.name}.")
+  return converted
+
+
+def _error_message(error):
+  """One line for a signature's `InvalidArgumentError`: its input check's message (exporter's
+  `check_<input>` ops), or the reason and the failing op."""
+  message = error.message
+  assertion = _ASSERTION.search(message)
+  if assertion:
+    text, data = assertion.groups()
+    return f"{text} [{', '.join(data.split())}]" if text.endswith("shape") else f"{text} {data}"
+  node = _NODE.search(message)
+  lines = message.splitlines()
+  reason = next((lines[i - 1].strip() for i, line in enumerate(lines) if "[[{{node" in line and i),
+                lines[0].strip())
+  if node is None:
+    return reason
+  checked = re.match(r"check_(\w+)/", node.group(1))
+  prefix = f"Input `{checked.group(1)}`: " if checked else ""
+  return f"{prefix}{reason} (node {node.group(1)})"
 
 
 def _json_value(tensor):
@@ -128,8 +160,10 @@ class RestAdapter:
               else self._columnar_inputs(request["inputs"], specs))
     try:
       outputs = signature(**{key: tf.constant(value) for key, value in inputs.items()})
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-      raise RequestError(getattr(error, "message", str(error))) from error
+    except tf.errors.InvalidArgumentError as error:
+      raise RequestError(_error_message(error)) from error
+    except (ValueError, TypeError) as error:
+      raise RequestError(str(error).strip().splitlines()[0]) from error
     if not row_format:
       if len(outputs) == 1:
         return {"outputs": _json_value(next(iter(outputs.values())))}

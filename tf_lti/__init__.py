@@ -3,35 +3,48 @@
 Public API (modules stay importable directly, e.g. `tf_lti.objective`):
 
   data -> inference procedure -> posterior params -> posterior family -> bound <- generative model
+
+The names below are imported on first use (PEP 562), so `import tf_lti.config`
+(what the command-line binaries parse flags with) does not load TensorFlow: a
+bad flag fails in well under a second, with one line.
 """
 
-from tf_lti import flows  # registers the "planar" and "iaf" posterior families
-from tf_lti.builders import build_model
-from tf_lti.config import ExperimentConfig
-from tf_lti.evaluation import evaluate
-from tf_lti.evaluation import iw_log_likelihood
-from tf_lti.generative import GenerativeModel
-from tf_lti.inference import AmortizedEncoder
-from tf_lti.inference import InferenceProcedure
-from tf_lti.inference import InferenceResult
-from tf_lti.objective import Objective
-from tf_lti.objective import elbo
-from tf_lti.objective import iw_bound
-from tf_lti.discrete import IndependentOneHotCategorical
-from tf_lti.flows import IAFFamily
-from tf_lti.flows import PlanarFlowFamily
-from tf_lti.posterior import CategoricalFamily
-from tf_lti.posterior import DiagonalGaussian
-from tf_lti.posterior import PointEstimate
-from tf_lti.posterior import RankOnePrecisionGaussian
-from tf_lti.posterior import get_family
-from tf_lti.train_lib import train_and_evaluate
-from tf_lti.vae import VAE
+import importlib
 
-__all__ = [
-    "AmortizedEncoder", "CategoricalFamily", "DiagonalGaussian", "IAFFamily",
-    "IndependentOneHotCategorical", "PlanarFlowFamily", "ExperimentConfig", "GenerativeModel",
-    "InferenceProcedure", "InferenceResult", "Objective", "PointEstimate",
-    "RankOnePrecisionGaussian", "VAE", "build_model", "elbo", "evaluate", "get_family",
-    "iw_bound", "iw_log_likelihood", "train_and_evaluate",
-]
+_EXPORTS = {
+    "AmortizedEncoder": "tf_lti.inference",
+    "CategoricalFamily": "tf_lti.posterior",
+    "DiagonalGaussian": "tf_lti.posterior",
+    "ExperimentConfig": "tf_lti.config",
+    "GenerativeModel": "tf_lti.generative",
+    "IAFFamily": "tf_lti.flows",
+    "IndependentOneHotCategorical": "tf_lti.discrete",
+    "InferenceProcedure": "tf_lti.inference",
+    "InferenceResult": "tf_lti.inference",
+    "Objective": "tf_lti.objective",
+    "PlanarFlowFamily": "tf_lti.flows",
+    "PointEstimate": "tf_lti.posterior",
+    "RankOnePrecisionGaussian": "tf_lti.posterior",
+    "VAE": "tf_lti.vae",
+    "build_model": "tf_lti.builders",
+    "elbo": "tf_lti.objective",
+    "evaluate": "tf_lti.evaluation",
+    "get_family": "tf_lti.posterior",
+    "iw_bound": "tf_lti.objective",
+    "iw_log_likelihood": "tf_lti.evaluation",
+    "train_and_evaluate": "tf_lti.train_lib",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'tf_lti' has no attribute {name!r}")
+  if name == "get_family":
+    importlib.import_module("tf_lti.flows")  # Registers the "planar" and "iaf" families.
+  return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

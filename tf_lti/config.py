@@ -339,23 +339,12 @@ class ExperimentConfig:
     _validate_text_model(self)
     _one_of("procedure", self.inference.procedure, PROCEDURES)
     _one_of("posterior", self.inference.posterior, POSTERIORS)
-    _one_of("gradient_encoding", self.inference.gradient_encoding, GRADIENT_ENCODINGS)
-    _one_of("update", self.inference.update, UPDATES)
-    _one_of("error_encoding", self.inference.error_encoding, ERROR_ENCODINGS)
-    _positive("num_iterations", self.inference.num_iterations)
+    _one_of("bound", self.objective.bound, BOUNDS)
+    _one_of("kl", self.objective.kl, KL_MODES)
+    _validate_iterative(self)
     _validate_svi(self)
     _validate_posterior_and_estimator(self)
     _non_negative("inference_learning_rate", self.inference.inference_learning_rate)
-    inputs = self.inference.iterative_inputs
-    if not inputs or any(name not in ITERATIVE_INPUTS for name in inputs):
-      raise ValueError(f"`iterative_inputs` must be a non-empty subset of {ITERATIVE_INPUTS}; "
-                       f"got {list(inputs)}.")
-    if (self.inference.procedure == "iterative" and "error" in inputs
-        and self.objective.bound != "elbo"):
-      raise ValueError("`iterative_inputs` with error encoding needs `bound=elbo`; got "
-                       f"{self.objective.bound!r}.")
-    _one_of("bound", self.objective.bound, BOUNDS)
-    _one_of("kl", self.objective.kl, KL_MODES)
     _positive("batch_size", self.data.batch_size)
     _positive("num_hidden_layers", self.model.num_hidden_layers)
     _positive("num_samples", self.objective.num_samples)
@@ -399,6 +388,23 @@ class ExperimentConfig:
       raise ValueError(f"`likelihood=gaussian` models continuous data: `binarization` must be "
                        f"none; got {self.data.binarization!r}.")
     return self
+
+
+def _validate_iterative(config):
+  """Iterative inference settings; error encoding needs the ELBO's prediction errors."""
+  inference = config.inference
+  _one_of("gradient_encoding", inference.gradient_encoding, GRADIENT_ENCODINGS)
+  _one_of("update", inference.update, UPDATES)
+  _one_of("error_encoding", inference.error_encoding, ERROR_ENCODINGS)
+  _positive("num_iterations", inference.num_iterations)
+  inputs = inference.iterative_inputs
+  if not inputs or any(name not in ITERATIVE_INPUTS for name in inputs):
+    raise ValueError(f"`iterative_inputs` must be a non-empty subset of {ITERATIVE_INPUTS}; "
+                     f"got {list(inputs)}.")
+  if (inference.procedure == "iterative" and "error" in inputs
+      and config.objective.bound != "elbo"):
+    raise ValueError("`iterative_inputs` with error encoding needs `bound=elbo`; got "
+                     f"{config.objective.bound!r}.")
 
 
 def _validate_image_model(config):

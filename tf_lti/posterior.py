@@ -706,8 +706,8 @@ def get_family(name, *, num_categories=10, **options):
 
   Args:
     name: Python `str`, one of `"diagonal"`, `"rank_one"`, `"point"`, `"categorical"`,
-      or a registered family: `"planar"`, `"iaf"` (tf_lti/flows.py, registered when
-      `tf_lti` is imported).
+      or a registered family: `"planar"`, `"iaf"` (registered by importing
+      tf_lti/flows.py, as `tf_lti.builders` and `tf_lti.get_family` do).
     num_categories: classes per variable of the `"categorical"` family.
       Default value: 10.
     **options: options of registered families, e.g. `flow_length`,

@@ -19,7 +19,6 @@ Outputs go to `<workdir>/analysis/<analysis>.{png,json}` and, as images, to
 
 import os
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -50,13 +49,42 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
-def _landscape(model, splits, out_dir, tf, np, analysis, plots):
-  if not 0 <= FLAGS.example_index < len(splits.test):
+def _output_path(filename):
+  """`<workdir>/analysis/<filename>`; makes the directory (called once there is a result)."""
+  out_dir = os.path.join(FLAGS.workdir, "analysis")
+  os.makedirs(out_dir, exist_ok=True)
+  return os.path.join(out_dir, filename)
+
+
+def _learning_rates():
+  """`--learning_rates` as a list of floats > 0."""
+  try:
+    rates = [float(v) for v in FLAGS.learning_rates]
+  except ValueError as error:
+    raise ValueError(f"`learning_rates` must be comma-separated numbers; got "
+                     f"{','.join(FLAGS.learning_rates)!r}.") from error
+  if not rates or min(rates) <= 0:
+    raise ValueError(f"`learning_rates` must be numbers > 0; got {rates}.")
+  return rates
+
+
+def _check_flags():
+  """Every flag, before anything slow (imports, data, the model) runs."""
+  flags_lib.check_minimum(1, "num_iterations", "num_examples", "num_steps")
+  flags_lib.check_minimum(0, "example_index", "encoder_steps", "embedding_examples")
+  if not 0 < FLAGS.grid_step <= 1:
+    raise ValueError(f"`grid_step` must be in (0, 1]; got {FLAGS.grid_step}.")
+  _learning_rates()
+  if FLAGS.labels and not os.path.isfile(FLAGS.labels):
+    raise FileNotFoundError(f"`labels` file {FLAGS.labels!r} does not exist.")
+  flags_lib.check_workdir(FLAGS.workdir)
+
+
+def _landscape(model, splits, tf, np, analysis, plots):
+  if FLAGS.example_index >= len(splits.test):
     raise ValueError(f"`example_index` must be in [0, {len(splits.test)}); got "
                      f"{FLAGS.example_index}.")
   x = tf.constant(splits.test[FLAGS.example_index:FLAGS.example_index + 1])
-  if not 0 < FLAGS.grid_step <= 1:
-    raise ValueError(f"`grid_step` must be in (0, 1]; got {FLAGS.grid_step}.")
   axis = np.arange(-5.0, 5.0 + 1e-9, FLAGS.grid_step, dtype=np.float32)
   grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
   values = analysis.elbo_landscape(x, model.generative, model.family, grid,
@@ -81,14 +109,14 @@ def _landscape(model, splits, out_dir, tf, np, analysis, plots):
   else:
     trajectory = model.infer(x, seed=seed).params.numpy()[:, :2]
     paths["encoder estimate"] = trajectory
-  plots.save_landscape(values, axis, paths, os.path.join(out_dir, "landscape.png"),
+  plots.save_landscape(values, axis, paths, _output_path("landscape.png"),
                        f"ELBO landscape, test example {FLAGS.example_index}")
   results.update(optimum=optimum, optimum_elbo=float(values[best]),
                  estimates=trajectory.tolist(), grid_step=FLAGS.grid_step)
   return results
 
 
-def _reconstructions(model, splits, out_dir, tf, np, analysis, plots):
+def _reconstructions(model, splits, tf, np, analysis, plots):
   from tf_lti import summary  # pylint: disable=g-import-not-at-top
   x = splits.test[:min(FLAGS.num_examples, 10)]
   params, bounds, _ = analysis.refinement_trajectory(
@@ -98,14 +126,14 @@ def _reconstructions(model, splits, out_dir, tf, np, analysis, plots):
   columns = [x] + list(means)
   rows = np.stack(columns, axis=1).reshape(-1, x.shape[-1])  # example-major: data, t = 0 ... T
   grid = summary.image_grid(rows, splits.image_shape, len(columns))
-  plots.save_image_grid(grid, os.path.join(out_dir, "reconstructions.png"),
+  plots.save_image_grid(grid, _output_path("reconstructions.png"),
                         "data, then reconstructions after iterations 0 ... T")
   return {"mean_elbo_by_iteration": bounds.tolist()}
 
 
-def _optimizers(model, splits, out_dir, tf, np, analysis, plots):
+def _optimizers(model, splits, tf, np, analysis, plots):
   x = tf.constant(splits.test[:FLAGS.num_examples])
-  learning_rates = [float(v) for v in FLAGS.learning_rates]
+  learning_rates = _learning_rates()
   _, bounds, seconds = analysis.refinement_trajectory(model, x, seed=tf.constant([FLAGS.seed, 3]),
                                                       num_iterations=FLAGS.num_iterations)
   results = {"iterative model": {"bounds": bounds.tolist(), "seconds": seconds.tolist()}}
@@ -129,12 +157,12 @@ def _optimizers(model, splits, out_dir, tf, np, analysis, plots):
     by_time[label] = (np.array(run["seconds"]), np.array(run["bounds"]))
   plots.save_curves([("inference iteration", "mean test ELBO (nats)", by_iteration, True),
                      ("wall-clock seconds", "mean test ELBO (nats)", by_time, False)],
-                    os.path.join(out_dir, "optimizers.png"),
+                    _output_path("optimizers.png"),
                     f"Inference optimization on {int(x.shape[0])} test examples")
   return results
 
 
-def _embedding(model, splits, out_dir, tf, np, analysis, plots):
+def _embedding(model, splits, tf, np, analysis, plots):
   """Posterior means of the test set: all of a 2-D latent, else its first two dimensions."""
   del tf  # unused
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
@@ -142,8 +170,6 @@ def _embedding(model, splits, out_dir, tf, np, analysis, plots):
   if latent_size < 2:
     raise ValueError(f"An embedding needs at least 2 latent dimensions; the model has "
                      f"{latent_size}.")
-  if FLAGS.embedding_examples < 0:
-    raise ValueError(f"`embedding_examples` must be >= 0; got {FLAGS.embedding_examples}.")
   num_test = len(splits.test)
   if FLAGS.labels:
     labels = analysis.load_labels(FLAGS.labels, FLAGS.labels_key, num_test)
@@ -156,7 +182,7 @@ def _embedding(model, splits, out_dir, tf, np, analysis, plots):
   labels = None if labels is None else labels[rows]
   which = ("the 2-D latent" if latent_size == 2
            else f"the first 2 of {latent_size} latent dimensions")
-  plots.save_embedding(points, labels, os.path.join(out_dir, "embedding.png"),
+  plots.save_embedding(points, labels, _output_path("embedding.png"),
                        f"Posterior means of {len(rows)} test examples ({which})",
                        axis_labels=("E_q[z_1 | x]", "E_q[z_2 | x]"))
   results = analysis.embedding_summary(points, labels)
@@ -167,25 +193,21 @@ def _embedding(model, splits, out_dir, tf, np, analysis, plots):
 
 @flags_lib.exit_on_user_error
 def main():
+  _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti import analysis  # pylint: disable=g-import-not-at-top
   from tf_lti import plots  # pylint: disable=g-import-not-at-top
   from tf_lti import summary  # pylint: disable=g-import-not-at-top
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  for name in ("num_iterations", "num_examples", "num_steps"):
-    if FLAGS[name].value < 1:
-      raise ValueError(f"`{name}` must be >= 1; got {FLAGS[name].value}.")
   _, splits, model, step = train_lib.restore_model(FLAGS.workdir)
-  out_dir = os.path.join(FLAGS.workdir, "analysis")
-  os.makedirs(out_dir, exist_ok=True)
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
          "optimizers": _optimizers, "embedding": _embedding}[FLAGS.analysis]
-  results = run(model, splits, out_dir, tf, np, analysis, plots)
+  results = run(model, splits, tf, np, analysis, plots)
   results.update(step=step, analysis=FLAGS.analysis)
-  path = os.path.join(out_dir, f"{FLAGS.analysis}.json")
+  path = _output_path(f"{FLAGS.analysis}.json")
   train_lib.write_json(path, results)
-  png = os.path.join(out_dir, f"{FLAGS.analysis}.png")
+  png = _output_path(f"{FLAGS.analysis}.png")
   picture = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy() / 255.0
   writer = tf.summary.create_file_writer(os.path.join(FLAGS.workdir, "validation"))
   summary.write_images(writer, {f"analysis/{FLAGS.analysis}": picture}, step)
@@ -193,7 +215,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -130,8 +129,6 @@ def _hvp_runners(tf, model, x, jit_compile):
   import dataclasses  # pylint: disable=g-import-not-at-top
   from tf_lti.inference import svi  # pylint: disable=g-import-not-at-top
   inference = model.inference
-  if not hasattr(inference, "svi_loss"):
-    raise ValueError("`mode=hvp` needs `procedure=semi_amortized`.")
   seed = tf.constant([0, 1])
   params = inference.initial_params(x, model.generative, seed=seed)
   loss_fn = inference.svi_loss(x, model.generative, training=True)
@@ -165,9 +162,6 @@ def _run_one(config, jit_compile, strategy):
   from tf_lti import distribute  # pylint: disable=g-import-not-at-top
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
   jit_compile = distribute.check_supported(strategy, is_text=False, jit_compile=jit_compile)
-  if distribute.is_distributed(strategy) and FLAGS.mode != "train":
-    raise ValueError(f"`strategy` {FLAGS.strategy!r} times `mode=train` only; got "
-                     f"`mode` {FLAGS.mode!r}.")
   distribute.check_batch_size(config.data.batch_size, strategy)
   model, x = _build(config, tf, strategy)
   result = {"mode": FLAGS.mode, "jit_compile": jit_compile, "event_size": FLAGS.event_size,
@@ -177,8 +171,6 @@ def _run_one(config, jit_compile, strategy):
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "cpu_count": os.cpu_count()}}
   if FLAGS.mode == "train":
-    if FLAGS.timed_steps < 3:
-      raise ValueError(f"`timed_steps` must be >= 3 for mode=train; got {FLAGS.timed_steps}.")
     run = _train_runner(tf, model, x, jit_compile, strategy)
     start = time.perf_counter()
     run()
@@ -255,26 +247,51 @@ def _run_one(config, jit_compile, strategy):
   return result
 
 
+def _check_flags(config):
+  """Every flag (and the sweep's step counts), before any process, model or data is made."""
+  flags_lib.check_minimum(1, "event_size")
+  flags_lib.check_minimum(0, "warmup_steps")
+  flags_lib.check_minimum(3, "timed_steps")
+  if FLAGS.mode == "hvp" and config.inference.procedure != "semi_amortized":
+    raise ValueError(f"`mode=hvp` needs `procedure=semi_amortized`; got "
+                     f"{config.inference.procedure!r}.")
+  if FLAGS.strategy != "default" and FLAGS.mode != "train":
+    raise ValueError(f"`strategy` {FLAGS.strategy!r} times `mode=train` only; got "
+                     f"`mode` {FLAGS.mode!r}.")
+  for steps in FLAGS.sweep_svi_steps:
+    if not steps.isdigit():
+      raise ValueError(f"`sweep_svi_steps` must be integers >= 0; got "
+                       f"{','.join(FLAGS.sweep_svi_steps)!r}.")
+    copy.deepcopy(config).override({"svi_steps": int(steps)}).validate()
+
+
+def _run_each(arguments_list):
+  """Runs this binary once per argument list, each in its own process; stops at a failure
+  (the process printed its error) with its exit status."""
+  for arguments in arguments_list:
+    status = subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments]).returncode
+    if status:
+      sys.exit(status)
+
+
 @flags_lib.exit_on_user_error
 def main():
   config = flags_lib.config_from_flags()
+  _check_flags(config)
   if FLAGS.sweep_svi_steps:
-    for steps in FLAGS.sweep_svi_steps:
-      arguments = [a for a in sys.argv[1:] if not a.startswith(("--sweep_svi_steps", "--svi_steps"))]
-      subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments,
-                      f"--svi_steps={steps}"], check=True)
+    arguments = [a for a in sys.argv[1:] if not a.startswith(("--sweep_svi_steps", "--svi_steps"))]
+    _run_each([arguments + [f"--svi_steps={steps}"] for steps in FLAGS.sweep_svi_steps])
     return
   if FLAGS.xla == "both":
-    for setting in ("on", "off"):
-      arguments = [a for a in sys.argv[1:] if not a.startswith("--xla")] + [f"--xla={setting}"]
-      subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments], check=True)
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--xla")]
+    _run_each([arguments + [f"--xla={setting}"] for setting in ("on", "off")])
     return
   strategy = flags_lib.strategy_from_flags()  # Before any other TensorFlow op.
   print(json.dumps(_run_one(config, FLAGS.xla == "on", strategy), sort_keys=True), flush=True)
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

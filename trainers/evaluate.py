@@ -16,7 +16,6 @@ its config is an error, never a silent partial restore.
 
 import os
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -50,19 +49,33 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
+def _with_eval_svi_steps(config):
+  """`config` with `--eval_svi_steps` (if given), validated."""
+  if FLAGS.eval_svi_steps is not None:
+    config.eval.eval_svi_steps = FLAGS.eval_svi_steps
+  return config.validate()
+
+
+def _check_flags():
+  """Every flag, before anything slow (imports, data, the model) runs."""
+  flags_lib.check_minimum(0, "num_importance_samples", "eval_max_examples")
+  flags_lib.check_minimum(1, "eval_batch_size", "eval_chunk_size")
+  if FLAGS.report == "gap":
+    flags_lib.check_minimum(1, "gap_svi_steps", "gap_svi_samples", "gap_window",
+                            "gap_elbo_samples")
+    flags_lib.check_minimum(0, "gap_num_examples", "gap_tolerance")
+    flags_lib.check_positive("gap_learning_rate")
+  _with_eval_svi_steps(flags_lib.check_workdir(FLAGS.workdir))
+
+
 @flags_lib.exit_on_user_error
 def main():
+  _check_flags()
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  if FLAGS.num_importance_samples < 0:
-    raise ValueError(f"`num_importance_samples` must be >= 0; got {FLAGS.num_importance_samples}.")
-  if FLAGS.report == "gap":
-    _check_gap_flags()
   config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
-  if FLAGS.eval_svi_steps is not None:
-    config.eval.eval_svi_steps = FLAGS.eval_svi_steps
-    config.validate()
+  config = _with_eval_svi_steps(config)
   model = train_lib.evaluation_model(model, config)
   if FLAGS.report == "gap":
     _gap_report(config, splits, model, step)
@@ -86,18 +99,6 @@ def main():
   train_lib.write_json(path, metrics)
   print(train_lib.format_table(metrics, prefix=FLAGS.split))
   print(f"Wrote {path}")
-
-
-def _check_gap_flags():
-  for name in ("gap_svi_steps", "gap_svi_samples", "gap_window", "gap_elbo_samples"):
-    if FLAGS[name].value < 1:
-      raise ValueError(f"`{name}` must be >= 1; got {FLAGS[name].value}.")
-  if FLAGS.gap_num_examples < 0:
-    raise ValueError(f"`gap_num_examples` must be >= 0; got {FLAGS.gap_num_examples}.")
-  if not FLAGS.gap_learning_rate > 0:
-    raise ValueError(f"`gap_learning_rate` must be > 0; got {FLAGS.gap_learning_rate}.")
-  if FLAGS.gap_tolerance < 0:
-    raise ValueError(f"`gap_tolerance` must be >= 0; got {FLAGS.gap_tolerance}.")
 
 
 def _gap_report(config, splits, model, step):
@@ -129,7 +130,7 @@ def _gap_report(config, splits, model, step):
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

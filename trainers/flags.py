@@ -6,6 +6,10 @@ but 3 epochs".
 """
 
 import dataclasses
+import glob
+import json
+import logging as std_logging
+import os
 import sys
 from typing import Optional
 
@@ -16,8 +20,9 @@ from absl import logging
 from tf_lti import config as config_lib
 from tf_lti import faults
 
-__all__ = ["define_experiment_flags", "define_strategy_flags", "config_from_flags",
-           "exit_on_user_error", "strategy_from_flags"]
+__all__ = ["check_minimum", "check_output_dir", "check_positive", "check_workdir",
+           "config_from_flags", "define_experiment_flags", "define_strategy_flags",
+           "exit_on_user_error", "parse_flags", "run", "strategy_from_flags"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # = tf_lti.distribute.STRATEGIES
 
@@ -90,33 +95,106 @@ def config_from_flags(flag_values=flags.FLAGS):
   return config.override(overrides).validate()
 
 
+def check_minimum(minimum, *names, flag_values=flags.FLAGS):
+  """Raises `ValueError` naming the first flag of `names` whose value is below `minimum`."""
+  for name in names:
+    value = flag_values[name].value
+    if value is not None and value < minimum:
+      raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+
+
+def check_positive(*names, flag_values=flags.FLAGS):
+  """Raises `ValueError` naming the first flag of `names` whose value is not > 0."""
+  for name in names:
+    value = flag_values[name].value
+    if value is not None and not value > 0:
+      raise ValueError(f"`{name}` must be > 0; got {value}.")
+
+
+def check_output_dir(name, path):
+  """Raises `ValueError` unless the output directory `path` (flag `name`) exists or can be made."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"`{name}` {path!r} cannot be a directory: {existing!r} is a file.")
+
+
+def check_workdir(workdir):
+  """The config of the training run in `workdir`; a user error if it has none or no checkpoint.
+
+  Cheap checks for the binaries that restore a run, before they load data or
+  build a model (`train_lib.restore_model` restores it).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"`workdir` {workdir!r} is not a training work dir: it has no "
+                            "config.json.")
+  try:
+    with open(path) as f:
+      config = config_lib.ExperimentConfig.from_dict(json.load(f)).validate()
+  except (ValueError, AttributeError, TypeError) as error:  # JSONDecodeError is a ValueError.
+    raise ValueError(f"`workdir` {workdir!r} has an invalid config.json: {error}") from error
+  if not glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")):
+    raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint "
+                            "(checkpoints/ckpt-*.index).")
+  return config
+
+
+def parse_flags(argv):
+  """absl's `flags_parser`: a bad or unknown flag is one line on stderr and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main):
+  """`app.run(main)` with one-line flag errors (`parse_flags`); `main` from `exit_on_user_error`."""
+  app.run(main, flags_parser=parse_flags)
+
+
+def _silence_tensorflow_warnings():
+  """After the one-line error nothing follows: objects TF frees at exit (e.g. a half-restored
+  checkpoint) would log warnings."""
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+
+
 def exit_on_user_error(main):
   """Turns `main()` into an absl main with one-line user errors.
 
-  Extra positional arguments are a usage error. A user error (`ValueError`,
-  `FileNotFoundError`, `DataError`) prints one line to stderr and exits with
-  status 2, with no traceback. A training fault (`faults`) prints one line too:
-  an interruption exits with 128 + the signal number after its checkpoint, a
-  numerical fault or unrestorable checkpoints with status 3. absl logging is
+  Extra positional arguments and user errors (`ValueError`, which includes
+  `data.DataError`, and `FileNotFoundError`) print one line to stderr and exit
+  with status 2, with no traceback. A training fault (`faults`) prints one line
+  too: an interruption exits with 128 + the signal number after its checkpoint,
+  a numerical fault or unrestorable checkpoints with status 3. absl logging is
   lowered to warnings: TF's checkpoint INFO lines would otherwise interleave
   with the progress bar.
   """
-  from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
 
   def wrapped(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+      print(f"error: unexpected positional arguments {argv[1:]}; every argument is a --flag.",
+            file=sys.stderr)
+      sys.exit(2)
     logging.set_verbosity(logging.WARNING)
     try:
       return main()
-    except (ValueError, FileNotFoundError, data_lib.DataError) as error:
+    except (ValueError, FileNotFoundError) as error:
       print(f"error: {error}", file=sys.stderr)
+      _silence_tensorflow_warnings()
       sys.exit(2)
-    except faults.TrainingInterrupted as interruption:
-      print(f"interrupted: {interruption}", file=sys.stderr)
+    except faults.TrainingInterrupted as interruption:  # (after a progress bar: a new line)
+      print(f"\ninterrupted: {interruption}", file=sys.stderr)
       sys.exit(interruption.exit_code)
-    except (faults.NumericalFault, faults.CheckpointError) as fault:
+    except faults.NumericalFault as fault:  # (after a progress bar: a new line)
+      print(f"\nerror: {fault}", file=sys.stderr)
+      _silence_tensorflow_warnings()
+      sys.exit(3)
+    except faults.CheckpointError as fault:
       print(f"error: {fault}", file=sys.stderr)
+      _silence_tensorflow_warnings()
       sys.exit(3)
 
   return wrapped

@@ -20,7 +20,6 @@ and the grid as a TensorBoard image `imputation/<missing>` in `<workdir>/validat
 
 import os
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -67,8 +66,19 @@ def _print_errors(errors, baseline):
       f"{baseline[name]:>16.4f}" if name in baseline else f"{'':>16}" for name in names))
 
 
+def _check_flags():
+  """Every flag, before anything slow (imports, data, the model) runs."""
+  flags_lib.check_minimum(1, "num_iterations", "num_examples", "num_shown", "block_size")
+  if not 0.0 < FLAGS.missing_fraction <= 1.0:
+    raise ValueError(f"`missing_fraction` must be in (0, 1]; got {FLAGS.missing_fraction}.")
+  flags_lib.check_workdir(FLAGS.workdir)
+  if FLAGS.output_dir:
+    flags_lib.check_output_dir("output_dir", FLAGS.output_dir)
+
+
 @flags_lib.exit_on_user_error
 def main():
+  _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
@@ -76,13 +86,6 @@ def main():
   from tf_lti import plots  # pylint: disable=g-import-not-at-top
   from tf_lti import summary  # pylint: disable=g-import-not-at-top
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  for name in ("num_iterations", "num_examples", "num_shown"):
-    if FLAGS[name].value < 1:
-      raise ValueError(f"`{name}` must be >= 1; got {FLAGS[name].value}.")
-  if not 0.0 < FLAGS.missing_fraction <= 1.0:
-    raise ValueError(f"`missing_fraction` must be in (0, 1]; got {FLAGS.missing_fraction}.")
-  if FLAGS.block_size is not None and FLAGS.block_size < 1:
-    raise ValueError(f"`block_size` must be >= 1; got {FLAGS.block_size}.")
   config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
   if not hasattr(splits, "image_shape"):
     raise ValueError(f"`workdir` {FLAGS.workdir!r} holds a text model ({config.data.source}); "
@@ -126,7 +129,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

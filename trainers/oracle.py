@@ -22,7 +22,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from tf_lti import config as config_lib
@@ -90,13 +89,24 @@ def _svi_settings(svi):
 
 
 def _check_flags():
-  for name in ("num_train", "num_valid", "num_test", "epochs", "grid_points"):
-    minimum = 0 if name == "epochs" else 1
-    if FLAGS[name].value < minimum:
-      raise ValueError(f"`--{name}` must be >= {minimum}; got {FLAGS[name].value}.")
-  if FLAGS.landscape_example >= FLAGS.num_test:
-    raise ValueError(f"`--landscape_example` must be < --num_test={FLAGS.num_test} (or -1); got "
-                     f"{FLAGS.landscape_example}.")
+  """Every flag, before anything slow (imports, the oracle, data) runs or is written."""
+  flags_lib.check_minimum(1, "num_train", "num_valid", "num_test", "num_words", "length",
+                          "embedding_size", "hidden_size", "batch_size", "eval_samples",
+                          "true_nll_samples", "quadrature_nodes")
+  flags_lib.check_minimum(0, "oracle_seed", "data_seed", "seed", "epochs", "svi_steps",
+                          "clip_norm", "svi_clip_norm", "adjoint_clip_norm", "grid_margin")
+  flags_lib.check_minimum(2, "grid_points")
+  flags_lib.check_positive("oracle_init_scale", "learning_rate", "inference_learning_rate",
+                           "svi_step_size")
+  if not 0.0 <= FLAGS.svi_momentum < 1.0:
+    raise ValueError(f"`svi_momentum` must be in [0, 1); got {FLAGS.svi_momentum}.")
+  if FLAGS.batch_size > FLAGS.num_train:
+    raise ValueError(f"`batch_size` must be <= `num_train` ({FLAGS.num_train}); got "
+                     f"{FLAGS.batch_size}.")
+  if not -1 <= FLAGS.landscape_example < FLAGS.num_test:
+    raise ValueError(f"`landscape_example` must be -1 or in [0, {FLAGS.num_test}) (`num_test`); "
+                     f"got {FLAGS.landscape_example}.")
+  flags_lib.check_output_dir("workdir", FLAGS.workdir)
 
 
 def _train_and_test(oracle, method, generator, config, settings, data, np):
@@ -193,7 +203,6 @@ def main():
       init_scale=(oracle.ORACLE_INIT_SCALE if FLAGS.oracle_init_scale is None
                   else FLAGS.oracle_init_scale))
   settings = _svi_settings(svi)
-  os.makedirs(FLAGS.workdir, exist_ok=True)
   oracle_model = oracle.build_oracle(config)
   data = [oracle.generate_data(oracle_model, n, length=config.length, seed=FLAGS.data_seed + i)
           for i, n in enumerate((FLAGS.num_train, FLAGS.num_valid, FLAGS.num_test))]
@@ -222,6 +231,7 @@ def main():
             f"KL {record['test_kl']:.3f} (best epoch {record.get('best_epoch', 0)}, "
             f"{record['steps']} steps, {record['seconds']:.0f} s)", flush=True)
 
+  os.makedirs(FLAGS.workdir, exist_ok=True)
   landscape = _landscape(oracle, plots, oracle_models, oracle_model, x_test, np, tf)
   mean_nll = float(true_nll.mean())
   results = {
@@ -246,7 +256,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

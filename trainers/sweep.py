@@ -15,8 +15,8 @@ the plot of the test bounds against the value to `<workdir>/sweep.png`.
 
 import copy
 import os
+from typing import Optional
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -30,12 +30,18 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def _typed(field, value):
+  """`value` (a string) as the type of config field `field`; `ValueError` if it is not one."""
   default = field.default
-  for kind in (bool, int, float):
-    if isinstance(default, kind):
-      if kind is bool:
-        return value.lower() in ("1", "true", "yes")
+  if isinstance(default, bool):
+    if value.lower() not in _BOOLEANS:
+      raise ValueError(f"{value!r} is not a boolean ({'/'.join(_BOOLEANS)})")
+    return _BOOLEANS[value.lower()]
+  for kind in (int, float):
+    if isinstance(default, kind) or field.type == Optional[kind]:
       return kind(value)
   return value
 
@@ -50,16 +56,20 @@ def main():
   index = config_lib.field_index()
   if FLAGS.sweep_field not in index or isinstance(index[FLAGS.sweep_field][1].default, tuple):
     raise ValueError(f"`sweep_field` must be a scalar config field; got {FLAGS.sweep_field!r}.")
+  if not FLAGS.sweep_values:
+    raise ValueError("`sweep_values` must name at least one value; got none.")
   try:
     values = [_typed(index[FLAGS.sweep_field][1], v) for v in FLAGS.sweep_values]
   except ValueError as error:
     raise ValueError(f"`sweep_values` {FLAGS.sweep_values} do not fit `{FLAGS.sweep_field}`: "
                      f"{error}") from error
   procedures = FLAGS.sweep_procedures or [base.inference.procedure]
+  # Every run's config is validated before the first run starts.
+  configs = [copy.deepcopy(base).override({"procedure": p, FLAGS.sweep_field: v}).validate()
+             for p in procedures for v in values]
+  flags_lib.check_output_dir("workdir", FLAGS.workdir)
   runs = []
-  for config in (copy.deepcopy(base).override({"procedure": p, FLAGS.sweep_field: v})
-                 for p in procedures for v in values):
-    config.validate()
+  for config in configs:
     value = getattr(getattr(config, index[FLAGS.sweep_field][0]), FLAGS.sweep_field)
     name = f"{config.inference.procedure}_{FLAGS.sweep_field}_{value}"
     print(f"== {name}", flush=True)
@@ -86,7 +96,7 @@ def main():
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":

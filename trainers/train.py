@@ -11,7 +11,6 @@ Every config field is a flag (`--latent_sizes=64,32 --kl=sample ...`); rerunning
 the same command in the same --workdir resumes from the latest checkpoint.
 """
 
-from absl import app
 from absl import flags
 
 from trainers import flags as flags_lib
@@ -26,13 +25,14 @@ FLAGS = flags.FLAGS
 @flags_lib.exit_on_user_error
 def main():
   config = flags_lib.config_from_flags()
+  flags_lib.check_output_dir("workdir", FLAGS.workdir)
   strategy = flags_lib.strategy_from_flags()  # Before any other TensorFlow op.
   from tf_lti import train_lib  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   train_lib.train_and_evaluate(config, FLAGS.workdir, strategy=strategy)
 
 
 def run():
-  app.run(main)
+  flags_lib.run(main)
 
 
 if __name__ == "__main__":
