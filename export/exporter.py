@@ -415,7 +415,9 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
                             f"{checkpoint}.index).")
   config, _, model, step = train_lib.restore_model(workdir)
   if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    # The trainer numbers checkpoints by step; after a fallback from a corrupt newest
+    # checkpoint (`train_lib.restore_checkpoint`) this names the one actually restored.
+    checkpoint = os.path.join(workdir, "checkpoints", f"ckpt-{step}")
   else:
     try:
       # assert_consumed: every value of the checkpoint has its variable, and every variable a value.

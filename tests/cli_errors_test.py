@@ -30,8 +30,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -607,21 +605,13 @@ def server(tmp_path_factory):
     adapter.stop()
 
 
-def _post(url, body):
-  request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                   headers={"Content-Type": "application/json"})
-  try:
-    with urllib.request.urlopen(request, timeout=60) as response:
-      return response.status, json.loads(response.read())
-  except urllib.error.HTTPError as error:
-    return error.code, json.loads(error.read())
 
 
 @pytest.mark.parametrize("request_id", list(SERVING))
 def test_bad_serving_request_is_http_400_with_one_line_naming_the_input(server, request_id):
   body, expected = SERVING[request_id]
   before = _snapshot([server["base"]])
-  status, reply = _post(server["url"], body)
+  status, reply = testing.post_json(server["url"], body)
   assert status == 400 and list(reply) == ["error"], reply
   message = reply["error"]
   assert "\n" not in message and "Traceback" not in message, message

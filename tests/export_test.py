@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -341,14 +340,6 @@ def test_saved_model_cli_show_and_run(round_trip):
                                round_trip["defaults"]["iterative_gradient"][output], **TOLERANCE)
 
 
-def _post(url, body):
-  request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                   headers={"Content-Type": "application/json"})
-  try:
-    with urllib.request.urlopen(request, timeout=60) as response:
-      return response.status, json.loads(response.read())
-  except urllib.error.HTTPError as error:
-    return error.code, json.loads(error.read())
 
 
 @pytest.fixture
@@ -373,43 +364,43 @@ def test_rest_predict_row_and_columnar_formats(round_trip, rest_servers):
   with urllib.request.urlopen(rest_servers["standard"], timeout=60) as response:
     assert json.loads(response.read())["model_version_status"][0]["state"] == "AVAILABLE"
   # Row format, one input: each instance is an example's x.
-  status, body = _post(rest_servers["standard"] + ":predict", {"instances": x.tolist()})
+  status, body = testing.post_json(rest_servers["standard"] + ":predict", {"instances": x.tolist()})
   assert status == 200 and len(body["predictions"]) == 8
   for output in ("loc", "log_variance", "bound"):
     np.testing.assert_allclose([p[output] for p in body["predictions"]],
                                defaults["standard"][output], **TOLERANCE)
   # Row format with a single output: each prediction is the value itself.
   z = plan.arrays["standard/signature:decode/z"]
-  status, body = _post(rest_servers["standard"] + "/versions/1:predict",
+  status, body = testing.post_json(rest_servers["standard"] + "/versions/1:predict",
                        {"signature_name": "decode", "instances": z.tolist()})
   assert status == 200
   np.testing.assert_allclose(body["predictions"],
                              plan.expected["standard/signature:decode"]["x_mean"], **TOLERANCE)
   # Columnar format: scalar inputs are whole tensors.
   iterative = rest_servers["iterative_gradient"] + ":predict"
-  status, body = _post(iterative, {"signature_name": "encode",
+  status, body = testing.post_json(iterative, {"signature_name": "encode",
                                    "inputs": {"x": x.tolist(), "num_iterations": 5}})
   assert status == 200
   expected = plan.expected["iterative_gradient/signature:encode_5"]
   for output in ("params", "bound_trajectory"):
     np.testing.assert_allclose(body["outputs"][output], expected[output], **TOLERANCE)
-  status, body = _post(iterative, {"signature_name": "sample",
+  status, body = testing.post_json(iterative, {"signature_name": "sample",
                                    "inputs": {"n": 3, "seed": [7, 11]}})
   assert status == 200
   np.testing.assert_allclose(body["outputs"]["z"],
                              plan.expected["iterative_gradient/signature:sample"]["z"],
                              **TOLERANCE)
   # Row format batches every input: a scalar input becomes [B] and fails its check.
-  status, body = _post(iterative, {"instances": [{"x": row, "num_iterations": 2}
+  status, body = testing.post_json(iterative, {"instances": [{"x": row, "num_iterations": 2}
                                                  for row in x.tolist()]})
   assert status == 400 and "check_num_iterations" in body["error"]
-  status, body = _post(iterative, {"instances": x.tolist()})
+  status, body = testing.post_json(iterative, {"instances": x.tolist()})
   assert status == 400 and "expecting list of objects" in body["error"]
-  status, body = _post(iterative, {"inputs": {"x": x.tolist()}})
+  status, body = testing.post_json(iterative, {"inputs": {"x": x.tolist()}})
   assert status == 400 and "missing ['num_iterations']" in body["error"]
-  status, body = _post(iterative, {"inputs": {"x": x.tolist(), "num_iterations": 1.5}})
+  status, body = testing.post_json(iterative, {"inputs": {"x": x.tolist(), "num_iterations": 1.5}})
   assert status == 400 and "not of expected type int32" in body["error"]
-  status, body = _post(rest_servers["standard"] + "/versions/2:predict", {"instances": [[0.0]]})
+  status, body = testing.post_json(rest_servers["standard"] + "/versions/2:predict", {"instances": [[0.0]]})
   assert status == 404
 
 

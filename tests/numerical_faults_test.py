@@ -8,8 +8,6 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
 from tf_lti import faults
 from tf_lti import train_lib
 from tf_lti import vae as vae_lib
@@ -22,14 +20,6 @@ PROCEDURES = {
 }
 
 
-def _model(**overrides):
-  settings = dict(latent_sizes=(3,), hidden_units=(16,), learning_rate=3e-3)
-  settings.update(overrides)
-  config = config_lib.ExperimentConfig().override(settings).validate()
-  model = builders.build_model(config, EVENT_SIZE, steps_per_epoch=10)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch=10))
-  model.build_all(tf.zeros([2, EVENT_SIZE]))
-  return model
 
 
 def _data(batch_size=16, seed=0):
@@ -43,7 +33,7 @@ def _values(variables):
 
 @pytest.mark.parametrize("procedure", sorted(PROCEDURES))
 def test_a_nonfinite_step_applies_nothing_and_names_the_quantities(procedure):
-  model = _model(**PROCEDURES[procedure])
+  model = testing.small_model(EVENT_SIZE, **PROCEDURES[procedure])
   step = tf.function(model.train_step)
   logs = step(_data())
   assert int(logs["nonfinite"]) == 0
@@ -101,8 +91,8 @@ def test_skip_counts_the_skipped_steps_and_finishes(tmp_path, capsys):
 
 def test_large_svi_step_sizes_and_many_steps_stay_finite_under_the_clipping():
   """Step sizes 500x the default and 50 steps: the clipped momentum steps stay bounded."""
-  model = _model(procedure="semi_amortized", svi_steps=50, svi_mean_step_size=100.0,
-                 svi_variance_step_size=100.0)
+  model = testing.small_model(EVENT_SIZE, procedure="semi_amortized", svi_steps=50,
+                              svi_mean_step_size=100.0, svi_variance_step_size=100.0)
   gradients = model.compute_gradients(_data())
   assert np.all(np.isfinite(gradients.params.numpy()))
   # The family clamps log-variances to [-15, 15] where it uses them, however far SVI drove them.
@@ -116,7 +106,8 @@ def test_large_svi_step_sizes_and_many_steps_stay_finite_under_the_clipping():
 def test_iterative_updates_stay_finite_from_an_extreme_estimate():
   """Starting at mean 1e4 (gradients of order 1e4 to 1e8): the encoded gradients are log-scaled,
   the gated update is bounded by its proposal, the log-variances are clamped."""
-  model = _model(procedure="iterative", num_iterations=3, learned_initialization=True)
+  model = testing.small_model(EVENT_SIZE, procedure="iterative", num_iterations=3,
+                              learned_initialization=True)
   model.inference._initial.assign(  # pylint: disable=protected-access
       np.concatenate([np.full(3, 1e4), np.full(3, 40.0)]).astype(np.float32))
   result = model.infer(_data(), seed=tf.constant([0, 1]))

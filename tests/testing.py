@@ -11,15 +11,19 @@ objectives use (`log_joint_parts`, `log_joint`, `prior`), so every bound can be
 checked against closed forms.
 """
 
+import json
 import math
 import os
 import pathlib
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti import builders
 from tf_lti import config as config_lib
 from tf_lti import train_lib
 
@@ -130,3 +134,26 @@ def tiny_run(workdir, max_steps, **overrides):
   train_lib.train_and_evaluate(config_lib.from_preset("quickstart").override(settings), workdir,
                                verbose=False)
   return workdir
+
+
+def small_model(event_size=20, **overrides):
+  """A compiled, built `VAE` of `event_size` binary pixels: 3 latents, 16 hidden units, plus
+  `overrides` of config fields."""
+  settings = dict(latent_sizes=(3,), hidden_units=(16,), learning_rate=3e-3)
+  settings.update(overrides)
+  config = config_lib.ExperimentConfig().override(settings).validate()
+  model = builders.build_model(config, event_size, steps_per_epoch=10)
+  model.compile(*builders.build_optimizers(config, steps_per_epoch=10))
+  model.build_all(tf.zeros([2, event_size]))
+  return model
+
+
+def post_json(url, body):
+  """POSTs `body` as JSON; returns (HTTP status, decoded JSON reply), also for error statuses."""
+  request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"})
+  try:
+    with urllib.request.urlopen(request, timeout=60) as response:
+      return response.status, json.loads(response.read())
+  except urllib.error.HTTPError as error:
+    return error.code, json.loads(error.read())

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import builders
-from tf_lti import config as config_lib
+from tests import testing
 
 EVENT_SIZE = 20
 
@@ -18,14 +17,6 @@ def _data(batch_size=32, seed=0):
   return tf.constant((draws < probabilities[rows]).astype(np.float32))
 
 
-def _model(**overrides):
-  settings = dict(latent_sizes=(3,), hidden_units=(16,), learning_rate=3e-3)
-  settings.update(overrides)
-  config = config_lib.ExperimentConfig().override(settings).validate()
-  model = builders.build_model(config, EVENT_SIZE, steps_per_epoch=10)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch=10))
-  model.build_all(tf.zeros([2, EVENT_SIZE]))
-  return model
 
 
 @pytest.mark.parametrize("overrides", [
@@ -37,7 +28,7 @@ def _model(**overrides):
          batch_norm=True, decoder_connection="highway"),
 ], ids=["diagonal", "rank_one", "point", "iw5", "hierarchical"])
 def test_training_improves_the_bound(overrides):
-  model = _model(**overrides)
+  model = testing.small_model(EVENT_SIZE, **overrides)
   x = _data()
   step = tf.function(model.train_step)
   first = float(step(x)["bound"])
@@ -49,7 +40,7 @@ def test_training_improves_the_bound(overrides):
 
 
 def test_every_variable_gets_a_gradient_from_the_standard_loss():
-  model = _model()
+  model = testing.small_model(EVENT_SIZE)
   x = _data()
   with tf.GradientTape() as tape:
     losses = model.inference.training_losses(x, model.generative, model.objective,
@@ -66,7 +57,7 @@ def test_same_seed_same_training():
   weights = []
   for _ in range(2):
     keras.utils.set_random_seed(5)
-    model = _model(seed=3)
+    model = testing.small_model(EVENT_SIZE, seed=3)
     step = tf.function(model.train_step)
     for _ in range(5):
       step(x)
@@ -76,7 +67,8 @@ def test_same_seed_same_training():
 
 
 def test_kl_warmup_weight_rises_per_step():
-  model = _model(kl_warmup_epochs=1.0, kl_initial_weight=0.1)  # 10 steps per epoch
+  # 10 steps per epoch
+  model = testing.small_model(EVENT_SIZE, kl_warmup_epochs=1.0, kl_initial_weight=0.1)
   step = tf.function(model.train_step)
   weights = []
   for _ in range(12):
@@ -87,7 +79,7 @@ def test_kl_warmup_weight_rises_per_step():
 
 
 def test_fit_and_evaluate_work():
-  model = _model()
+  model = testing.small_model(EVENT_SIZE)
   dataset = tf.data.Dataset.from_tensor_slices(_data(64)).batch(16)
   history = model.fit(dataset, epochs=2, verbose=0)
   assert {"loss", "elbo", "kl"} <= set(history.history)
@@ -101,7 +93,7 @@ def test_xla_step_matches_eager_step_statistics():
   bounds = {}
   for jit in (False, True):
     keras.utils.set_random_seed(1)
-    model = _model()
+    model = testing.small_model(EVENT_SIZE)
     step = tf.function(model.train_step, jit_compile=jit)
     for _ in range(100):
       model.reset_metrics()
@@ -111,7 +103,7 @@ def test_xla_step_matches_eager_step_statistics():
 
 
 def test_a_frozen_generator_still_advances_the_step_and_its_seed():
-  model = _model()
+  model = testing.small_model(EVENT_SIZE)
   model.generative.trainable = False
   generative_before = [v.numpy() for v in model.generative.variables]
   seeds = []
