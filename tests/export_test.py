@@ -24,6 +24,7 @@ import tensorflow as tf
 from export import exporter
 from export import latency_benchmark
 from export import rest_adapter
+from tests import testing
 from tf_lti import builders
 from tf_lti import config as config_lib
 from tf_lti import evaluation

@@ -10,6 +10,7 @@ previous one.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import testing
 from tf_lti import builders
@@ -116,6 +118,34 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tm
   assert f"resuming at step {step} " in _run(interrupted, "amortized").stdout
   _finish(reference_run)
   assert _outcome(interrupted) == _outcome(reference)
+
+
+def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_that_end(tmp_path):
+  """The periodic checkpoint of an epoch's last step is saved before the epoch's end (validation,
+  history line, `epoch`): a run stopped in between must redo that end when resumed."""
+  settings = dict(max_steps=30, epochs=2, checkpoint_every_steps=28, keep_checkpoints=5,
+                  num_importance_samples=0)
+  reference = testing.tiny_run(str(tmp_path / "reference"), **settings)
+  # Rebuild the state of a run stopped right after the periodic checkpoint of step 28.
+  stopped = str(tmp_path / "stopped")
+  shutil.copytree(reference, stopped)
+  config, _, model, _ = train_lib.restore_model(stopped)
+  checkpoint = builders.build_checkpoint(model)
+  directory = os.path.join(stopped, "checkpoints")
+  checkpoint.restore(os.path.join(directory, "ckpt-28")).assert_existing_objects_matched()
+  checkpoint.epoch.assign(0)  # The epoch's end has not run.
+  for name in os.listdir(directory):
+    os.remove(os.path.join(directory, name))
+  tf.train.CheckpointManager(checkpoint, directory, max_to_keep=5).save(checkpoint_number=28)
+  os.remove(os.path.join(stopped, "metrics.json"))
+  with open(os.path.join(stopped, "history.jsonl"), "w"):
+    pass  # The epoch-1 line was never written.
+  train_lib.train_and_evaluate(config, stopped, verbose=False)
+  outcome, expected = _outcome(stopped), _outcome(reference)
+  assert [line["step"] for line in outcome[1]] == [28, 30]
+  for line, reference_line in zip(outcome[1], expected[1]):
+    assert line == pytest.approx(reference_line, rel=1e-5)
+  assert outcome[0]["test_elbo"] == pytest.approx(expected[0]["test_elbo"], rel=1e-5)
 
 
 def test_interruptible_defers_signals_to_the_loop_and_restores_the_handlers():

@@ -403,9 +403,18 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   else:
     train_writer = valid_writer = tf.summary.create_noop_writer()
   history_path = os.path.join(output_dir, "history.jsonl")
-  _truncate_history(history_path, step)
+  # A run stopped after an epoch's last step was checkpointed but before the epoch's end was
+  # (`epoch` is set there) finishes that end first, from the restored metric sums.
+  end_pending = (step > 0 and (step % steps_per_epoch == 0 or step == total_steps)
+                 and int(checkpoint.epoch.numpy()) < math.ceil(step / steps_per_epoch))
+  _truncate_history(history_path, step - 1 if end_pending else step)
   validate = _validator(model, eval_batches(splits, "valid", config.eval.eval_batch_size),
                         seed=train_config.seed, strategy=strategy)
+  if end_pending:
+    train_logs = {name: float(value)
+                  for name, value in model.results(model.train_metric_names).items()}
+    _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+               valid_writer, history_path, verbose=verbose, chief=chief)
 
   with faults.interruptible() as pending_signal:
     while step < total_steps:
@@ -481,9 +490,9 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
                valid_writer, history_path, *, verbose, chief):
   """Validation, summaries, the history line and a checkpoint, in that order.
 
-  The history line is written before the checkpoint: if the run dies between
-  the two, the resumed run redoes the epoch's end and `_truncate_history`
-  drops the orphaned line.
+  The epoch's end is complete once its checkpoint (with `epoch` set) is
+  saved; a run resumed from an earlier state redoes it, and `_truncate_history`
+  drops an orphaned line first.
   """
   valid_logs = validate()
   summary.write_scalars(valid_writer, valid_logs, step)
@@ -512,7 +521,8 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
 
 
 def _truncate_history(path, step):
-  """Drops history lines past `step` (written after the checkpoint a rerun resumes from)."""
+  """Drops history lines past `step` (written after the checkpoint a rerun resumes from, or
+  the line of an epoch end about to be redone)."""
   if not os.path.exists(path):
     return
   with open(path) as f:
