@@ -28,7 +28,7 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["tf_lti", "tf_lti.*", "trainers", "export"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist==3.8.0"]},
     entry_points={
         "console_scripts": [
             "tf-lti-train=trainers.train:run",
