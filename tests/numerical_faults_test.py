@@ -32,8 +32,8 @@ def _values(variables):
 
 
 @pytest.mark.parametrize("procedure", sorted(PROCEDURES))
-def test_a_nonfinite_step_applies_nothing_and_names_the_quantities(procedure):
-  model = testing.small_model(EVENT_SIZE, **PROCEDURES[procedure])
+def test_a_skipped_nonfinite_step_applies_nothing_and_names_the_quantities(procedure):
+  model = testing.small_model(EVENT_SIZE, on_nonfinite="skip", **PROCEDURES[procedure])
   step = tf.function(model.train_step)
   logs = step(_data())
   assert int(logs["nonfinite"]) == 0
@@ -52,6 +52,15 @@ def test_a_nonfinite_step_applies_nothing_and_names_the_quantities(procedure):
   assert int(model.inference_optimizer.iterations.numpy()) == inference_iterations
   assert float(logs["elbo"]) == pytest.approx(elbo)  # The faulty batch is not averaged in.
   assert int(step(_data(seed=2))["nonfinite"]) == 0  # Training goes on.
+
+
+def test_without_skipping_a_nonfinite_step_is_reported():
+  """The trainer's default (`stop`) applies unconditionally and stops on the report."""
+  model = testing.small_model(EVENT_SIZE)
+  assert not model.skip_nonfinite
+  poisoned = tf.tensor_scatter_nd_update(_data(), [[0, 0]], [np.inf])
+  mask = int(tf.function(model.train_step)(poisoned)["nonfinite"])
+  assert "loss" in vae_lib.nonfinite_quantities(mask)
 
 
 def test_the_bit_mask_names_each_quantity():

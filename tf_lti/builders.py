@@ -68,7 +68,8 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_s
   return vae_lib.VAE(generative, inference, objective,
                      kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
                      kl_initial_weight=config.objective.kl_initial_weight,
-                     seed=config.train.seed, name="vae")
+                     seed=config.train.seed, skip_nonfinite=config.train.on_nonfinite == "skip",
+                     name="vae")
 
 
 def _image_shape(config, event_size, image_shape):

@@ -251,10 +251,11 @@ class TrainConfig:
       (`tf.config.experimental.enable_op_determinism`): a rerun, or an
       interrupted run resumed from its checkpoint, ends with bit-identical
       parameters and metrics. Slower; global to the process.
-    on_nonfinite: what a NaN/Inf in a step's loss or gradients does: `stop`
-      (no update; the run ends with an error naming the step, the quantity and
-      the inference procedure, the last checkpoint kept) or `skip` (no update;
-      the batch is skipped and counted).
+    on_nonfinite: what a NaN/Inf in a step's loss, posterior parameters or
+      gradients does: `stop` (the run ends with an error naming the step, the
+      quantities and the inference procedure; no checkpoint holds that step, so
+      the last good one is kept) or `skip` (the step applies nothing -- a
+      conditional update, slower without XLA -- and is counted).
   """
   epochs: int = 10
   max_steps: int = 0

@@ -43,7 +43,7 @@ class TrainingInterrupted(Exception):
 
 
 class NumericalFault(Exception):
-  """A NaN or Inf in a training step (nothing was applied from that step).
+  """A NaN or Inf in a training step; the run stops before any checkpoint holds it.
 
   Attributes:
     step: the step (number of updates before it) that produced the fault.
@@ -58,7 +58,7 @@ class NumericalFault(Exception):
     kept = (f"the last good checkpoint is {checkpoint}" if checkpoint
             else "no checkpoint was written yet")
     super().__init__(f"non-finite {', '.join(self.quantities)} at step {self.step} "
-                     f"(inference procedure {procedure!r}); the update was not applied and "
+                     f"(inference procedure {procedure!r}); the run stopped before saving it and "
                      f"{kept}. Lower the learning rate or step sizes, set `clip_norm`, or "
                      "pass --on_nonfinite=skip to skip such batches.")
 

@@ -60,10 +60,14 @@ class VAE(keras.Model):
     kl_initial_weight: KL weight at step 0 of the warm-up. Default value: 1.
     seed: Python int; every step draws with the stateless seed (seed, step).
       Default value: 0.
+    skip_nonfinite: a step with a NaN/Inf applies nothing (a conditional
+      update, which costs time without XLA); otherwise it applies as usual and
+      only reports the fault, for a trainer that then stops without saving.
+      Default value: `False`.
   """
 
   def __init__(self, generative, inference, objective, *, kl_warmup_steps=0,
-               kl_initial_weight=1.0, seed=0, **kwargs):
+               kl_initial_weight=1.0, seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
     if kl_warmup_steps < 0:
       raise ValueError(f"`kl_warmup_steps` must be >= 0; got {kl_warmup_steps}.")
@@ -75,6 +79,7 @@ class VAE(keras.Model):
     self.kl_warmup_steps = int(kl_warmup_steps)
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
+    self.skip_nonfinite = bool(skip_nonfinite)
     # Validation also tracks the bound after each refinement step of iterative procedures.
     self._trajectory_names = tuple(
         f"bound_step_{t}" for t in range(getattr(inference, "num_iterations", -1) + 1))
@@ -176,8 +181,8 @@ class VAE(keras.Model):
 
     The results also hold `nonfinite`, an int32 bit mask of the
     `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
-    Such a step applies nothing and updates no metric; only the step counter
-    advances (so the next batch still gets its own seed).
+    With `skip_nonfinite` such a step applies nothing and updates no metric;
+    only the step counter advances (so the next batch still gets its own seed).
     """
     kl_weight = self.kl_weight()
     step = self.generative_optimizer.iterations
@@ -185,13 +190,17 @@ class VAE(keras.Model):
                    else None)
     gradients = self.compute_gradients(x)
     mask = self._nonfinite_mask(gradients)
-    finite = tf.equal(mask, 0)
-    self._apply_if(finite, gradients.generative, gradients.inference)
-    # A faulty step leaves the metrics as they were: its terms enter with weight 0.
-    weight = tf.cast(finite, tf.float32)
-    loss = tf.where(finite, gradients.loss, tf.zeros_like(gradients.loss))
-    terms = {name: tf.where(finite, value, tf.zeros_like(value))
-             for name, value in gradients.terms.items()}
+    loss, terms, weight = gradients.loss, gradients.terms, None
+    if self.skip_nonfinite:
+      finite = tf.equal(mask, 0)
+      self._apply_if(finite, gradients.generative, gradients.inference)
+      # A skipped step leaves the metrics as they were: its terms enter with weight 0.
+      weight = tf.cast(finite, tf.float32)
+      loss = tf.where(finite, loss, tf.zeros_like(loss))
+      terms = {name: tf.where(finite, value, tf.zeros_like(value))
+               for name, value in terms.items()}
+    else:
+      self._apply(gradients.generative, gradients.inference)
     logs = self._update_metrics(loss, terms, kl_weight, sample_weight=weight)
     if temperature is not None:
       self._trackers["temperature"].update_state(temperature, sample_weight=weight)
