@@ -56,6 +56,7 @@ import tensorflow as tf
 
 from tf_lti import builders
 from tf_lti import evaluation
+from tf_lti import files
 from tf_lti import generative as generative_lib
 from tf_lti import objective as objective_lib
 from tf_lti import train_lib
@@ -295,12 +296,7 @@ def _check_chunk_size(chunk_size):
 
 def _check_target(export_base, version):
   """Raises `ValueError` unless `<export_base>/<version>` can be written (`None`: the next free)."""
-  existing = os.path.abspath(export_base)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ValueError(f"`export_base` {export_base!r} cannot be a directory: {existing!r} is a "
-                     "file.")
+  files.check_output_dir("export_base", export_base)
   if version is None:
     return
   if isinstance(version, bool) or not isinstance(version, int) or version < 1:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from tf_lti import files
 from tf_lti import plots
 import matplotlib.pyplot as plt  # pylint: disable=g-bad-import-order  (after plots picks Agg)
 
@@ -46,7 +47,7 @@ def test_a_crash_midway_leaves_no_partial_or_temporary_file(tmp_path, monkeypatc
 
 def test_atomic_file_appears_only_after_the_block(tmp_path):
   path = tmp_path / "out.bin"
-  with plots.atomic_file(path) as file:
+  with files.atomic_file(path) as file:
     file.write(b"data")
     assert not path.exists()
     assert len(os.listdir(tmp_path)) == 1  # the hidden temporary

@@ -1,13 +1,11 @@
 """PNG figures people look at: image grids and training curves (matplotlib, Agg).
 
-Every figure is written through `atomic_file`: to a temporary name in the
-target's directory, then renamed over the target, so a crash never leaves a
+Every figure is written through `files.atomic_file`: to a temporary name in
+the target's directory, then renamed over the target, so a crash never leaves a
 half-written PNG.
 """
 
-import contextlib
 import os
-import uuid
 
 import matplotlib
 import numpy as np
@@ -15,43 +13,16 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-__all__ = ["atomic_file", "save_curves", "save_embedding", "save_figure", "save_image_grid",
-           "save_landscape", "save_training_curves"]
+from tf_lti import files
 
-
-@contextlib.contextmanager
-def atomic_file(path):
-  """A binary file to write `path` through: it appears at `path` only once the block completes.
-
-  The data go to a hidden temporary file next to `path` (unique per call, so
-  concurrent writers never share one), are flushed to disk, and the file is
-  renamed over `path` with `os.replace`. If the block raises, the temporary
-  file is removed and an existing `path` is left untouched.
-
-  Args:
-    path: the destination file.
-
-  Yields:
-    The open temporary file (mode "xb").
-  """
-  directory, name = os.path.split(os.fspath(path))
-  temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-  try:
-    with open(temporary, "xb") as file:
-      yield file
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(temporary)
-    raise
+__all__ = ["save_curves", "save_embedding", "save_figure", "save_image_grid", "save_landscape",
+           "save_training_curves"]
 
 
 def save_figure(figure, path):
-  """Saves `figure` to `path` as a PNG, atomically (`atomic_file`), and closes it."""
+  """Saves `figure` to `path` as a PNG, atomically (`files.atomic_file`), and closes it."""
   try:
-    with atomic_file(path) as file:
+    with files.atomic_file(path) as file:
       figure.savefig(file, format="png", dpi=120, bbox_inches="tight")
   finally:
     plt.close(figure)

@@ -60,6 +60,7 @@ from tf_lti import data as data_lib
 from tf_lti import distribute
 from tf_lti import evaluation
 from tf_lti import faults
+from tf_lti import files
 from tf_lti import plots
 from tf_lti import summary
 from tf_lti import text_data
@@ -75,8 +76,8 @@ def write_json(path, values):
 
 
 def write_text(path, text):
-  """Writes the string `text` to `path` atomically (`plots.atomic_file`: temporary file, rename)."""
-  with plots.atomic_file(path) as f:
+  """Writes the string `text` to `path` atomically (`files.atomic_file`: temporary file, rename)."""
+  with files.atomic_file(path) as f:
     f.write(text.encode("utf-8"))
 
 

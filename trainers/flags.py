@@ -20,7 +20,7 @@ from absl import logging
 from tf_lti import config as config_lib
 from tf_lti import faults
 
-__all__ = ["check_minimum", "check_output_dir", "check_positive", "check_workdir",
+__all__ = ["check_minimum", "check_positive", "check_workdir",
            "config_from_flags", "define_experiment_flags", "define_strategy_flags",
            "exit_on_user_error", "parse_flags", "run", "strategy_from_flags"]
 
@@ -109,15 +109,6 @@ def check_positive(*names, flag_values=flags.FLAGS):
     value = flag_values[name].value
     if value is not None and not value > 0:
       raise ValueError(f"`{name}` must be > 0; got {value}.")
-
-
-def check_output_dir(name, path):
-  """Raises `ValueError` unless the output directory `path` (flag `name`) exists or can be made."""
-  existing = os.path.abspath(path)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ValueError(f"`{name}` {path!r} cannot be a directory: {existing!r} is a file.")
 
 
 def check_workdir(workdir):

@@ -22,6 +22,7 @@ import os
 
 from absl import flags
 
+from tf_lti import files
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
@@ -73,7 +74,7 @@ def _check_flags():
     raise ValueError(f"`missing_fraction` must be in (0, 1]; got {FLAGS.missing_fraction}.")
   flags_lib.check_workdir(FLAGS.workdir)
   if FLAGS.output_dir:
-    flags_lib.check_output_dir("output_dir", FLAGS.output_dir)
+    files.check_output_dir("output_dir", FLAGS.output_dir)
 
 
 @flags_lib.exit_on_user_error

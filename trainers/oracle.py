@@ -25,6 +25,7 @@ import time
 from absl import flags
 
 from tf_lti import config as config_lib
+from tf_lti import files
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "Output directory (oracle.json, landscape.png).")
@@ -106,7 +107,7 @@ def _check_flags():
   if not -1 <= FLAGS.landscape_example < FLAGS.num_test:
     raise ValueError(f"`landscape_example` must be -1 or in [0, {FLAGS.num_test}) (`num_test`); "
                      f"got {FLAGS.landscape_example}.")
-  flags_lib.check_output_dir("workdir", FLAGS.workdir)
+  files.check_output_dir("workdir", FLAGS.workdir)
 
 
 def _train_and_test(oracle, method, generator, config, settings, data, np):

@@ -19,6 +19,7 @@ from typing import Optional
 
 from absl import flags
 
+from tf_lti import files
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
@@ -67,7 +68,7 @@ def main():
   # Every run's config is validated before the first run starts.
   configs = [copy.deepcopy(base).override({"procedure": p, FLAGS.sweep_field: v}).validate()
              for p in procedures for v in values]
-  flags_lib.check_output_dir("workdir", FLAGS.workdir)
+  files.check_output_dir("workdir", FLAGS.workdir)
   runs = []
   for config in configs:
     value = getattr(getattr(config, index[FLAGS.sweep_field][0]), FLAGS.sweep_field)
