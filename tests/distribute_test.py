@@ -65,13 +65,6 @@ def _variables(model):
   return model.generative.trainable_variables + model.inference.trainable_variables
 
 
-def _shards(strategy, x):
-  size = len(x) // REPLICAS
-  return strategy.experimental_distribute_values_from_function(
-      lambda context: tf.constant(x[context.replica_id_in_sync_group * size:
-                                    (context.replica_id_in_sync_group + 1) * size]))
-
-
 @tf.function
 def _reference_gradients(model, x):
   """The mirrored step's gradients, computed on one device: shard by shard, weighted (traced,
@@ -117,7 +110,8 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
     return mirrored.run(replica_gradients, args=(x,))
 
   expected = _reference_gradients(default_model, tf.constant(batches[0]))
-  actual = mirrored.experimental_local_results(summed_gradients(_shards(mirrored, batches[0])))
+  actual = mirrored.experimental_local_results(
+      summed_gradients(distribute.shard_batch(mirrored, batches[0])))
   assert len(actual) == REPLICAS
   for replica_grads in actual:  # Every replica holds the same aggregated gradients.
     for want, got in zip(expected, replica_grads):
@@ -129,7 +123,7 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
   train_step = train_lib._make_train_step(mirrored_model, mirrored, splits, False)  # pylint: disable=protected-access
   for x in batches:
     _reference_step(default_model, tf.constant(x))
-    logs = train_step(_shards(mirrored, x))
+    logs = train_step(distribute.shard_batch(mirrored, x))
   assert np.isfinite(float(logs["elbo"]))
   assert int(mirrored_model.generative_optimizer.iterations.numpy()) == 3
   for a, b in zip(_variables(default_model), _variables(mirrored_model)):
@@ -151,7 +145,7 @@ def test_metrics_average_over_the_global_batch(mirrored):
     local = mirrored.run(replica, args=(shards,))
     return mirrored.experimental_local_results(local), model.results(["elbo"])["elbo"]
 
-  local, total = elbos(_shards(mirrored, x))
+  local, total = elbos(distribute.shard_batch(mirrored, x))
   np.testing.assert_allclose(float(total), np.mean([float(v) for v in local]), rtol=1e-6)
 
 

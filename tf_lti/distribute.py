@@ -44,10 +44,10 @@ import tensorflow as tf
 from tf_lti import data as data_lib
 
 __all__ = ["STRATEGIES", "ClipAfterAggregation", "DistributionError", "check_batch_size",
-           "check_supported",
-           "distribute_batches", "global_batch_fraction", "is_chief", "is_distributed",
-           "make_optimizer", "make_strategy", "num_replicas", "replica_seed", "strategy_name",
-           "train_dataset", "worker_directory"]
+           "check_supported", "distribute_batches", "global_batch_fraction", "is_chief",
+           "is_distributed", "make_optimizer", "make_strategy", "multi_replica_context",
+           "num_replicas", "replica_seed", "shard_batch", "strategy_name", "train_dataset",
+           "worker_directory"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -198,10 +198,18 @@ def worker_directory(workdir, strategy):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def replica_seed(seed):
-  """`seed` `[2]` folded with the replica id when several replicas run (unchanged on one)."""
+def multi_replica_context():
+  """The replica context when code runs on one of several replicas, else `None`."""
   context = tf.distribute.get_replica_context()
   if context is None or context.num_replicas_in_sync == 1:
+    return None
+  return context
+
+
+def replica_seed(seed):
+  """`seed` `[2]` folded with the replica id when several replicas run (unchanged on one)."""
+  context = multi_replica_context()
+  if context is None:
     return seed
   return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
 
@@ -212,8 +220,8 @@ def global_batch_fraction(x, dtype):
   Scaling a replica's shard-mean gradient by it and summing over replicas gives
   the gradient of the global-batch mean, also for shards of unequal size.
   """
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
+  context = multi_replica_context()
+  if context is None:
     return tf.constant(1.0, dtype)
   local = tf.cast(tf.shape(x)[0], dtype)
   return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
@@ -302,6 +310,18 @@ def train_dataset(strategy, splits, batch_size, *, seed, epoch, start_batch):
     return batches.skip(start_batch).map(shards).unbatch().prefetch(tf.data.AUTOTUNE)
 
   return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def shard_batch(strategy, x):
+  """One global batch `x` `[B, ...]` as per-replica contiguous shards `[B / N, ...]`.
+
+  The layout `train_dataset` gives each replica; `B` must be a multiple of the
+  replica count N (`check_batch_size`).
+  """
+  size = int(x.shape[0]) // num_replicas(strategy)
+  return strategy.experimental_distribute_values_from_function(
+      lambda context: tf.convert_to_tensor(x[context.replica_id_in_sync_group * size:
+                                             (context.replica_id_in_sync_group + 1) * size]))
 
 
 def distribute_batches(strategy, batches, round_index):

@@ -161,8 +161,7 @@ class VAE(keras.Model):
     gradients = self.inference.training_gradients(
         x, self.generative, self.objective, seed=self.step_seed(0), kl_weight=self.kl_weight(),
         step=self.generative_optimizer.iterations)
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
+    if distribute.multi_replica_context() is None:
       return gradients
     fraction = distribute.global_batch_fraction(x, tf.float32)
 
@@ -213,8 +212,8 @@ class VAE(keras.Model):
     flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
                               _nonfinite(gradients.generative), _nonfinite(gradients.inference)]),
                     tf.int32)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:  # Faulty on any replica.
+    context = distribute.multi_replica_context()
+    if context is not None:  # Faulty on any replica.
       flags = tf.minimum(context.all_reduce(tf.distribute.ReduceOp.SUM, flags), 1)
     return tf.reduce_sum(flags * 2 ** tf.range(len(FAULT_QUANTITIES)))
 

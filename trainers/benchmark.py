@@ -94,10 +94,7 @@ def _train_runner(tf, model, x, jit_compile, strategy):
   if not distribute.is_distributed(strategy):
     step = tf.function(model.train_step, jit_compile=jit_compile)
     return lambda: step(x)["loss"].numpy()
-  size = int(x.shape[0]) // distribute.num_replicas(strategy)
-  shards = strategy.experimental_distribute_values_from_function(
-      lambda context: x[context.replica_id_in_sync_group * size:
-                        (context.replica_id_in_sync_group + 1) * size])
+  shards = distribute.shard_batch(strategy, x)
 
   @tf.function
   def distributed_step(shards):
