@@ -406,7 +406,7 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   history_path = os.path.join(output_dir, "history.jsonl")
   # A run stopped after an epoch's last step was checkpointed but before the epoch's end was
   # (`epoch` is set there) finishes that end first, from the restored metric sums.
-  end_pending = (step > 0 and (step % steps_per_epoch == 0 or step == total_steps)
+  end_pending = (step > 0 and _ends_epoch(step, steps_per_epoch, total_steps)
                  and int(checkpoint.epoch.numpy()) < math.ceil(step / steps_per_epoch))
   _truncate_history(history_path, step - 1 if end_pending else step)
   validate = _validator(model, eval_batches(splits, "valid", config.eval.eval_batch_size),
@@ -465,10 +465,15 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
           raise faults.TrainingInterrupted(signum, step)
       train_seconds.assign_add(time.perf_counter() - window_start)
       train_logs = {name: float(value) for name, value in logs.items()}
-      if step % steps_per_epoch == 0 or step == total_steps:
+      if _ends_epoch(step, steps_per_epoch, total_steps):
         _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
                    valid_writer, history_path, verbose=verbose, chief=chief)
   return step
+
+
+def _ends_epoch(step, steps_per_epoch, total_steps):
+  """Whether `step` is an epoch's last (or the run's last, mid-epoch)."""
+  return step % steps_per_epoch == 0 or step == total_steps
 
 
 def _check_finite(mask, step, config, checkpoint, manager):
