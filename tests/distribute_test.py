@@ -24,6 +24,7 @@ from tf_lti import data as data_lib
 from tf_lti import distribute
 from tf_lti import evaluation
 from tf_lti import train_lib
+from tf_lti import vae as vae_lib
 from trainers import flags as flags_lib
 
 REPLICAS = 2
@@ -147,6 +148,41 @@ def test_metrics_average_over_the_global_batch(mirrored):
 
   local, total = elbos(distribute.shard_batch(mirrored, x))
   np.testing.assert_allclose(float(total), np.mean([float(v) for v in local]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("procedure", sorted(PROCEDURES))
+def test_mirrored_skip_applies_nothing_when_one_replica_is_faulty(mirrored, procedure):
+  """`on_nonfinite=skip` under MirroredStrategy: the cross-replica conditional update.
+
+  Only the second replica's shard holds a NaN; the fault is OR-ed across replicas,
+  so neither replica applies its update, and the next clean batch applies normally.
+  """
+  config = _config(procedure, on_nonfinite="skip")
+  splits, _, model = _models(config, mirrored)
+  assert model.skip_nonfinite
+  batches = [b.numpy() for b in data_lib.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
+                                                            epoch=0).take(3)]
+  train_step = train_lib._make_train_step(model, mirrored, splits, False)  # pylint: disable=protected-access
+  assert int(train_step(distribute.shard_batch(mirrored, batches[0]))["nonfinite"]) == 0
+  variables = model.generative.variables + model.inference.variables
+  before = [v.numpy().copy() for v in variables]
+  iterations = int(model.generative_optimizer.iterations.numpy())
+  inference_iterations = int(model.inference_optimizer.iterations.numpy())
+
+  poisoned = batches[1].copy()
+  poisoned[GLOBAL_BATCH - 1, 0] = np.nan  # The last row: the second replica's shard.
+  logs = train_step(distribute.shard_batch(mirrored, poisoned))
+  assert "loss" in vae_lib.nonfinite_quantities(int(logs["nonfinite"]))
+  for value, variable in zip(before, variables):
+    np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+  assert int(model.generative_optimizer.iterations.numpy()) == iterations + 1
+  assert int(model.inference_optimizer.iterations.numpy()) == inference_iterations
+
+  logs = train_step(distribute.shard_batch(mirrored, batches[2]))
+  assert int(logs["nonfinite"]) == 0 and np.isfinite(float(logs["elbo"]))
+  changed = [not np.array_equal(v.numpy(), value) for v, value in zip(variables, before)]
+  assert any(changed)
+  assert int(model.inference_optimizer.iterations.numpy()) == inference_iterations + 1
 
 
 def test_train_dataset_shards_the_single_device_global_batches(mirrored):
