@@ -68,6 +68,18 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_relative_workdir_resumes_and_restores(tmp_path, monkeypatch):
+  """The README's `--workdir=runs/...` form: checkpoint paths relative to the current directory."""
+  monkeypatch.chdir(tmp_path)
+  workdir = os.path.join("runs", "relative")
+  train_lib.train_and_evaluate(_config(max_steps=20), workdir, verbose=False)
+  assert train_lib._checkpoint_paths(os.path.join(workdir, "checkpoints")) == [  # pylint: disable=protected-access
+      os.path.join(workdir, "checkpoints", f"ckpt-{step}") for step in (20, 10)]
+  os.remove(os.path.join(workdir, "config.json"))  # max_steps differs: the same run, extended
+  assert train_lib.train_and_evaluate(_config(), workdir, verbose=False)["steps"] == 56
+  assert train_lib.restore_model(workdir)[3] == 56
+
+
 def test_workdir_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path / "run")
   train_lib.train_and_evaluate(_config(epochs=1), workdir, verbose=False)

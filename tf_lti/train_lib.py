@@ -141,9 +141,8 @@ def _checkpoint_paths(directory):
   except Exception:  # pylint: disable=broad-except  (a corrupt index: scan the files instead)
     state = None
   if state is not None and state.all_model_checkpoint_paths:
-    paths = [path if os.path.isabs(path) else os.path.join(directory, path)
-             for path in state.all_model_checkpoint_paths]
-    return paths[::-1]
+    # `get_checkpoint_state` has already joined relative entries with `directory`.
+    return list(state.all_model_checkpoint_paths)[::-1]
   found = glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))
   numbered = [(int(match.group(1)), path[:-len(".index")]) for path in found
               if (match := re.search(r"ckpt-(\d+)\.index$", path))]
