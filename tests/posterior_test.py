@@ -497,8 +497,46 @@ def test_get_family(name, cls):
 
 
 def test_get_family_unknown_name():
+  from tf_lti import flows  # pylint: disable=g-import-not-at-top,unused-import  (registers planar, iaf)
   with pytest.raises(
       ValueError,
       match=r"Unknown posterior family 'full'.*\['categorical', 'diagonal', 'iaf', 'planar', "
             r"'point', 'rank_one'\]"):
     posterior.get_family("full")
+
+
+@pytest.mark.parametrize("name", ["diagonal", "rank_one"])
+def test_an_out_of_range_log_scale_is_clipped_in_value_but_pulled_back_by_the_kl(name):
+  """The clamp passes gradients: a log-variance past 15 (or log-precision past -15) is not
+  stuck there, its KL gradient points back into the range."""
+  family = posterior.get_family(name)
+  latent_size = 2
+  prior = tfp.distributions.Independent(
+      tfp.distributions.Normal(tf.zeros([1, latent_size]), 1.0), 1)
+  scale_group = family.param_groups[1]  # log_variance, or log_precision_diag (rank one)
+  past = 20.0 if name == "diagonal" else -20.0
+
+  def params_with(value):
+    groups = {group: tf.zeros([1, latent_size]) for group in family.param_groups}
+    groups[scale_group] = tf.constant([[value, 0.0]])
+    return family.join(groups)
+
+  params, at_bound = params_with(past), params_with(past * 0.75)
+  with tf.GradientTape() as tape:
+    tape.watch(params)
+    kl = tf.reduce_sum(tfp.distributions.kl_divergence(family.distribution(params), prior))
+  # Values: exactly those at the bound (±15).
+  expected = tfp.distributions.kl_divergence(family.distribution(at_bound), prior)
+  np.testing.assert_allclose(kl.numpy(), tf.reduce_sum(expected).numpy(), rtol=1e-6)
+  gradient = family.split(tape.gradient(kl, params))[scale_group].numpy()[0, 0]
+  # d KL / d log-variance = (sigma^2 - 1) / 2 at the bound: descending it lowers the variance.
+  assert np.sign(gradient) == np.sign(past) and abs(gradient) > 1e5, gradient
+
+
+def test_clip_straight_through_is_the_identity_inside_the_range():
+  x = tf.constant([-20.0, -3.0, 0.5, 14.0, 30.0])
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = posterior.clip_straight_through(x, -15.0, 15.0)
+  np.testing.assert_array_equal(y.numpy(), [-15.0, -3.0, 0.5, 14.0, 15.0])
+  np.testing.assert_array_equal(tape.gradient(y, x).numpy(), np.ones(5))

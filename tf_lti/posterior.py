@@ -53,6 +53,7 @@ __all__ = [
     "PosteriorFamily",
     "RankOnePrecisionGaussian",
     "RankOnePrecisionNormal",
+    "clip_straight_through",
     "get_family",
     "register_family",
 ]
@@ -521,6 +522,18 @@ class PosteriorFamily(abc.ABC):
     return tf.zeros([batch_size, self.num_params(latent_size)], dtype=dtype)
 
 
+def clip_straight_through(x, low, high):
+  """`x` clipped to `[low, high]` in value, with the identity's gradient (any shape).
+
+  `tf.clip_by_value` passes no gradient outside the range, so a parameter that
+  one large optimizer step pushes past it gets no gradient from any term
+  afterwards and stays there (a log-variance stuck at 15 costs ½ e^15 nats of
+  KL per dimension for good). Here the gradient at the clipped value still
+  reaches `x` and moves it back. Inside the range this is `x`, gradient and all.
+  """
+  return x + tf.stop_gradient(tf.clip_by_value(x, low, high) - x)
+
+
 class DiagonalGaussian(PosteriorFamily):
   """Diagonal Gaussian, groups `("loc", "log_variance")`.
 
@@ -530,8 +543,9 @@ class DiagonalGaussian(PosteriorFamily):
 
   The log-variance is clipped to `[min_log_variance, max_log_variance]`,
   `[-15, 15]` by default (the range of the semi-amortized VAE reference
-  code); like the reference clamp, the clip passes no gradient outside the
-  range. The result is `tfd.Independent(tfd.Normal(...), 1)`, so
+  code). Unlike the reference clamp, the clip passes the gradient through
+  (`clip_straight_through`): a log-variance pushed past the range is pulled
+  back by the bound's gradient instead of being stuck there for good. The result is `tfd.Independent(tfd.Normal(...), 1)`, so
   `tfd.kl_divergence` to an `Independent(Normal)` prior is analytic.
   """
 
@@ -554,7 +568,7 @@ class DiagonalGaussian(PosteriorFamily):
     self.max_log_variance = float(max_log_variance)
 
   def _distribution(self, loc, log_variance):
-    log_variance = tf.clip_by_value(
+    log_variance = clip_straight_through(
         log_variance, self.min_log_variance, self.max_log_variance)
     return tfd.Independent(
         tfd.Normal(loc=loc, scale=tf.exp(0.5 * log_variance)),
@@ -573,7 +587,7 @@ class RankOnePrecisionGaussian(PosteriorFamily):
 
   `log_precision_diag` is clipped to `[min_log_precision, max_log_precision]`,
   `[-15, 15]` by default: with `u = 0` this is the diagonal family's
-  log-variance range, negated. The result is a `RankOnePrecisionNormal`, whose
+  log-variance range, negated; the clip passes the gradient through, as there. The result is a `RankOnePrecisionNormal`, whose
   KL divergence to a diagonal Gaussian prior is analytic.
 
   `u = 0` is a stationary point of any objective in `u`: `C` depends on
@@ -602,7 +616,7 @@ class RankOnePrecisionGaussian(PosteriorFamily):
     self.max_log_precision = float(max_log_precision)
 
   def _distribution(self, loc, log_precision_diag, precision_factor):
-    log_precision_diag = tf.clip_by_value(
+    log_precision_diag = clip_straight_through(
         log_precision_diag, self.min_log_precision, self.max_log_precision)
     return RankOnePrecisionNormal(
         loc=loc,
