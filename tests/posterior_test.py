@@ -534,9 +534,10 @@ def test_an_out_of_range_log_scale_is_clipped_in_value_but_pulled_back_by_the_kl
 
 
 def test_clip_straight_through_is_the_identity_inside_the_range():
-  x = tf.constant([-20.0, -3.0, 0.5, 14.0, 30.0])
+  x = tf.constant([-1e30, -20.0, -3.0, 0.5, 14.0, 30.0, 1e8, 1e30])
   with tf.GradientTape() as tape:
     tape.watch(x)
     y = posterior.clip_straight_through(x, -15.0, 15.0)
-  np.testing.assert_array_equal(y.numpy(), [-15.0, -3.0, 0.5, 14.0, 15.0])
-  np.testing.assert_array_equal(tape.gradient(y, x).numpy(), np.ones(5))
+  # Exactly the clipped values, also where x - 15 is not representable in float32.
+  np.testing.assert_array_equal(y.numpy(), [-15.0, -15.0, -3.0, 0.5, 14.0, 15.0, 15.0, 15.0])
+  np.testing.assert_array_equal(tape.gradient(y, x).numpy(), np.ones(8))

@@ -530,8 +530,10 @@ def clip_straight_through(x, low, high):
   afterwards and stays there (a log-variance stuck at 15 costs ½ e^15 nats of
   KL per dimension for good). Here the gradient at the clipped value still
   reaches `x` and moves it back. Inside the range this is `x`, gradient and all.
+  The value is the clip's exactly, even for huge `x` (`x - sg(x)` is exactly 0,
+  whereas `x + sg(clip(x) - x)` would round to 0 at `x = 1e30` in float32).
   """
-  return x + tf.stop_gradient(tf.clip_by_value(x, low, high) - x)
+  return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
 
 
 class DiagonalGaussian(PosteriorFamily):
@@ -545,8 +547,9 @@ class DiagonalGaussian(PosteriorFamily):
   `[-15, 15]` by default (the range of the semi-amortized VAE reference
   code). Unlike the reference clamp, the clip passes the gradient through
   (`clip_straight_through`): a log-variance pushed past the range is pulled
-  back by the bound's gradient instead of being stuck there for good. The result is `tfd.Independent(tfd.Normal(...), 1)`, so
-  `tfd.kl_divergence` to an `Independent(Normal)` prior is analytic.
+  back by the bound's gradient instead of being stuck there for good. The
+  result is `tfd.Independent(tfd.Normal(...), 1)`, so `tfd.kl_divergence` to
+  an `Independent(Normal)` prior is analytic.
   """
 
   name = "diagonal"
@@ -587,8 +590,9 @@ class RankOnePrecisionGaussian(PosteriorFamily):
 
   `log_precision_diag` is clipped to `[min_log_precision, max_log_precision]`,
   `[-15, 15]` by default: with `u = 0` this is the diagonal family's
-  log-variance range, negated; the clip passes the gradient through, as there. The result is a `RankOnePrecisionNormal`, whose
-  KL divergence to a diagonal Gaussian prior is analytic.
+  log-variance range, negated; the clip passes the gradient through, as
+  there. The result is a `RankOnePrecisionNormal`, whose KL divergence to a
+  diagonal Gaussian prior is analytic.
 
   `u = 0` is a stationary point of any objective in `u`: `C` depends on
   `u u^T` only, so every objective is even in `u` and its gradient in `u`
