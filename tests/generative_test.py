@@ -31,6 +31,49 @@ def test_gaussian_log_prob_matches_tfp_and_discretization_term():
   np.testing.assert_allclose(binned, expected - 5 * math.log(256), rtol=1e-5)
 
 
+def _xla_compiled_calls(concrete_function):
+  """Names of the functions a traced graph calls with `_XlaMustCompile` set."""
+  return [op.get_attr("f").name for op in concrete_function.graph.get_operations()
+          if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+          and op.node_def.attr["_XlaMustCompile"].b]
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_compiled_log_probs_compile_only_the_log_prob_and_keep_its_value(name):
+  head = likelihood.make_head(name, 7, num_bins=256 if name == "gaussian" else None)
+  x = tf.cast(tf.random.stateless_uniform([4, 7], [0, 2]) < 0.5, tf.float32)
+  params = head(tf.random.stateless_normal([3 * 4, 5], [0, 3]) * 3.0)
+  params = tf.reshape(params, [3, 4, -1])
+  plain = tf.function(head.log_prob)
+
+  @tf.function
+  def compiled(x, params):
+    with likelihood.compiled_log_probs():
+      return head.log_prob(x, params)
+
+  assert not _xla_compiled_calls(plain.get_concrete_function(x, params))
+  assert len(_xla_compiled_calls(compiled.get_concrete_function(x, params))) == 1
+  np.testing.assert_allclose(compiled(x, params), plain(x, params), rtol=1e-5)
+  assert compiled(x, params).shape == (3, 4)
+
+
+def test_compiled_log_probs_nest_and_restore():
+  head = likelihood.BernoulliHead(3)
+  x, logits = tf.ones([2, 3]), tf.zeros([2, 3])
+
+  def calls(fn):
+    return len(_xla_compiled_calls(tf.function(fn).get_concrete_function()))
+
+  def outer_off_inner_on():
+    with likelihood.compiled_log_probs(False):
+      with likelihood.compiled_log_probs():
+        inside = head.log_prob(x, logits)
+      return inside + head.log_prob(x, logits)  # off again after the inner context
+
+  assert calls(outer_off_inner_on) == 1
+  assert calls(lambda: head.log_prob(x, logits)) == 0  # nothing leaks out of a context
+
+
 @pytest.mark.parametrize("variance", ["global", "per_dim", "per_example"])
 def test_gaussian_head_shapes_and_clamp(variance):
   head = likelihood.GaussianHead(6, variance=variance, num_bins=256)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lti import distribute
+from tf_lti import likelihood as likelihood_lib
 from tf_lti import objective as objective_lib
 from tf_lti import text_data
 
@@ -33,7 +34,8 @@ def pick_chunk_size(num_samples, max_chunk_size):
   return max(d for d in range(1, min(num_samples, max_chunk_size) + 1) if num_samples % d == 0)
 
 
-def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk_size=500):
+def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk_size=500,
+                      compile_likelihood=False):
   """Importance-sampled log p(x) per example, streamed over chunks of samples.
 
   ```none
@@ -52,6 +54,10 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
       Default value: 5000.
     chunk_size: samples per chunk at most (rounded down to a divisor of K).
       Default value: 500.
+    compile_likelihood: compute log p(x | z) in an XLA cluster of its own
+      (`likelihood.compiled_log_probs`) -- faster when the caller's graph is
+      not XLA-compiled, but it needs XLA wherever the graph runs (so not in
+      SavedModels meant for TF Serving). Default value: `False`.
 
   Returns:
     log_likelihood: `[B]`.
@@ -65,8 +71,9 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
   seeds = tf.random.experimental.stateless_split(seed, num_chunks)  # [num_chunks, 2]
 
   def body(i, running_max, running_sum):
-    log_weights = objective_lib.log_importance_weights(
-        x, generative, posterior, seed=seeds[i], num_samples=chunk)  # [k, B]
+    with likelihood_lib.compiled_log_probs(compile_likelihood):
+      log_weights = objective_lib.log_importance_weights(
+          x, generative, posterior, seed=seeds[i], num_samples=chunk)  # [k, B]
     new_max = tf.maximum(running_max, tf.reduce_max(log_weights, axis=0))
     running_sum = (running_sum * tf.exp(running_max - new_max)
                    + tf.reduce_sum(tf.exp(log_weights - new_max), axis=0))
@@ -222,7 +229,7 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     if num_importance_samples:
       outputs["log_likelihood"] = iw_log_likelihood(
           x_batch, model.generative, posterior, seed=iw_seed,
-          num_samples=num_importance_samples, chunk_size=chunk_size)
+          num_samples=num_importance_samples, chunk_size=chunk_size, compile_likelihood=True)
     return outputs
 
   if strategy is not None and distribute.is_distributed(strategy):

@@ -7,7 +7,9 @@ functions of `(x, params)`, summed over the event dimensions, so one
 evaluation of the decoder serves the ELBO, importance weights and serving.
 """
 
+import contextlib
 import math
+import threading
 
 import keras
 import tensorflow as tf
@@ -19,7 +21,7 @@ tfd = tfp.distributions
 
 __all__ = [
     "LIKELIHOODS", "GAUSSIAN_VARIANCES", "BernoulliHead", "GaussianHead",
-    "bernoulli_log_prob", "gaussian_log_prob", "make_head",
+    "bernoulli_log_prob", "compiled_log_probs", "gaussian_log_prob", "make_head",
 ]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -81,6 +83,49 @@ def gaussian_log_prob(x, mean, log_variance, num_bins=None):
   return log_density
 
 
+_TRACING = threading.local()
+
+
+@contextlib.contextmanager
+def compiled_log_probs(enabled=True):
+  """Heads traced inside this context compute log p(x | z) in an XLA cluster of its own.
+
+  For graphs that are not compiled as a whole, such as the importance-sampled
+  evaluation (TensorFlow's own matmul kernels beat XLA's at its large decoder
+  batches): there TF runs `sum_d x_d * logits_d - softplus(logits_d)` as four
+  kernels over `[K * B, D]`, softplus alone the costliest op after the
+  matmuls, while XLA fuses them into one loop (docs/benchmarks.md). Only read
+  while a function is traced; inside an XLA-compiled graph it changes nothing.
+
+  Args:
+    enabled: Python `bool`; `False` restores the plain kernels within.
+      Default value: `True`.
+
+  Yields:
+    None.
+  """
+  previous = getattr(_TRACING, "compile_log_probs", False)
+  _TRACING.compile_log_probs = enabled
+  try:
+    yield
+  finally:
+    _TRACING.compile_log_probs = previous
+
+
+def _compiled(log_prob):
+  """`log_prob`, in its own XLA cluster when traced inside `compiled_log_probs`."""
+  compiled = tf.function(log_prob, jit_compile=True, autograph=False, reduce_retracing=True)
+
+  def call(*args):
+    return (compiled if getattr(_TRACING, "compile_log_probs", False) else log_prob)(*args)
+
+  return call
+
+
+_bernoulli_log_prob = _compiled(bernoulli_log_prob)
+_gaussian_log_prob = _compiled(gaussian_log_prob)
+
+
 class BernoulliHead(keras.layers.Layer):
   """Maps hidden units to Bernoulli logits over `event_size` binary pixels."""
 
@@ -95,7 +140,7 @@ class BernoulliHead(keras.layers.Layer):
 
   def log_prob(self, x, params):
     """`x` `[..., D]`, `params` (logits) `[..., D]` -> `[...]`."""
-    return bernoulli_log_prob(x, params)
+    return _bernoulli_log_prob(x, params)
 
   def mean(self, params):
     """Pixel probabilities `[..., D]`."""
@@ -160,7 +205,7 @@ class GaussianHead(keras.layers.Layer):
   def log_prob(self, x, params):
     """`x` `[..., D]`, `params` `[..., 2D]` -> `[...]`."""
     mean, log_variance = self._split(params)
-    return gaussian_log_prob(x, mean, log_variance, self.num_bins)
+    return _gaussian_log_prob(x, mean, log_variance, self.num_bins)
 
   def mean(self, params):
     return self._split(params)[0]

@@ -225,7 +225,7 @@ def _run_one(config, jit_compile, strategy):
       return evaluation.iw_log_likelihood(x_batch, model.generative,
                                           model.family.distribution(params),
                                           seed=tf.constant([0, 1]), num_samples=num_samples,
-                                          chunk_size=chunk)
+                                          chunk_size=chunk, compile_likelihood=True)
     x = x[:config.eval.eval_batch_size]
     run = lambda: iw(x).numpy()
     run()
