@@ -79,7 +79,7 @@ def gaussian_log_prob(x, mean, log_variance, num_bins=None):
                         + tf.square(x - mean) * tf.exp(-log_variance))
   log_density = tf.reduce_sum(log_density, axis=-1)
   if num_bins is not None:
-    log_density -= x.shape[-1] * math.log(num_bins)
+    log_density -= tf.cast(tf.shape(x)[-1], log_density.dtype) * math.log(num_bins)
   return log_density
 
 
