@@ -4,10 +4,10 @@ TensorFlow's stateless samplers default to `alg="auto_select"`, which on CPU
 and GPU *is* the Philox generator: the numbers equal those of `alg="philox"`,
 with or without XLA. XLA's CPU backend, however, lowers the auto-selected
 generator to a far slower program: the 6,400 normals of a batch-100, 64-latent
-training step take 0.90 ms instead of 0.12 ms (≈ 8 % of the whole step), and
-320,000 normals 123 ms instead of 3.7 ms (docs/benchmarks.md). Every draw
-inside a compiled step therefore names Philox explicitly; seeded results do
-not change.
+training step take 0.90 ms instead of 0.12 ms (there they overlap with the
+encoder, so the step barely changes), and 320,000 normals drawn alone 123 ms
+instead of 3.7 ms (docs/benchmarks.md). Every draw therefore names Philox
+explicitly; seeded results do not change.
 """
 
 import tensorflow as tf
