@@ -30,7 +30,6 @@ import tensorflow_probability as tfp
 from tf_lti import discrete
 from tf_lti import likelihood as likelihood_lib
 from tf_lti import network
-from tf_lti import rng
 
 tfd = tfp.distributions
 
@@ -49,7 +48,7 @@ def standard_normal_log_prob(z):
 def standard_normal(latent_size, dtype=tf.float32):
   """N(0, I_Z) as a `tfd.Distribution` with event shape `[Z]` (the prior of one-level models)."""
   zeros = tf.zeros([latent_size], dtype)
-  return tfd.Independent(rng.Normal(zeros, tf.ones_like(zeros)), 1)
+  return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
 
 
 class OneLevel:
@@ -291,12 +290,12 @@ class GenerativeModel(keras.layers.Layer):
     seeds = tf.random.experimental.stateless_split(seed, self.num_levels)
     levels = [None] * (self.num_levels - 1)
     if self.num_categories is None:
-      levels.append(rng.normal([num_samples, self.latent_sizes[-1]], seeds[-1]))
+      levels.append(tf.random.stateless_normal([num_samples, self.latent_sizes[-1]], seeds[-1]))
     else:  # hard one-hot draws from the uniform categorical prior
       levels.append(self.prior().sample(num_samples, seed=seeds[-1]))
 
     def sampled_level(level, mean, log_variance):
-      noise = rng.normal(tf.shape(mean), seeds[level])
+      noise = tf.random.stateless_normal(tf.shape(mean), seeds[level])
       levels[level] = mean + tf.exp(0.5 * log_variance) * noise
       return levels[level]
 

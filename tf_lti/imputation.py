@@ -37,8 +37,6 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_lti import rng
-
 __all__ = ["FILLS", "MISSING_TYPES", "POSITIONS", "ImputationResult", "block_mask",
            "check_decoder", "imputation_errors", "impute", "initial_fill", "make_mask",
            "pixel_mean_baseline", "random_mask"]
@@ -150,7 +148,7 @@ def initial_fill(x, mask, *, fill="half", seed, binary=False):
   if fill == "half":
     values = tf.fill(tf.shape(x), tf.constant(0.5, x.dtype))
   elif fill == "noise":
-    values = rng.uniform(tf.shape(x), seed, dtype=x.dtype)
+    values = tf.random.stateless_uniform(tf.shape(x), seed, dtype=x.dtype)
     if binary:
       values = tf.cast(values < 0.5, x.dtype)
   else:

@@ -15,8 +15,6 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_lti import rng
-
 tfd = tfp.distributions
 
 __all__ = [
@@ -217,7 +215,7 @@ class GaussianHead(keras.layers.Layer):
 
   def distribution(self, params):
     mean, log_variance = self._split(params)
-    return tfd.Independent(rng.Normal(mean, tf.exp(0.5 * log_variance)), 1)
+    return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1)
 
 
 def make_head(likelihood, event_size, *, gaussian_variance="global", num_bins=None):

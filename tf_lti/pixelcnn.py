@@ -55,7 +55,6 @@ import tensorflow as tf
 
 from tf_lti import generative as generative_lib
 from tf_lti import likelihood as likelihood_lib
-from tf_lti import rng
 
 __all__ = ["CONFIGURATIONS", "GatedPixelCNN", "default_kernel_sizes"]
 
@@ -382,7 +381,7 @@ class GatedPixelCNN(generative_lib.OneLevel, keras.layers.Layer):
   def _conditional_sample(self, z, seed):
     height, width = self._image_shape
     num_samples = tf.shape(z)[0]
-    noise = rng.uniform([num_samples, self.event_size], seed, dtype=z.dtype)
+    noise = tf.random.stateless_uniform([num_samples, self.event_size], seed, dtype=z.dtype)
     noise = tf.reshape(noise, [num_samples, height, width])
     maps = self._maps(z)
 
@@ -427,7 +426,7 @@ class GatedPixelCNN(generative_lib.OneLevel, keras.layers.Layer):
       x: `[N, D]` with values in {0, 1}.
     """
     z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    z = rng.normal([num_samples, self._latent_size], z_seed)
+    z = tf.random.stateless_normal([num_samples, self._latent_size], z_seed)
     return z, self.conditional_sample(z, x_seed)
 
   def call(self, inputs, training=False):

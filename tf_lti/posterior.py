@@ -42,7 +42,6 @@ from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.internal import tensor_util
 
 from tf_lti import discrete
-from tf_lti import rng
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -265,8 +264,10 @@ class RankOnePrecisionNormal(tfd.AutoCompositeTensorDistribution):
 
   def _sample_n(self, n, seed=None):
     loc, precision_diag, precision_factor = self._broadcast_parameters()
-    eps = rng.normal(ps.concat([[n], ps.shape(loc)], axis=0), samplers.sanitize_seed(seed),
-                     dtype=self.dtype)
+    eps = samplers.normal(
+        shape=ps.concat([[n], ps.shape(loc)], axis=0),
+        dtype=self.dtype,
+        seed=seed)
     return loc + _scale_matvec(precision_diag, precision_factor, eps)
 
   def _log_prob(self, x):
@@ -547,7 +548,7 @@ class DiagonalGaussian(PosteriorFamily):
   code). Unlike the reference clamp, the clip passes the gradient through
   (`clip_straight_through`): a log-variance pushed past the range is pulled
   back by the bound's gradient instead of being stuck there for good. The
-  result is `tfd.Independent(rng.Normal(...), 1)` (a `tfd.Normal`), so `tfd.kl_divergence` to
+  result is `tfd.Independent(tfd.Normal(...), 1)`, so `tfd.kl_divergence` to
   an `Independent(Normal)` prior is analytic.
   """
 
@@ -573,7 +574,7 @@ class DiagonalGaussian(PosteriorFamily):
     log_variance = clip_straight_through(
         log_variance, self.min_log_variance, self.max_log_variance)
     return tfd.Independent(
-        rng.Normal(loc=loc, scale=tf.exp(0.5 * log_variance)),
+        tfd.Normal(loc=loc, scale=tf.exp(0.5 * log_variance)),
         reinterpreted_batch_ndims=1)
 
 

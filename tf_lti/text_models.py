@@ -61,9 +61,8 @@ be differentiated again (Hessian-vector products need that).
 import keras
 import tensorflow as tf
 
-from tf_lti import generative as generative_lib
-from tf_lti import rng
 from tf_lti import text_data
+from tf_lti import generative as generative_lib
 from tf_lti.generative import standard_normal_log_prob
 from tf_lti.inference import base
 
@@ -130,7 +129,7 @@ def _make_dense(units, init_scale, name):
 
 def _dropout(values, rate, seed):
   """Inverted dropout with a stateless mask: `values * (u >= rate) / (1 - rate)`."""
-  keep = rng.uniform(tf.shape(values), seed) >= rate
+  keep = tf.random.stateless_uniform(tf.shape(values), seed) >= rate
   return tf.where(keep, values / (1.0 - rate), tf.zeros_like(values))
 
 
@@ -244,7 +243,7 @@ class LSTMDecoder(generative_lib.OneLevel, keras.layers.Layer):
     seeds = self._dropout_seeds(training, seed)
     inputs = x[:, :-1]
     if seeds is not None and self.word_dropout > 0.0:
-      dropped = rng.uniform(tf.shape(inputs), seeds[0]) < self.word_dropout
+      dropped = tf.random.stateless_uniform(tf.shape(inputs), seeds[0]) < self.word_dropout
       dropped = tf.logical_and(dropped, inputs >= text_data.NUM_SPECIALS)
       inputs = tf.where(dropped, tf.constant(text_data.UNK_ID, inputs.dtype), inputs)
     embedded = self._embedding(inputs)  # [N, T-1, E]
@@ -360,7 +359,8 @@ class LSTMDecoder(generative_lib.OneLevel, keras.layers.Layer):
     if not temperature > 0:
       raise ValueError(f"`temperature` must be positive; got {temperature!r}.")
     z_seed, token_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    z = rng.normal([num_samples, self._latent_size], z_seed, dtype=self.compute_dtype)
+    z = tf.random.stateless_normal([num_samples, self._latent_size], z_seed,
+                                   dtype=self.compute_dtype)
     if self._initial_state is not None:
       h = self._initial_state(z)
     else:
