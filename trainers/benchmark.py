@@ -273,6 +273,10 @@ def _run_each(arguments_list):
 
 @flags_lib.exit_on_user_error
 def main():
+  # `tensor_peak_mb` reads the CPU allocator's statistics, which only TF's BFC allocator keeps.
+  # TF uses it on the CPU only when oneDNN is on, and turns oneDNN on by default only on CPUs
+  # with AVX-512 VNNI/BF16 or AMX: ask for it, before TensorFlow starts, on every CPU.
+  os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
   config = flags_lib.config_from_flags()
   _check_flags(config)
   if FLAGS.sweep_svi_steps:
