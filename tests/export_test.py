@@ -2,11 +2,18 @@
 TF Serving's REST predict contract, input validation, versions and strict restore.
 
 One module fixture trains the four encoder kinds for a few steps (standard,
-iterative gradient- and error-encoding, semi-amortized), exports each, and
-computes the in-memory model's answers with the library's own functions. One
-fresh Python process then reloads every export -- with `tf.saved_model.load`
-and in a TF1 session, the loader TF Serving's C++ server uses -- and answers the
-same requests; the tests compare the two.
+iterative gradient- and error-encoding, semi-amortized), exports each, and answers
+every request twice in memory: with the serving module's own traced functions (the
+graph the SavedModel holds) and with the library's functions, eagerly. One fresh
+Python process then reloads every export -- with `tf.saved_model.load` and in a
+TF1 session, the loader TF Serving's C++ server uses -- and answers the same
+requests. The tests compare the reloaded answers with the traced functions (what
+was saved is what was traced), and the traced functions with the library (the
+export runs the library's procedure). Both comparisons are between float32
+implementations that may use different kernels (oneDNN or Eigen, fused or not),
+so each uses the tolerance `testing.rounding_tolerance` derives for that request;
+`test_a_wrong_export_exceeds_the_tolerance` shows it still catches a refinement
+step fewer or a wrong step size (tests/README.md, "Numerical tolerances").
 """
 
 import json
@@ -47,7 +54,6 @@ KINDS = {
 }
 STEP_SIZE = 1.0 / 50  # The trained SVI step sizes (config defaults).
 IMPORTANCE_SAMPLES = 500  # Chunks of 125 at the default chunk size 200.
-TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 # Reloads each export in a fresh process, without tf_lti: TF2 signatures, restored
 # functions (their defaults), a TF1 session (the SignatureDef's defaults), and bad inputs.
@@ -93,21 +99,55 @@ def _config(kind):
 
 
 class _Plan:
-  """Requests for the fresh process and the in-memory model's answers to them."""
+  """Requests for the fresh process, the in-memory answers to them and their tolerances.
+
+  `expected[key]` is the answer of the in-memory serving module's traced function,
+  `library[key]` (where given) the library's answer computed eagerly, and
+  `tolerance[key]` the derived tolerance of the request (`testing.rounding_tolerance`).
+  """
 
   def __init__(self):
-    self.entries, self.arrays, self.expected, self.errors = {}, {}, {}, {}
+    self.entries, self.arrays, self.errors = {}, {}, {}
+    self.expected, self.library, self.tolerance = {}, {}, {}
 
-  def add(self, kind, mode, name, signature, inputs, expected=None, error=None):
+  def add(self, kind, mode, name, signature, inputs, module=None, library=None, error=None):
+    """Adds a request; `module` (an in-memory `ServingModule`) answers it unless it must fail."""
     key = f"{kind}/{mode}:{name}"
     self.entries[kind]["calls"].append(
         dict(mode=mode, name=name, signature=signature, inputs=sorted(inputs)))
     self.arrays.update({f"{key}/{input_name}": np.asarray(value)
                         for input_name, value in inputs.items()})
-    if expected is not None:
-      self.expected[key] = {output: np.asarray(value) for output, value in expected.items()}
+    if module is not None:
+      self.expected[key], self.tolerance[key] = _serve_in_memory(module, signature, inputs)
+    if library is not None:
+      self.library[key] = {output: np.asarray(value) for output, value in library.items()}
     if error is not None:
       self.errors[key] = error
+    return key
+
+
+def _serve_in_memory(module, signature, inputs):
+  """The answer of `module`'s traced `signature` to `inputs`, and its rounding tolerance.
+
+  The longest reduction is the widest layer, the event, or the importance samples.
+  """
+  function = module.signatures()[signature]
+  tensors = {name: tf.constant(value) for name, value in inputs.items()}
+
+  def run():
+    return {output: value.numpy() for output, value in function(**tensors).items()}
+
+  model = module._model.value  # pylint: disable=protected-access
+  variables = [v for v in model.generative.variables + model.inference.variables
+               if tf.as_dtype(v.dtype).is_floating]
+  widest = max(max(v.shape) for v in variables if len(v.shape) == 2)
+  length = max(widest, module.event_size, int(inputs.get("num_importance_samples", 0)))
+  return run(), testing.rounding_tolerance(variables, run, reduction_length=length)
+
+
+def _assert_within(actual, expected, tolerance, name):
+  """|actual - expected| <= tolerance elementwise (`tolerance` absolute, derived)."""
+  np.testing.assert_allclose(actual, expected, rtol=0, atol=tolerance, err_msg=name)
 
 
 def _encode_reference(model, x, **controls):
@@ -132,24 +172,32 @@ def _log_likelihood_reference(model, x, num_samples):
       num_samples=num_samples, chunk_size=200)}
 
 
-def _add_requests(plan, kind, model, x, x_large):
-  """Every signature at several settings, the defaults, and bad inputs, for one export."""
+def _add_requests(plan, kind, model, module, x, x_large):
+  """Every signature at several settings, the defaults, and bad inputs, for one export.
+
+  Returns:
+    The key of the `encode` request at the defaults.
+  """
   generative = model.generative
   z = np.random.default_rng(1).normal(size=(5, generative.latent_size)).astype(np.float32)
-  plan.add(kind, "signature", "decode", "decode", {"z": z},
+  plan.add(kind, "signature", "decode", "decode", {"z": z}, module,
            {"x_mean": generative.head.mean(generative.decode(tf.constant(z))[0])})
   sampled_z, x_mean = generative.sample(3, tf.constant([7, 11]))
   plan.add(kind, "signature", "sample", "sample", {"n": np.int32(3), "seed": np.int32([7, 11])},
-           {"z": sampled_z, "x_mean": x_mean})
+           module, {"z": sampled_z, "x_mean": x_mean})
   plan.add(kind, "signature", "log_likelihood", "log_likelihood",
-           {"x": x, "num_importance_samples": np.int32(IMPORTANCE_SAMPLES)},
+           {"x": x, "num_importance_samples": np.int32(IMPORTANCE_SAMPLES)}, module,
            _log_likelihood_reference(model, x, IMPORTANCE_SAMPLES))
-  defaults = _log_likelihood_reference(model, x, SMALL["num_importance_samples"])
-  plan.add(kind, "session", "log_likelihood", "log_likelihood", {"x": x}, defaults)
+  # The TF1 session omits num_importance_samples (its default); answered with it given.
+  plan.add(kind, "session", "log_likelihood", "log_likelihood", {"x": x})
+  plan.expected[f"{kind}/session:log_likelihood"], plan.tolerance[
+      f"{kind}/session:log_likelihood"] = _serve_in_memory(
+          module, "log_likelihood",
+          {"x": x, "num_importance_samples": np.int32(SMALL["num_importance_samples"])})
 
   if kind == "standard":
-    default = _encode_reference(model, x)
-    plan.add(kind, "signature", "encode", "encode", {"x": x}, default)
+    default = plan.add(kind, "signature", "encode", "encode", {"x": x}, module,
+                       _encode_reference(model, x))
     plan.add(kind, "signature", "z_width", "decode", {"z": z[:, :3]}, error=r"`z` must have shape")
     plan.add(kind, "signature", "n", "sample", {"n": np.int32(-1), "seed": np.int32([0, 0])},
              error=r"`n` must be in \[0, 10000\]; got\] \[-1\]")
@@ -160,10 +208,11 @@ def _add_requests(plan, kind, model, x, x_large):
              error=r"`num_importance_samples` must be in \[1, 100000\]; got\] \[0\]")
   elif kind.startswith("iterative"):
     for steps in (0, ITERATIONS, ITERATIONS + 2):
-      plan.add(kind, "signature", f"encode_{steps}", "encode",
-               {"x": x, "num_iterations": np.int32(steps)},
-               _encode_reference(model, x, num_iterations=steps))
-    default = _encode_reference(model, x, num_iterations=ITERATIONS)
+      key = plan.add(kind, "signature", f"encode_{steps}", "encode",
+                     {"x": x, "num_iterations": np.int32(steps)}, module,
+                     _encode_reference(model, x, num_iterations=steps))
+      if steps == ITERATIONS:
+        default = key
     for steps in (0, ITERATIONS):
       plan.add(kind, "signature", f"improve_{steps}", "encode",
                {"x": x_large, "num_iterations": np.int32(steps)})
@@ -180,12 +229,14 @@ def _add_requests(plan, kind, model, x, x_large):
     step = np.float32(STEP_SIZE)
     for steps, mean_step, variance_step in ((0, step, step), (SVI_STEPS, step, step),
                                             (SVI_STEPS + 3, np.float32(0.05), np.float32(0.01))):
-      plan.add(kind, "signature", f"encode_{steps}", "encode",
-               {"x": x, "num_steps": np.int32(steps), "mean_step_size": mean_step,
-                "variance_step_size": variance_step},
-               _encode_reference(model, x, num_steps=steps, mean_step_size=float(mean_step),
-                                 variance_step_size=float(variance_step)))
-    default = _encode_reference(model, x, num_steps=SVI_STEPS)
+      key = plan.add(kind, "signature", f"encode_{steps}", "encode",
+                     {"x": x, "num_steps": np.int32(steps), "mean_step_size": mean_step,
+                      "variance_step_size": variance_step}, module,
+                     _encode_reference(model, x, num_steps=steps,
+                                       mean_step_size=float(mean_step),
+                                       variance_step_size=float(variance_step)))
+      if steps == SVI_STEPS:
+        default = key
     for steps in (0, 20):
       plan.add(kind, "signature", f"improve_{steps}", "encode",
                {"x": x_large, "num_steps": np.int32(steps), "mean_step_size": step,
@@ -198,8 +249,11 @@ def _add_requests(plan, kind, model, x, x_large):
              {"x": x, "num_steps": np.int32(2), "mean_step_size": np.float32(0.0),
               "variance_step_size": step},
              error=r"`mean_step_size` must be finite and > 0; got\] \[0\]")
-  plan.add(kind, "session", "serving_default", "serving_default", {"x": x}, default)
-  plan.add(kind, "function", "encode", "encode", {"x": x}, default)
+  # Requests at the defaults (inputs omitted) have the answer of the explicit request.
+  for mode, name in (("session", "serving_default"), ("function", "encode")):
+    key = plan.add(kind, mode, name, "serving_default" if mode == "session" else "encode",
+                   {"x": x})
+    plan.expected[key], plan.tolerance[key] = plan.expected[default], plan.tolerance[default]
   return default
 
 
@@ -233,11 +287,15 @@ def round_trip(tmp_path_factory):
                              stderr=subprocess.PIPE, text=True)
     else:
       assert exporter.export_from_workdir(workdirs[kind], base) == exports[kind]
-  models, defaults = {}, {}
+  models, modules, defaults = {}, {}, {}
   for kind in KINDS:
     _, splits, models[kind], _ = train_lib.restore_model(workdirs[kind])
+    # What `export_from_workdir` serves: the run's evaluation K is log_likelihood's default.
+    modules[kind] = exporter.ServingModule(
+        models[kind], num_importance_samples=SMALL["num_importance_samples"])
     plan.entries[kind] = {"path": exports[kind], "calls": []}
-    defaults[kind] = _add_requests(plan, kind, models[kind], splits.valid[:8], splits.valid[:200])
+    defaults[kind] = _add_requests(plan, kind, models[kind], modules[kind], splits.valid[:8],
+                                   splits.valid[:200])
   cli_output = _communicate(cli)
 
   files = [str(root / name) for name in ("plan.json", "inputs.npz", "outputs.npz", "errors.json")]
@@ -263,7 +321,8 @@ def round_trip(tmp_path_factory):
   with open(files[3]) as f:
     errors = json.load(f)
   return dict(root=root, plan=plan, results=dict(np.load(files[2])), errors=errors,
-              workdirs=workdirs, exports=exports, models=models, defaults=defaults, x=x,
+              workdirs=workdirs, exports=exports, models=models, modules=modules,
+              defaults=defaults, x=x,
               cli_output=cli_output, show_output=outputs["show"])
 
 
@@ -283,19 +342,52 @@ def test_exports_are_version_one_with_provenance(round_trip):
         "num_steps": SVI_STEPS, "mean_step_size": STEP_SIZE, "variance_step_size": STEP_SIZE}
 
 
-def test_reloaded_signatures_match_the_in_memory_model(round_trip):
-  results, compared = round_trip["results"], 0
-  for key, expected in round_trip["plan"].expected.items():
+def test_reloaded_signatures_match_the_traced_serving_functions(round_trip):
+  plan, results, compared = round_trip["plan"], round_trip["results"], 0
+  for key, expected in plan.expected.items():
     for output, value in expected.items():
-      np.testing.assert_allclose(results[f"{key}/{output}"], value, **TOLERANCE,
-                                 err_msg=f"{key}/{output}")
+      _assert_within(results[f"{key}/{output}"], value, plan.tolerance[key][output],
+                     f"{key}/{output}")
       compared += 1
   # Every kind: decode, sample, log_likelihood (K given and default), encode at several
   # settings through TF2 signatures, restored functions and a TF1 session.
   assert compared >= 4 * 10
   for kind in KINDS:
-    assert {f"{kind}/session:serving_default", f"{kind}/function:encode"} <= set(
-        round_trip["plan"].expected)
+    assert {f"{kind}/session:serving_default", f"{kind}/function:encode"} <= set(plan.expected)
+
+
+def test_serving_functions_run_the_library_procedure(round_trip):
+  plan, compared = round_trip["plan"], 0
+  for key, library in plan.library.items():
+    for output, value in library.items():
+      _assert_within(plan.expected[key][output], value, plan.tolerance[key][output],
+                     f"{key}/{output}")
+      compared += 1
+  # decode, sample, log_likelihood and encode (1 setting standard, 3 refined ones) per kind.
+  assert len(plan.library) == 4 * 3 + 1 + 3 * 3 and compared > len(plan.library)
+
+
+@pytest.mark.parametrize("kind,mistake", [
+    ("iterative_gradient", {"num_iterations": ITERATIONS - 1}),
+    ("iterative_error", {"num_iterations": ITERATIONS - 1}),
+    ("semi_amortized", {"num_steps": SVI_STEPS - 1}),
+    ("semi_amortized", {"mean_step_size": 2 * STEP_SIZE}),
+])
+def test_a_wrong_export_exceeds_the_tolerance(round_trip, kind, mistake):
+  """An export one refinement step short, or with another step size, fails the comparison
+  with the library: the derived tolerances still catch real mistakes."""
+  plan, module = round_trip["plan"], round_trip["modules"][kind]
+  key = round_trip["defaults"][kind]
+  inputs = {name.rsplit("/", 1)[1]: value for name, value in plan.arrays.items()
+            if name.startswith(f"{key}/")}
+  inputs.update({name: np.asarray(value, inputs[name].dtype) for name, value in mistake.items()})
+  wrong, _ = _serve_in_memory(module, "encode", inputs)
+  # Not merely over the tolerance: an order of magnitude over it (measured: 480-8,400x), so the
+  # tolerance has room to grow on other hosts and still catch these mistakes.
+  for output in ("loc", "bound"):
+    excess = np.max(np.abs(wrong[output] - plan.library[key][output])
+                    / plan.tolerance[key][output])
+    assert excess > 10, (output, excess)
 
 
 def test_encode_outputs_the_family_params_and_the_trajectory(round_trip):
@@ -336,9 +428,10 @@ def test_saved_model_cli_show_and_run(round_trip):
   for key in ("serving_default", "encode", "decode", "sample", "log_likelihood"):
     assert f"signature_def['{key}']" in shown
   assert "inputs['num_iterations'] tensor_info" in shown
+  plan, key = round_trip["plan"], round_trip["defaults"]["iterative_gradient"]
   for output in ("loc", "bound", "bound_trajectory"):
-    np.testing.assert_allclose(np.load(round_trip["root"] / "cli_run" / f"{output}.npy"),
-                               round_trip["defaults"]["iterative_gradient"][output], **TOLERANCE)
+    _assert_within(np.load(round_trip["root"] / "cli_run" / f"{output}.npy"),
+                   plan.expected[key][output], plan.tolerance[key][output], output)
 
 
 
@@ -367,30 +460,32 @@ def test_rest_predict_row_and_columnar_formats(round_trip, rest_servers):
   # Row format, one input: each instance is an example's x.
   status, body = testing.post_json(rest_servers["standard"] + ":predict", {"instances": x.tolist()})
   assert status == 200 and len(body["predictions"]) == 8
+  key = defaults["standard"]
   for output in ("loc", "log_variance", "bound"):
-    np.testing.assert_allclose([p[output] for p in body["predictions"]],
-                               defaults["standard"][output], **TOLERANCE)
+    _assert_within([p[output] for p in body["predictions"]], plan.expected[key][output],
+                   plan.tolerance[key][output], output)
   # Row format with a single output: each prediction is the value itself.
   z = plan.arrays["standard/signature:decode/z"]
   status, body = testing.post_json(rest_servers["standard"] + "/versions/1:predict",
                        {"signature_name": "decode", "instances": z.tolist()})
   assert status == 200
-  np.testing.assert_allclose(body["predictions"],
-                             plan.expected["standard/signature:decode"]["x_mean"], **TOLERANCE)
+  key = "standard/signature:decode"
+  _assert_within(body["predictions"], plan.expected[key]["x_mean"],
+                 plan.tolerance[key]["x_mean"], "x_mean")
   # Columnar format: scalar inputs are whole tensors.
   iterative = rest_servers["iterative_gradient"] + ":predict"
   status, body = testing.post_json(iterative, {"signature_name": "encode",
                                    "inputs": {"x": x.tolist(), "num_iterations": 5}})
   assert status == 200
-  expected = plan.expected["iterative_gradient/signature:encode_5"]
+  key = "iterative_gradient/signature:encode_5"
   for output in ("params", "bound_trajectory"):
-    np.testing.assert_allclose(body["outputs"][output], expected[output], **TOLERANCE)
+    _assert_within(body["outputs"][output], plan.expected[key][output],
+                   plan.tolerance[key][output], output)
   status, body = testing.post_json(iterative, {"signature_name": "sample",
                                    "inputs": {"n": 3, "seed": [7, 11]}})
   assert status == 200
-  np.testing.assert_allclose(body["outputs"]["z"],
-                             plan.expected["iterative_gradient/signature:sample"]["z"],
-                             **TOLERANCE)
+  key = "iterative_gradient/signature:sample"
+  _assert_within(body["outputs"]["z"], plan.expected[key]["z"], plan.tolerance[key]["z"], "z")
   # Row format batches every input: a scalar input becomes [B] and fails its check.
   status, body = testing.post_json(iterative, {"instances": [{"x": row, "num_iterations": 2}
                                                  for row in x.tolist()]})

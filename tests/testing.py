@@ -157,3 +157,62 @@ def post_json(url, body):
       return response.status, json.loads(response.read())
   except urllib.error.HTTPError as error:
     return error.code, json.loads(error.read())
+
+
+# Unit roundoff of float32 (half the spacing of floats in [1, 2)).
+FLOAT32_ROUNDOFF = 2.0 ** -24
+
+
+def float32_reduction_bound(length):
+  """gamma_n = n u / (1 - n u): the relative backward error of any float32 sum or dot product of
+  `length` terms, in any order (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+  eq. 3.4 and Lemma 3.1)."""
+  nu = length * FLOAT32_ROUNDOFF
+  return nu / (1.0 - nu)
+
+
+def rounding_tolerance(variables, run, *, reduction_length, seed=0):
+  """Absolute tolerances for comparing two float32 implementations of the computation `run()`.
+
+  Two implementations of one float32 computation -- eager kernels and a traced graph, oneDNN
+  and Eigen, fused and unfused -- differ only in rounding. By backward error analysis each
+  computes, to first order, the exact result for weights perturbed by a relative
+  |delta| <= gamma_N, N the longest reduction in the computation (every matmul, sum and
+  importance-sample mean is a reduction). This function measures what such a perturbation does
+  to *this* computation -- it runs `run()` again with every floating weight scaled by
+  (1 + gamma_N eps), eps = +-1 at random -- and returns, per output,
+
+      tolerance = 2 max|run(perturbed) - run()| + gamma_N max|run()|
+
+  (2: one perturbation per implementation; the second term: the rounding of the outputs'
+  own reductions, which no weight carries). The measured change includes the amplification by
+  the computation itself (T refinement steps amplify rounding and this perturbation alike), so
+  the tolerance follows the procedure's conditioning on any host; random signs of the worst-case
+  size gamma_N (actual rounding errors grow like sqrt(N) u) give the margin. It stays orders of
+  magnitude below a real mistake: tests pair it with a deliberately wrong computation that must
+  exceed it (e.g. tests/export_test.py).
+
+  Args:
+    variables: the float variables `run` reads (restored to their values afterwards).
+    run: a function of no arguments returning `{name: array}`.
+    reduction_length: N, the longest reduction in the computation.
+    seed: seed of the random signs.
+
+  Returns:
+    `{name: absolute tolerance}`.
+  """
+  gamma = float32_reduction_bound(reduction_length)
+  reference = {name: np.asarray(value) for name, value in run().items()}
+  rng = np.random.default_rng(seed)
+  saved = [variable.numpy() for variable in variables]
+  try:
+    for variable, value in zip(variables, saved):
+      signs = rng.choice([-1.0, 1.0], size=value.shape)
+      variable.assign((value * (1.0 + gamma * signs)).astype(value.dtype))
+    perturbed = {name: np.asarray(value) for name, value in run().items()}
+  finally:
+    for variable, value in zip(variables, saved):
+      variable.assign(value)
+  return {name: 2.0 * float(np.max(np.abs(perturbed[name] - value), initial=0.0))
+                + gamma * float(np.max(np.abs(value), initial=0.0))
+          for name, value in reference.items()}
