@@ -37,8 +37,8 @@ import pytest
 from export import exporter
 from export import rest_adapter
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
+from tf_lti.config import presets
+from tf_lti.training import builders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines TensorFlow's C++ runtime writes to stderr while it starts (absl log lines and their
@@ -590,7 +590,7 @@ SERVING = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
   """An (untrained) iterative model's export behind the REST adapter: its URL and export base."""
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       procedure="iterative", num_iterations=2, iterative_inputs=("data", "params"),
       hidden_units=(8,), latent_sizes=(LATENT_SIZE,))).validate()
   model = builders.build_model(config, EVENT_SIZE)

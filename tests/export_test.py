@@ -25,11 +25,12 @@ from export import exporter
 from export import latency_benchmark
 from export import rest_adapter
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
-from tf_lti import evaluation
-from tf_lti import objective as objective_lib
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.evaluation import likelihood as likelihood_lib
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ITERATIONS = 3
@@ -89,7 +90,7 @@ with open(sys.argv[4], "w") as f:
 
 
 def _config(kind):
-  return config_lib.from_preset("quickstart").override(dict(SMALL, **KINDS[kind]))
+  return presets.from_preset("quickstart").override(dict(SMALL, **KINDS[kind]))
 
 
 class _Plan:
@@ -116,7 +117,7 @@ def _encode_reference(model, x, **controls):
                                  seed=tf.constant(exporter.INFERENCE_SEED), **controls)
   trajectory = result.bound_trajectory
   if trajectory is None:
-    trajectory = objective_lib.elbo(
+    trajectory = bounds_lib.elbo(
         tf.constant(x), model.generative, model.family.distribution(result.params),
         seed=tf.constant(exporter.BOUND_SEED), num_samples=model.objective.num_samples,
         kl=model.objective.kl)["elbo"][None]
@@ -127,7 +128,7 @@ def _encode_reference(model, x, **controls):
 def _log_likelihood_reference(model, x, num_samples):
   posterior = model.family.distribution(model.inference.infer(
       tf.constant(x), model.generative, seed=tf.constant(exporter.INFERENCE_SEED)).params)
-  return {"log_likelihood": evaluation.iw_log_likelihood(
+  return {"log_likelihood": likelihood_lib.iw_log_likelihood(
       tf.constant(x), model.generative, posterior, seed=tf.constant(exporter.IMPORTANCE_SEED),
       num_samples=num_samples, chunk_size=200)}
 
@@ -223,7 +224,7 @@ def round_trip(tmp_path_factory):
   cli = None
   for kind in KINDS:
     workdirs[kind] = str(root / "runs" / kind)
-    train_lib.train_and_evaluate(_config(kind), workdirs[kind], verbose=False)
+    loop.train_and_evaluate(_config(kind), workdirs[kind], verbose=False)
     base = str(root / "exports" / kind)
     exports[kind] = os.path.join(base, "1")
     # The binary exports one kind (in the background), the library the others.
@@ -235,7 +236,7 @@ def round_trip(tmp_path_factory):
       assert exporter.export_from_workdir(workdirs[kind], base) == exports[kind]
   models, defaults = {}, {}
   for kind in KINDS:
-    _, splits, models[kind], _ = train_lib.restore_model(workdirs[kind])
+    _, splits, models[kind], _ = workdir_lib.restore_model(workdirs[kind])
     plan.entries[kind] = {"path": exports[kind], "calls": []}
     defaults[kind] = _add_requests(plan, kind, models[kind], splits.valid[:8], splits.valid[:200])
   cli_output = _communicate(cli)
