@@ -48,8 +48,9 @@ from tf_lti.models import layers
 
 __all__ = ["ERROR_PARTS", "IterativeInferenceModel"]
 
-# Which prediction errors are encoded: residuals (x - mu_x, z - mu_p), as in the paper's
-# experiments (B.1: "we drop sigma_x^2 and sigma_p^2"), or residuals times the precision.
+# The prediction errors each of `choices.ERROR_ENCODINGS` encodes: residuals (x - mu_x,
+# z - mu_p), as in the paper's experiments (B.1: "we drop sigma_x^2 and sigma_p^2"), or
+# residuals times the precision.
 ERROR_PARTS = {"residual": ("data_residual", "latent_residual"),
                "normalized": ("data_error", "latent_error")}
 
@@ -58,10 +59,10 @@ class IterativeInferenceModel(base.InferenceProcedure):
   """A learned, iterated update of posterior parameters (one network per latent level).
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_sizes: sizes of z_1 ... z_L, bottom first.
     hidden_units: width of each level's network.
-    objective: the `objective.Objective` whose ELBO is refined at test time
+    objective: the `objectives.estimators.Objective` whose ELBO is refined at test time
       (training uses the objective `training_gradients` is given).
     num_hidden_layers: hidden layers per network. Default value: 2.
     num_iterations: T, refinement steps in training and by default in `infer`.
@@ -98,8 +99,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
     if gradient_encoding not in choices.GRADIENT_ENCODINGS:
       raise ValueError(f"`gradient_encoding` must be one of {choices.GRADIENT_ENCODINGS}; "
                        f"got {gradient_encoding!r}.")
-    if error_encoding not in ERROR_PARTS:
-      raise ValueError(f"`error_encoding` must be one of {tuple(ERROR_PARTS)}; "
+    if error_encoding not in choices.ERROR_ENCODINGS:
+      raise ValueError(f"`error_encoding` must be one of {choices.ERROR_ENCODINGS}; "
                        f"got {error_encoding!r}.")
     if update not in choices.UPDATES:
       raise ValueError(f"`update` must be one of {choices.UPDATES}; got {update!r}.")

@@ -109,8 +109,8 @@ class Objective:
     estimator: gradient estimator, one of `ESTIMATORS`: `reparameterization`;
       `stl` (sticking the landing, ELBO with `kl="sample"`); `dreg` (doubly
       reparameterized IW gradients, `bound="iw"`); for discrete latents
-      (`posterior.CategoricalFamily`) `gumbel_softmax`, `straight_through` or
-      `score_function` (see `tf_lti/discrete.py`).
+      (`posteriors.categorical.CategoricalFamily`) `gumbel_softmax`, `straight_through` or
+      `score_function` (see `tf_lti/objectives/estimators.py`).
     temperature: initial relaxation temperature tau_0 of the relaxed estimators.
     min_temperature: floor of the annealed temperature.
     temperature_decay: r in tau_t = max(min_temperature, tau_0 exp(-r t)), per step.
@@ -218,8 +218,8 @@ def _check_discrete_arguments(posterior, num_samples, estimator, temperature):
   if not isinstance(posterior, categorical_lib.IndependentOneHotCategorical):
     raise TypeError(f"`posterior` must be a `discrete.IndependentOneHotCategorical` (the "
                     f"categorical posterior family); got {type(posterior).__name__}.")
-  if estimator not in choices.ESTIMATORS:
-    raise ValueError(f"`estimator` must be one of {choices.ESTIMATORS}; got {estimator!r}.")
+  if estimator not in choices.DISCRETE_ESTIMATORS:
+    raise ValueError(f"`estimator` must be one of {choices.DISCRETE_ESTIMATORS}; got {estimator!r}.")
   if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
     raise ValueError(f"`num_samples` must be an int >= 1; got {num_samples!r}.")
   if estimator == "score_function" and num_samples < 2:
@@ -262,7 +262,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
 
   Returns:
     Dict of `[B]` tensors: `bound`, `discrete_elbo`, `log_likelihood` (the reconstruction
-    term) and `kl`, as `objective.elbo`.
+    term) and `kl`, as `objectives.bounds.elbo`.
 
   Raises:
     TypeError: if `posterior` is not an `IndependentOneHotCategorical`.
@@ -275,7 +275,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
     raise ValueError(f"Discrete latents need the generative model's uniform categorical prior "
                      f"(`GenerativeModel(..., num_categories=K)`); its prior is "
                      f"{type(prior).__name__}.")
-  decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)  # as objective.elbo's
+  decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)  # as objectives.bounds.elbo's
 
   def log_likelihood(z):  # [S, B, Z] -> [S, B]
     return generative.log_joint_parts(x, z, training, seed=decoder_seed)[0]
