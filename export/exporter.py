@@ -129,7 +129,7 @@ class ServingModule(tf.Module):
 
   Args:
     model: a restored `vae.VAE` whose generative model is a
-      `generative.GenerativeModel` (a closed-form E[x given z] for `decode`).
+      `models.dlgm.GenerativeModel` (a closed-form E[x given z] for `decode`).
     num_importance_samples: default K of `log_likelihood`.
       Default value: `DEFAULT_IMPORTANCE_SAMPLES`.
     chunk_size: importance samples per chunk at most (bounds memory, as in

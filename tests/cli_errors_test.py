@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # header); TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21.
 TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) |"
                         r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
-# What `train_lib.restore_checkpoint` prints for each checkpoint it cannot restore.
+# What `training.workdir.restore_checkpoint` prints for each checkpoint it cannot restore.
 CHECKPOINT_WARNING = re.compile(r"^warning: checkpoint \S+ cannot be restored \(")
 
 

@@ -9,7 +9,7 @@ r"""Restores a trained work directory and evaluates it: IW log p(x), ELBO, KL, a
 Writes `<workdir>/eval_<split>.json` (`eval_<split>_svi<K>.json` with test-time SVI,
 atomically) and prints a results table; `--report=gap` writes `gap_<split>.json`
 (`gap_<split>_svi<K>.json`) with the means, per-example values and settings
-(`tf_lti/amortization_gap.py` defines every number) and prints its table.
+(`tf_lti/evaluation/amortization_gap.py` defines every number) and prints its table.
 The checkpoint is restored strictly: a work dir whose checkpoint does not match
 its config is an error, never a silent partial restore.
 """

@@ -115,7 +115,7 @@ def check_workdir(workdir):
   """The config of the training run in `workdir`; a user error if it has none or no checkpoint.
 
   Cheap checks for the binaries that restore a run, before they load data or
-  build a model (`train_lib.restore_model` restores it).
+  build a model (`training.workdir.restore_model` restores it).
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
@@ -156,7 +156,7 @@ def exit_on_user_error(main):
   """Turns `main()` into an absl main with one-line user errors.
 
   Extra positional arguments and user errors (`ValueError`, which includes
-  `data.DataError`, and `FileNotFoundError`) print one line to stderr and exit
+  `data.common.DataError`, and `FileNotFoundError`) print one line to stderr and exit
   with status 2, with no traceback. A training fault (`faults`) prints one line
   too: an interruption exits with 128 + the signal number after its checkpoint,
   a numerical fault or unrestorable checkpoints with status 3. absl logging is

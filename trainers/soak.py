@@ -6,7 +6,7 @@ r"""Trains for a bounded wall-clock time while sampling the process's memory: a 
 
 Every config field is a flag, as for `tf-lti-train`. The model is built as
 `tf-lti-train` builds it and trained on the config's image data, epoch after
-epoch in each epoch's seeded order (`data.make_train_dataset`), with the step
+epoch in each epoch's seeded order (`data.images.make_train_dataset`), with the step
 `tf.function(model.train_step)` (XLA as `--jit_compile`), until `--minutes` have
 passed; nothing is checkpointed, summarized or evaluated. A background thread
 samples the resident memory (VmRSS of /proc/self/status, Linux only) every

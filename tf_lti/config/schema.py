@@ -116,8 +116,9 @@ class ModelConfig:
 @dataclasses.dataclass
 class InferenceConfig:
   """Attributes:
-    procedure: `amortized` (a standard encoder) or `iterative` (an iterative
-      inference model, Marino et al. 2018).
+    procedure: `amortized` (a standard encoder), `iterative` (an iterative
+      inference model, Marino et al. 2018) or `semi_amortized` (an encoder, or
+      none, refined by differentiable SVI steps, Kim et al. 2018: the `svi_*` fields).
     posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
       rank-one-plus-diagonal precision), `point` (a Dirac point estimate), `planar` or
       `iaf` (a diagonal Gaussian pushed through a planar / inverse autoregressive flow),

@@ -29,7 +29,7 @@ __all__ = [
 
 
 def load_data(config):
-  """Loads the data splits `config.data` names: `data.DataSplits` or `text_data.TextSplits`."""
+  """Loads the data splits `config.data` names: `data.images.DataSplits` or `data.text.TextSplits`."""
   data = config.data
   if text_data.is_text_source(data.source):
     return text_data.load_source(data.source, max_length=data.text_max_length or None,
@@ -79,7 +79,7 @@ def eval_batches(splits, split, batch_size, *, max_examples=0, seed=0):
   """Evaluation batches of `split`, optionally of a fixed random subset of examples.
 
   Args:
-    splits: a `data.DataSplits` or `text_data.TextSplits`.
+    splits: a `data.images.DataSplits` or `data.text.TextSplits`.
     split: `"train"`, `"valid"` or `"test"`.
     batch_size: examples per batch.
     max_examples: keep a fixed random subset of this many examples (0: all).

@@ -223,7 +223,7 @@ def amortization_gap(model, batches, *, seed=0, num_elbo_samples=100, num_import
 
   Args:
     model: a built `vae.VAE` (standard, iterative or semi-amortized inference).
-    batches: list of data batches `[B_i, ...]` (e.g. `train_lib.eval_batches`).
+    batches: list of data batches `[B_i, ...]` (e.g. `data.base.eval_batches`).
     seed: Python int; batch i uses seeds split from (seed, i). Default value: 0.
     num_elbo_samples: S of the ELBO estimates (a), (b), (c). Default value: 100.
     num_importance_samples: K of (d); 0 skips (d) (and the point-estimate family has no

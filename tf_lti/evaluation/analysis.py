@@ -32,7 +32,7 @@ def elbo_landscape(x, generative, family, grid, *, seed, num_samples=1):
   Args:
     x: float `Tensor` `[1, D]`.
     generative: a two-dimensional-latent `GenerativeModel`.
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     grid: float `np.ndarray` `[G, 2]` of means.
     seed: stateless seed `[2]`.
     num_samples: draws per grid point. Default value: 1.
@@ -272,11 +272,11 @@ def embedding_summary(coordinates, labels=None):
 def load_labels(path, key="y_test", num_examples=None):
   """Integer labels from the `.npz` file `path` (key `key`), checked against the data size.
 
-  The file is read without unpickling (`data.open_npz`).
+  The file is read without unpickling (`data.readers.open_npz`).
 
   Raises:
     ValueError: a missing file or key, or labels that are not `[num_examples]`.
-    data.DataError (a ValueError): a file that is no `.npz` archive (e.g. a
+    data.common.DataError (a ValueError): a file that is no `.npz` archive (e.g. a
       pickle) or labels stored as an object array.
   """
   if not os.path.exists(path):
@@ -299,7 +299,7 @@ def source_labels(source, key="y_test", num_examples=None):
   `y_test`) when it has that key and one label per example; else `None`.
 
   Raises:
-    data.DataError (a ValueError): the source is no `.npz` archive (e.g. a
+    data.common.DataError (a ValueError): the source is no `.npz` archive (e.g. a
       pickle) or holds its labels as an object array; nothing is unpickled.
   """
   if not (isinstance(source, str) and source.endswith(".npz") and os.path.exists(source)):

@@ -48,7 +48,7 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
 
   Args:
     x: `Tensor` `[B, ...]`: float `[B, D]`, or int32 tokens `[B, T]` for text.
-    generative: a `generative.GenerativeModel` (or any decoder with `log_joint_parts`).
+    generative: a `models.dlgm.GenerativeModel` (or any decoder with `log_joint_parts`).
     posterior: `tfd.Distribution`, batch `[B]`, event `[Z]`.
     seed: stateless seed, int `Tensor` `[2]`; chunk i uses a seed derived from (seed, i).
     num_samples: K, a Python int or a scalar int32 `Tensor` (e.g. a serving
@@ -57,7 +57,7 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
     chunk_size: samples per chunk at most (rounded down to a divisor of K).
       Default value: 500.
     compile_likelihood: compute log p(x | z) in an XLA cluster of its own
-      (`likelihood.compiled_log_probs`) -- faster when the caller's graph is
+      (`models.likelihoods.compiled_log_probs`) -- faster when the caller's graph is
       not XLA-compiled, but it needs XLA wherever the graph runs (so not in
       SavedModels meant for TF Serving). Default value: `False`.
 

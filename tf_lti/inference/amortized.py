@@ -56,7 +56,7 @@ class AmortizedEncoder(base.InferenceProcedure):
   """x -> params in a single pass.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_sizes: sizes of z_1 ... z_L (bottom first), as in the generative model.
     hidden_units: width of the network feeding each level.
     num_hidden_layers: hidden layers per network. Default value: 2.
@@ -149,7 +149,7 @@ class ConvEncoder(base.InferenceProcedure):
   """Images -> params in a single pass through a residual convolutional network.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z (one latent level).
     image_shape: (H, W); data arrive flattened `[B, H * W]` in row-major order.
     num_blocks: residual blocks, each followed by a 2x2 stride-2 convolution
@@ -221,7 +221,7 @@ class LSTMEncoder(base.InferenceProcedure):
   Build all weights with one call, e.g. `encoder(tf.zeros([1, 2], tf.int32))`.
 
   Args:
-    family: a `posterior.PosteriorFamily` (the reference: `"diagonal"`).
+    family: a `posteriors.base.PosteriorFamily` (the reference: `"diagonal"`).
     vocab_size: V, the number of token ids.
     embedding_size: E. Default value: 512 (the reference).
     hidden_size: H, LSTM units. Default value: 1024 (the reference).

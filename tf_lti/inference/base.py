@@ -105,7 +105,7 @@ class InferenceProcedure(keras.layers.Layer):
   """Base class: produces `params` for a posterior family given x.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z, the size of the concatenated latent vector.
   """
 
@@ -134,8 +134,8 @@ class InferenceProcedure(keras.layers.Layer):
 
     Args:
       x: float `Tensor` `[B, D]`.
-      generative: a `generative.GenerativeModel`.
-      objective: an `objective.Objective`.
+      generative: a `models.dlgm.GenerativeModel`.
+      objective: an `objectives.estimators.Objective`.
       seed: stateless seed, int `Tensor` `[2]`.
       kl_weight: scalar KL weight (annealing).
       step: the training step (int scalar), for the objective's schedules (the
@@ -186,7 +186,7 @@ class NoLatentInference(InferenceProcedure):
   trains the generative model alone.
 
   Args:
-    family: a `posterior.PosteriorFamily` (it sees Z = 0).
+    family: a `posteriors.base.PosteriorFamily` (it sees Z = 0).
   """
 
   def __init__(self, family, **kwargs):

@@ -49,9 +49,9 @@ class SemiAmortizedInference(base.InferenceProcedure):
   """lambda_0 from an encoder (or a constant), refined by K SVI steps.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z.
-    objective: the `objective.Objective` whose bound SVI maximizes.
+    objective: the `objectives.estimators.Objective` whose bound SVI maximizes.
     settings: an `svi.SVISettings`.
     mode: one of `MODES`. Default value: `"savae"`.
     encoder: an `InferenceProcedure` giving lambda_0 (any procedure: a standard

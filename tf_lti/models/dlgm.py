@@ -59,8 +59,8 @@ class GenerativeModel(keras.layers.Layer):
       Default value: 2.
     deterministic_sizes: deterministic units beside each level (ignored for
       the top level, which has nothing above it). Default value: none.
-    likelihood: one of `likelihood.LIKELIHOODS`. Default value: `"bernoulli"`.
-    gaussian_variance: see `likelihood.GaussianHead`. Default value: `"global"`.
+    likelihood: one of `config.choices.LIKELIHOODS`. Default value: `"bernoulli"`.
+    gaussian_variance: see `models.likelihoods.GaussianHead`. Default value: `"global"`.
     num_bins: quantization levels for a Gaussian likelihood on dequantized
       8-bit data (256), else `None`. Default value: `None`.
     activation, connection, batch_norm: see `layers.MLP`.

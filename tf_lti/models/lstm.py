@@ -92,7 +92,7 @@ def _dropout(values, rate, seed):
 class LSTMDecoder(models_base.OneLevel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_t p(w_t | w_<t, z), an LSTM over words (see the module).
 
-  Same interface as `generative.GenerativeModel` (one latent level; `training`
+  Same interface as `models.dlgm.GenerativeModel` (one latent level; `training`
   switches dropout instead of batch norm), with `x` int32 `[B, T]`.
 
   Build all weights with one call, e.g. `decoder((tf.zeros([1, 2], tf.int32),

@@ -102,7 +102,7 @@ def _per_layer(name, value, num_layers):
 class GatedPixelCNN(models_base.OneLevel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_d Bernoulli(x_d | x_<d, z) with a gated PixelCNN.
 
-  Offers the interface of `generative.GenerativeModel` that objectives,
+  Offers the interface of `models.dlgm.GenerativeModel` that objectives,
   evaluation and inference use (`log_joint_parts`, `log_joint`, `prior`,
   `sample`, `latent_size`, ...), except that there are no prediction errors
   (`with_errors=True` raises), no `decode` and no `head`: likelihood

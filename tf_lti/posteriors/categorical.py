@@ -19,7 +19,7 @@ class CategoricalFamily(posterior_base.PosteriorFamily):
   ```
 
   The result is a `categorical_lib.IndependentOneHotCategorical` (hard one-hot samples,
-  not reparameterized: train with a discrete estimator of `tf_lti/discrete.py`);
+  not reparameterized: train with a discrete estimator of `tf_lti/objectives/estimators.py`);
   its KL to the uniform prior is analytic. `initial_params` (all zeros) is the
   uniform distribution, the prior of the discrete model.
   """

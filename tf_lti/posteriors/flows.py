@@ -61,12 +61,7 @@ network passes per step (correct, slow).
   concatenation, `G = ceil(context_size / Z)` groups.
 
 #### References
-[1] Rezende & Mohamed. Variational Inference with Normalizing Flows. ICML 2015.
-    https://arxiv.org/abs/1505.05770
-[2] Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling. Improved Variational
-    Inference with Inverse Autoregressive Flow. NeurIPS 2016. https://arxiv.org/abs/1606.04934
-[3] Germain, Gregor, Murray & Larochelle. MADE: Masked Autoencoder for Distribution
-    Estimation. ICML 2015. https://arxiv.org/abs/1502.03509
+The papers of both steps and of MADE are cited in `posteriors.bijectors`.
 """
 
 import math

@@ -34,7 +34,7 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_s
   """A compiled-ready `vae.VAE` for `config` and data of `event_size` dimensions.
 
   Args:
-    config: a validated `config.ExperimentConfig`.
+    config: a validated `config.schema.ExperimentConfig`.
     event_size: D, the flattened data size (the vocabulary size V for text).
     image_shape: (H, W) of the images, needed by the convolutional encoder and the
       PixelCNN decoder. Default value: `None`.

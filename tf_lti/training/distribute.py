@@ -238,7 +238,7 @@ def train_dataset(strategy, splits, batch_size, *, seed, epoch, start_batch):
   """The distributed training batches of `epoch` from global batch `start_batch` on.
 
   Every input pipeline (one per worker) builds the single-device global
-  batches of `data.make_train_dataset` -- order and dynamic binarization seeded
+  batches of `data.images.make_train_dataset` -- order and dynamic binarization seeded
   by (seed, epoch, batch index) -- and keeps its replicas' contiguous shards:
   replica r of N receives rows [r B/N, (r + 1) B/N) of every global batch.
 

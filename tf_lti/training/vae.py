@@ -53,9 +53,9 @@ class VAE(keras.Model):
   """A deep latent-variable model trained with a chosen inference procedure.
 
   Args:
-    generative: a `generative.GenerativeModel`.
+    generative: a `models.dlgm.GenerativeModel`.
     inference: an `inference.base.InferenceProcedure`.
-    objective: an `objective.Objective` (the training bound).
+    objective: an `objectives.estimators.Objective` (the training bound).
     kl_warmup_steps: steps of linear KL warm-up. Default value: 0 (none).
     kl_initial_weight: KL weight at step 0 of the warm-up. Default value: 1.
     seed: Python int; every step draws with the stateless seed (seed, step).
