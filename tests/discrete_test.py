@@ -213,7 +213,7 @@ def test_score_function_baseline_is_leave_one_out():
 
 def test_estimators_change_gradients_not_values():
   # A real decoder with the categorical prior: every estimator's terms equal the plain
-  # Monte-Carlo ELBO over the same hard samples (objectives.bounds.elbo, as the test step computes it).
+  # Monte-Carlo ELBO over the same hard samples (bounds.elbo, as the test step computes it).
   generative = dlgm.GenerativeModel(10, (12,), (16,), num_categories=3)
   x = tf.cast(tf.random.stateless_uniform([5, 10], [7, 8]) > 0.5, tf.float32)
   posterior = categorical_lib.IndependentOneHotCategorical(_logits(5, 12), 3)

@@ -13,8 +13,8 @@ inference procedure (standard, iterative or semi-amortized). Writes to
 
   imputation_<missing>.png   rows: true images, masked (missing in grey), then the
                              imputation after each iteration
-  imputation_<missing>.json  per-iteration errors on the missing pixels (`tf_lti/evaluation/imputation.py`
-                             defines them) and the training-pixel-mean baseline
+  imputation_<missing>.json  per-iteration errors on the missing pixels
+                             (`tf_lti/evaluation/imputation.py` defines them) and the training-pixel-mean baseline
 and the grid as a TensorBoard image `imputation/<missing>` in `<workdir>/validation`.
 """
 

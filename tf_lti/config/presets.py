@@ -62,9 +62,9 @@ PRESETS = {
     "rezende_mnist_rank_one": dict(source="../shared/data/binarized_mnist.npz",
                                    binarization="none", latent_sizes=(64,), hidden_units=(512,),
                                    posterior="rank_one", epochs=50),
-    # The same model with normalizing-flow posteriors (tf_lti/posteriors/flows.py): the diagonal Gaussian
-    # through 4 planar steps (Rezende & Mohamed 2015) or 4 IAF steps with 256-unit MADEs
-    # (Kingma et al. 2016); flows have no closed-form KL, so the KL is sampled.
+    # The same model with normalizing-flow posteriors (tf_lti/posteriors/flows.py): the
+    # diagonal Gaussian through 4 planar steps (Rezende & Mohamed 2015) or 4 IAF steps with
+    # 256-unit MADEs (Kingma et al. 2016); flows have no closed-form KL, so the KL is sampled.
     "rezende_mnist_planar": dict(source="../shared/data/binarized_mnist.npz",
                                  binarization="none", latent_sizes=(64,), hidden_units=(512,),
                                  posterior="planar", kl="sample", epochs=50),

@@ -29,7 +29,7 @@ __all__ = [
 
 
 def load_data(config):
-  """Loads the data splits `config.data` names: `data.images.DataSplits` or `data.text.TextSplits`."""
+  """Loads the data splits `config.data` names: `images.DataSplits` or `text.TextSplits`."""
   data = config.data
   if text_data.is_text_source(data.source):
     return text_data.load_source(data.source, max_length=data.text_max_length or None,

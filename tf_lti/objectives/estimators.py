@@ -219,7 +219,8 @@ def _check_discrete_arguments(posterior, num_samples, estimator, temperature):
     raise TypeError(f"`posterior` must be a `discrete.IndependentOneHotCategorical` (the "
                     f"categorical posterior family); got {type(posterior).__name__}.")
   if estimator not in choices.DISCRETE_ESTIMATORS:
-    raise ValueError(f"`estimator` must be one of {choices.DISCRETE_ESTIMATORS}; got {estimator!r}.")
+    raise ValueError(f"`estimator` must be one of {choices.DISCRETE_ESTIMATORS}; "
+                     f"got {estimator!r}.")
   if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
     raise ValueError(f"`num_samples` must be an int >= 1; got {num_samples!r}.")
   if estimator == "score_function" and num_samples < 2:
@@ -261,7 +262,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
     training: batch-norm mode of the decoder.
 
   Returns:
-    Dict of `[B]` tensors: `bound`, `discrete_elbo`, `log_likelihood` (the reconstruction
+    Dict of `[B]` tensors: `bound`, `elbo`, `log_likelihood` (the reconstruction
     term) and `kl`, as `objectives.bounds.elbo`.
 
   Raises:
@@ -300,7 +301,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
   kl_term = tfd.kl_divergence(posterior, prior)
   return {
       "bound": reconstruction - kl_weight * kl_term,
-      "discrete_elbo": reconstruction - kl_term,
+      "elbo": reconstruction - kl_term,
       "log_likelihood": reconstruction,
       "kl": kl_term,
   }
