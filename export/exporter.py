@@ -54,14 +54,13 @@ import uuid
 
 import tensorflow as tf
 
-from tf_lti import builders
-from tf_lti import evaluation
-from tf_lti import files
-from tf_lti import generative as generative_lib
-from tf_lti import objective as objective_lib
-from tf_lti import train_lib
+from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.inference import iterative
 from tf_lti.inference import semi_amortized
+from tf_lti.models import dlgm
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.reporting import files
+from tf_lti.training import workdir as workdir_lib
 
 __all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "IMPORTANCE_SEED", "INFERENCE_SEED",
            "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES", "MAX_STEPS", "ServingModule",
@@ -130,7 +129,7 @@ class ServingModule(tf.Module):
 
   Args:
     model: a restored `vae.VAE` whose generative model is a
-      `generative.GenerativeModel` (a closed-form E[x given z] for `decode`).
+      `models.dlgm.GenerativeModel` (a closed-form E[x given z] for `decode`).
     num_importance_samples: default K of `log_likelihood`.
       Default value: `DEFAULT_IMPORTANCE_SAMPLES`.
     chunk_size: importance samples per chunk at most (bounds memory, as in
@@ -144,7 +143,7 @@ class ServingModule(tf.Module):
   def __init__(self, model, *, num_importance_samples=DEFAULT_IMPORTANCE_SAMPLES, chunk_size=200,
                name="tf_lti_serving"):
     super().__init__(name=name)
-    if not isinstance(model.generative, generative_lib.GenerativeModel):
+    if not isinstance(model.generative, dlgm.GenerativeModel):
       raise ValueError(f"Export serves a `GenerativeModel` decoder (closed-form E[x | z]); got "
                        f"{type(model.generative).__name__}.")
     if not 1 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
@@ -261,7 +260,7 @@ class ServingModule(tf.Module):
     trajectory = result.bound_trajectory  # [T + 1, B]
     if trajectory is None:
       objective = model.objective
-      trajectory = objective_lib.elbo(
+      trajectory = bounds_lib.elbo(
           x, model.generative, model.family.distribution(result.params),
           seed=tf.constant(BOUND_SEED), num_samples=objective.num_samples,
           kl=objective.kl)["elbo"][None]
@@ -284,7 +283,7 @@ class ServingModule(tf.Module):
     num_importance_samples = _check_count(num_importance_samples, "num_importance_samples", 1,
                                           MAX_IMPORTANCE_SAMPLES)
     posterior = model.family.distribution(self._infer(x).params)
-    return {"log_likelihood": evaluation.iw_log_likelihood(
+    return {"log_likelihood": likelihood_lib.iw_log_likelihood(
         x, model.generative, posterior, seed=tf.constant(IMPORTANCE_SEED),
         num_samples=num_importance_samples, chunk_size=self.chunk_size)}
 
@@ -387,7 +386,7 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   """Restores a training work directory strictly and exports it.
 
   Args:
-    workdir: a work directory of `train_lib.train_and_evaluate` (its config.json
+    workdir: a work directory of `loop.train_and_evaluate` (its config.json
       defines the model).
     export_base: see `export_saved_model`.
     checkpoint: a checkpoint prefix (`.../ckpt-N`) to export instead of the
@@ -409,15 +408,15 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   if checkpoint is not None and not tf.io.gfile.exists(f"{checkpoint}.index"):
     raise FileNotFoundError(f"`checkpoint` {checkpoint!r} is not a checkpoint prefix (no "
                             f"{checkpoint}.index).")
-  config, _, model, step = train_lib.restore_model(workdir)
+  config, _, model, step = workdir_lib.restore_model(workdir)
   if checkpoint is None:
     # The trainer numbers checkpoints by step; after a fallback from a corrupt newest
-    # checkpoint (`train_lib.restore_checkpoint`) this names the one actually restored.
+    # checkpoint (`workdir_lib.restore_checkpoint`) this names the one actually restored.
     checkpoint = os.path.join(workdir, "checkpoints", f"ckpt-{step}")
   else:
     try:
       # assert_consumed: every value of the checkpoint has its variable, and every variable a value.
-      builders.build_checkpoint(model).restore(checkpoint).assert_consumed()
+      workdir_lib.build_checkpoint(model).restore(checkpoint).assert_consumed()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
       reason = str(error).strip().splitlines()[0]
       raise ValueError(f"`checkpoint` {checkpoint!r} does not match the model of {workdir!r} "

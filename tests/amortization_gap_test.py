@@ -11,17 +11,17 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import amortization_gap as gap_lib
-from tf_lti import objective as objective_lib
-from tf_lti import posterior
-from tf_lti import vae
+from tf_lti.evaluation import amortization_gap as gap_lib
 from tf_lti.inference import base
 from tf_lti.inference import iterative
 from tf_lti.inference import semi_amortized
 from tf_lti.inference import svi
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import gaussian
+from tf_lti.training import vae as vae_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILY = posterior.DiagonalGaussian()
+FAMILY = gaussian.DiagonalGaussian()
 SETTINGS = dict(num_elbo_samples=200, num_importance_samples=2000, svi_steps=1000)
 
 
@@ -68,8 +68,8 @@ def _correlated_model():
 def test_at_the_family_optimum_only_the_approximation_gap_remains(name):
   model = testing.diagonal_model() if name == "diagonal" else _correlated_model()
   batches = _batches(model)
-  report = gap_lib.amortization_gap(vae.VAE(model, _MeanFieldOptimum(model),
-                                            objective_lib.Objective()), batches, **SETTINGS)
+  report = gap_lib.amortization_gap(vae_lib.VAE(model, _MeanFieldOptimum(model),
+                                                estimators.Objective()), batches, **SETTINGS)
   # KL(q* || p(z | x)) = (sum_z log Lambda_zz - log det Lambda) / 2, the same for every x.
   precision = _precision(model)
   family_limit = 0.5 * (np.sum(np.log(np.diag(precision))) - np.linalg.slogdet(precision)[1])
@@ -89,8 +89,8 @@ def test_a_shifted_encoder_has_the_closed_form_amortization_gap():
   model = testing.diagonal_model()
   batches = _batches(model)
   offset = 0.7
-  report = gap_lib.amortization_gap(vae.VAE(model, _MeanFieldOptimum(model, offset),
-                                            objective_lib.Objective()), batches, **SETTINGS)
+  report = gap_lib.amortization_gap(vae_lib.VAE(model, _MeanFieldOptimum(model, offset),
+                                                estimators.Objective()), batches, **SETTINGS)
   # q = N(m + offset, S) against p(z | x) = N(m, S): KL = offset^2 sum_z Lambda_zz / 2.
   expected = 0.5 * offset ** 2 * np.sum(np.diag(_precision(model)))
   assert abs(report["amortization_gap"] - expected) < 0.03, (report["amortization_gap"], expected)
@@ -107,10 +107,10 @@ def test_refining_procedures_start_from_their_encoder():
   offset = 0.7
   kl = 0.5 * offset ** 2 * np.sum(np.diag(_precision(model)))
   savae = semi_amortized.SemiAmortizedInference(
-      FAMILY, 3, objective_lib.Objective(), svi.SVISettings(
+      FAMILY, 3, estimators.Objective(), svi.SVISettings(
           num_steps=4, mean_step_size=0.05, variance_step_size=0.05),
       encoder=_MeanFieldOptimum(model, offset), dtype="float64")
-  report = gap_lib.amortization_gap(vae.VAE(model, savae, objective_lib.Objective()), batches,
+  report = gap_lib.amortization_gap(vae_lib.VAE(model, savae, estimators.Objective()), batches,
                                     **SETTINGS)
   assert abs(report["elbo_encoder"] - (log_evidence - kl)) < 0.03  # (a): the encoder before SVI
   assert report["refinement_gain"] > 0.5  # K = 4 SVI steps close part of the gap ...
@@ -124,8 +124,8 @@ def test_refining_procedures_start_from_their_encoder():
   model32 = testing.LinearGaussian(model.weights.numpy(), model.bias.numpy(), 0.5, tf.float32)
   batches32 = [batch.astype(np.float32) for batch in batches]
   iterative_model = iterative.IterativeInferenceModel(
-      FAMILY, (3,), (16,), objective_lib.Objective(), num_iterations=2)
-  report = gap_lib.amortization_gap(vae.VAE(model32, iterative_model, objective_lib.Objective()),
+      FAMILY, (3,), (16,), estimators.Objective(), num_iterations=2)
+  report = gap_lib.amortization_gap(vae_lib.VAE(model32, iterative_model, estimators.Objective()),
                                     batches32, **SETTINGS)
   # (a) is the bound at lambda_0 = N(0, I) (closed form for the linear model).
   x = np.concatenate(batches)

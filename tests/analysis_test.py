@@ -9,11 +9,12 @@ import numpy as np
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import analysis
-from tf_lti import config as config_lib
-from tf_lti import objective as objective_lib
-from tf_lti import posterior
-from tf_lti import train_lib
+from tf_lti.config import choices
+from tf_lti.config import presets
+from tf_lti.evaluation import analysis
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import gaussian
+from tf_lti.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = tf.constant([5, 6])
@@ -29,7 +30,7 @@ def test_point_estimate_landscape_is_log_joint_and_peaks_at_the_exact_posterior_
   x = testing.data_from(model, 1)
   axis = np.arange(-5.0, 5.0 + 1e-9, 0.05, dtype=np.float32)
   grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
-  values = analysis.elbo_landscape(x, model, posterior.PointEstimate(), grid, seed=SEED)
+  values = analysis.elbo_landscape(x, model, gaussian.PointEstimate(), grid, seed=SEED)
   np.testing.assert_allclose(values, model.log_joint(x, tf.constant(grid)[:, None])[:, 0],
                              rtol=1e-5)
   mode, _ = model.posterior(x)  # Gaussian posterior: mode = mean
@@ -39,8 +40,8 @@ def test_point_estimate_landscape_is_log_joint_and_peaks_at_the_exact_posterior_
 def test_gradient_ascent_reaches_the_exact_elbo_optimum():
   model = _linear_model()
   x = testing.data_from(model, 32)
-  family = posterior.DiagonalGaussian()
-  objective = objective_lib.Objective(num_samples=8)
+  family = gaussian.DiagonalGaussian()
+  objective = estimators.Objective(num_samples=8)
   bounds, seconds = analysis.optimize_params(
       x, model, family, objective, family.initial_params(32, 2), optimizer="adam",
       learning_rate=0.1, num_steps=300, seed=SEED)
@@ -53,11 +54,11 @@ def test_gradient_ascent_reaches_the_exact_elbo_optimum():
 
 def test_analyze_binary_writes_every_analysis(tmp_path):
   workdir = str(tmp_path / "point2d")
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       latent_sizes=(2,), hidden_units=(32,), posterior="point", kl="sample",
       num_importance_samples=0, procedure="iterative", iterative_inputs=("data", "params", "error"),
       num_iterations=2, epochs=1, max_steps=10, eval_max_examples=20, jit_compile=False))
-  train_lib.train_and_evaluate(config, workdir, verbose=False)
+  loop.train_and_evaluate(config, workdir, verbose=False)
   common = [f"--workdir={workdir}", "--num_iterations=3", "--num_examples=8"]
   for arguments in (["--analysis=landscape", "--grid_step=0.25", "--encoder_steps=20"], ["--analysis=reconstructions"],
                     ["--analysis=optimizers", "--num_steps=5", "--learning_rates=0.1,0.01"]):
@@ -69,7 +70,7 @@ def test_analyze_binary_writes_every_analysis(tmp_path):
     assert os.path.getsize(os.path.join(out, f"{name}.png")) > 2000
   with open(os.path.join(out, "optimizers.json")) as f:
     results = json.load(f)
-  assert set(results) >= {"iterative model", *analysis.OPTIMIZERS}
+  assert set(results) >= {"iterative model", *choices.ANALYSIS_OPTIMIZERS}
   assert len(results["iterative model"]["bounds"]) == 4 and len(results["adam"]["bounds"]) == 6
   with open(os.path.join(out, "landscape.json")) as f:
     landscape = json.load(f)

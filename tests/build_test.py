@@ -23,15 +23,42 @@ def _owner(targets):
   return {src: name for name, target in targets.items() for src in target["srcs"]}
 
 
+# The tf_lti packages, lowest first: a package may import only packages of earlier tiers
+# (and its own modules). Data flows data -> inference -> posterior params -> family -> bound
+# <- model (docs/architecture.md); `tf_lti/__init__.py` sits above all (lazy imports only).
+LAYERS = [
+    ("config", "reporting"),
+    ("distributions",),
+    ("data",),
+    ("posteriors",),
+    ("models",),
+    ("objectives",),
+    ("inference",),
+    ("evaluation",),
+    ("training",),
+    ("experiments",),
+]
+
+
+def _resolve(dotted):
+  """The project file of a dotted module or package name, or None."""
+  for file in (ROOT / (dotted.replace(".", "/") + ".py"),
+               ROOT / dotted.replace(".", "/") / "__init__.py"):
+    if file.exists():
+      return file
+  return None
+
+
 def _internal_imports(path):
-  """Project files a source imports: `tf_lti/x.py`, `tf_lti/inference/y.py`, `trainers/z.py`."""
+  """Project files a source imports: modules (`tf_lti/x/y.py`, `trainers/z.py`, `export/e.py`)
+  and packages (`from tf_lti import posteriors` -> `tf_lti/posteriors/__init__.py`)."""
   found = set()
   for node in ast.walk(ast.parse(path.read_text())):
     if isinstance(node, ast.ImportFrom) and node.module:
       for alias in node.names:
         for candidate in (f"{node.module}.{alias.name}", node.module):
-          file = ROOT / (candidate.replace(".", "/") + ".py")
-          if candidate.split(".")[0] in ("tf_lti", "trainers", "tests") and file.exists():
+          file = _resolve(candidate)
+          if candidate.split(".")[0] in ("tf_lti", "trainers", "tests", "export") and file:
             found.add(str(file.relative_to(ROOT)))
             break
   return found
@@ -63,3 +90,33 @@ def test_each_test_file_is_a_py_test():
   tests = {t["srcs"][0] for t in targets.values() if t["kind"] == "py_test"}
   files = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("*_test.py")}
   assert files == tests
+
+
+def _package(module):
+  """`tf_lti.training.loop` -> "training"; `tf_lti` itself -> None."""
+  parts = module.split(".")
+  return parts[1] if len(parts) > 1 and parts[0] == "tf_lti" else None
+
+
+def test_packages_import_only_lower_layers():
+  tier = {package: i for i, packages in enumerate(LAYERS) for package in packages}
+  sources = sorted((ROOT / "tf_lti").rglob("*.py"))
+  assert {p.parent.name for p in sources if p.parent != ROOT / "tf_lti"} == set(tier)
+  problems = []
+  for path in sources:
+    relative = path.relative_to(ROOT)
+    if len(relative.parts) < 3:
+      continue  # tf_lti/__init__.py: lazy exports of every package.
+    own = relative.parts[1]
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tf_lti"):
+        imported = ([_package(f"{node.module}.{a.name}") for a in node.names]
+                    if node.module == "tf_lti" else [_package(node.module)])
+      elif isinstance(node, ast.Import):
+        imported = [_package(a.name) for a in node.names if a.name.startswith("tf_lti")]
+      else:
+        continue
+      for package in imported:
+        if package != own and not (package in tier and tier[package] < tier[own]):
+          problems.append(f"{relative}:{node.lineno} ({own}) imports tf_lti.{package}")
+  assert not problems, "\n".join(problems)

@@ -37,15 +37,15 @@ import pytest
 from export import exporter
 from export import rest_adapter
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
+from tf_lti.config import presets
+from tf_lti.training import builders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines TensorFlow's C++ runtime writes to stderr while it starts (absl log lines and their
 # header); TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21.
 TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) |"
                         r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
-# What `train_lib.restore_checkpoint` prints for each checkpoint it cannot restore.
+# What `training.workdir.restore_checkpoint` prints for each checkpoint it cannot restore.
 CHECKPOINT_WARNING = re.compile(r"^warning: checkpoint \S+ cannot be restored \(")
 
 
@@ -590,7 +590,7 @@ SERVING = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
   """An (untrained) iterative model's export behind the REST adapter: its URL and export base."""
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       procedure="iterative", num_iterations=2, iterative_inputs=("data", "params"),
       hidden_units=(8,), latent_sizes=(LATENT_SIZE,))).validate()
   model = builders.build_model(config, EVENT_SIZE)

@@ -9,13 +9,21 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorboard.backend.event_processing import event_accumulator
 
-from tf_lti import builders
-from tf_lti import config as config_lib
-from tf_lti import discrete
-from tf_lti import generative as generative_lib
-from tf_lti import objective as objective_lib
-from tf_lti import posterior as posterior_lib
-from tf_lti import train_lib
+from tf_lti import posteriors
+from tf_lti.config import choices
+from tf_lti.config import presets
+from tf_lti.config import schema
+from tf_lti.data import base as data_lib
+from tf_lti.distributions import categorical as categorical_lib
+from tf_lti.models import base as models_base
+from tf_lti.models import dlgm
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import categorical
+from tf_lti.posteriors import gaussian as gaussian_lib
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import optimizers
 
 tfd = tfp.distributions
 SEED = tf.constant([1, 2])
@@ -24,7 +32,7 @@ SEED = tf.constant([1, 2])
 class _FixedFunction:
   """A stand-in decoder: log p(x | z) = f(z) for a fixed f, the uniform categorical prior.
 
-  Implements the part of `GenerativeModel` that `discrete.elbo` uses and records
+  Implements the part of `GenerativeModel` that `estimators.discrete_elbo` uses and records
   every `z` it is given.
   """
 
@@ -40,7 +48,7 @@ class _FixedFunction:
     return self.function(z), self.prior(z.dtype).log_prob(z)
 
   def prior(self, dtype=tf.float32):
-    return discrete.uniform_prior(self.latent_size, self.num_categories, dtype)
+    return categorical_lib.uniform_prior(self.latent_size, self.num_categories, dtype)
 
 
 def _logits(batch, latent_size, seed=(3, 4), scale=1.5):
@@ -54,9 +62,9 @@ def _is_one_hot(z, num_categories):
 
 def _elbo(generative, posterior, estimator, num_samples=3, temperature=0.7, seed=SEED):
   x = tf.zeros([posterior.batch_shape[0], 1])
-  return discrete.elbo(x, generative, posterior, seed=seed, num_samples=num_samples,
-                       estimator=estimator, temperature=temperature, kl_weight=1.0,
-                       training=False)
+  return estimators.discrete_elbo(x, generative, posterior, seed=seed, num_samples=num_samples,
+                                  estimator=estimator, temperature=temperature, kl_weight=1.0,
+                                  training=False)
 
 
 # --- The distribution. --------------------------------------------------------------------------
@@ -64,7 +72,7 @@ def _elbo(generative, posterior, estimator, num_samples=3, temperature=0.7, seed
 
 def test_sample_log_prob_entropy_mean_and_kl_have_the_closed_forms():
   num_categories, logits = 3, _logits(5, 12)
-  posterior = discrete.IndependentOneHotCategorical(logits, num_categories)
+  posterior = categorical_lib.IndependentOneHotCategorical(logits, num_categories)
   assert posterior.batch_shape == [5] and posterior.event_shape == [12]
   z = posterior.sample(4, seed=SEED)
   assert z.shape == [4, 5, 12] and _is_one_hot(z.numpy(), num_categories)
@@ -74,7 +82,7 @@ def test_sample_log_prob_entropy_mean_and_kl_have_the_closed_forms():
   q = np.exp(log_q)
   # KL(q || uniform) = sum_n sum_k q log(K q); the entropy is N log K minus it.
   closed_form = np.sum(q * np.log(num_categories * q), axis=(-2, -1))
-  kl = tfd.kl_divergence(posterior, discrete.uniform_prior(12, num_categories))
+  kl = tfd.kl_divergence(posterior, categorical_lib.uniform_prior(12, num_categories))
   np.testing.assert_allclose(kl, closed_form, rtol=1e-5)
   np.testing.assert_allclose(posterior.entropy(), 4 * math.log(3) - closed_form, rtol=1e-5)
   np.testing.assert_allclose(posterior.mean(), np.reshape(q, [5, 12]), rtol=1e-6)
@@ -82,7 +90,7 @@ def test_sample_log_prob_entropy_mean_and_kl_have_the_closed_forms():
 
 
 def test_sample_frequencies_match_the_probabilities():
-  posterior = discrete.IndependentOneHotCategorical(_logits(1, 3), 3)
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(1, 3), 3)
   frequencies = tf.reduce_mean(posterior.sample(20000, seed=SEED), axis=[0, 1]).numpy()
   probabilities = posterior.mean()[0].numpy()
   # Binomial standard error <= 0.0036 with 20000 draws.
@@ -90,22 +98,22 @@ def test_sample_frequencies_match_the_probabilities():
 
 
 def test_composite_tensor_crosses_tf_function_and_map_structure():
-  posterior = discrete.IndependentOneHotCategorical(_logits(2, 6), 3)
-  stopped = objective_lib.stop_parameters(posterior)
-  assert isinstance(stopped, discrete.IndependentOneHotCategorical)
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(2, 6), 3)
+  stopped = bounds_lib.stop_parameters(posterior)
+  assert isinstance(stopped, categorical_lib.IndependentOneHotCategorical)
   assert stopped.num_categories == 3
   z = tf.function(lambda d: d.sample(2, seed=SEED))(posterior)
   np.testing.assert_array_equal(z, posterior.sample(2, seed=SEED))
 
 
 def test_family_maps_logits_to_the_distribution_and_zero_params_to_uniform():
-  family = posterior_lib.get_family("categorical", num_categories=4)
-  assert isinstance(family, posterior_lib.CategoricalFamily)
+  family = posteriors.get_family("categorical", num_categories=4)
+  assert isinstance(family, categorical.CategoricalFamily)
   assert family.num_params(8) == 8
   params = family.initial_params(3, 8)
   uniform = family.distribution(params)
   np.testing.assert_allclose(uniform.mean(), np.full([3, 8], 0.25))
-  np.testing.assert_allclose(tfd.kl_divergence(uniform, discrete.uniform_prior(8, 4)),
+  np.testing.assert_allclose(tfd.kl_divergence(uniform, categorical_lib.uniform_prior(8, 4)),
                              np.zeros(3), atol=1e-7)
 
 
@@ -113,11 +121,11 @@ def test_family_maps_logits_to_the_distribution_and_zero_params_to_uniform():
 
 
 def test_relaxed_samples_approach_the_hard_one_hot_as_the_temperature_falls():
-  posterior = discrete.IndependentOneHotCategorical(_logits(200, 30), 3)
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(200, 30), 3)
   hard_draws = posterior.sample(2, seed=SEED)
   max_probability, distance = [], []
   for temperature in (5.0, 1.0, 0.3, 0.1, 0.01):
-    relaxed, hard = discrete.gumbel_samples(posterior, temperature, 2, SEED)
+    relaxed, hard = estimators.gumbel_samples(posterior, temperature, 2, SEED)
     # The hard sample is the relaxed sample's argmax, and what `sample` draws with the seed.
     np.testing.assert_array_equal(hard, hard_draws)
     groups = tf.reshape(relaxed, [-1, 3])
@@ -136,7 +144,7 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
                               num_categories)
   logits = tf.Variable(_logits(4, 12))
   with tf.GradientTape() as tape:
-    posterior = discrete.IndependentOneHotCategorical(logits, num_categories)
+    posterior = categorical_lib.IndependentOneHotCategorical(logits, num_categories)
     terms = _elbo(generative, posterior, "straight_through", temperature=temperature)
     reconstruction = tf.reduce_sum(terms["log_likelihood"])
   gradient = tape.gradient(reconstruction, logits)
@@ -146,7 +154,7 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
   np.testing.assert_array_equal(z_forward, hard_draws)
   # Backward: d/d logits of the relaxed sample y, contracted with df/dz at the hard sample.
   with tf.GradientTape() as tape:
-    relaxed, _ = discrete.gumbel_samples(posterior, temperature, 3, SEED)
+    relaxed, _ = estimators.gumbel_samples(posterior, temperature, 3, SEED)
     contracted = tf.reduce_sum(relaxed * (-2.0 * (hard_draws - target))) / 3.0
   np.testing.assert_allclose(gradient, tape.gradient(contracted, logits), rtol=1e-5, atol=1e-6)
 
@@ -180,7 +188,7 @@ def test_score_function_gradient_is_unbiased_on_an_enumerable_model():
   for estimator in ("score_function", "straight_through"):
     logits = tf.Variable(tf.repeat(base_logits, num_copies, axis=0))
     with tf.GradientTape() as tape:
-      posterior = discrete.IndependentOneHotCategorical(logits, num_categories)
+      posterior = categorical_lib.IndependentOneHotCategorical(logits, num_categories)
       bound = _elbo(generative, posterior, estimator, num_samples=2, temperature=1.0)["bound"]
       total = tf.reduce_sum(bound)
     estimates[estimator] = tape.gradient(total, logits).numpy()
@@ -199,21 +207,21 @@ def test_score_function_gradient_is_unbiased_on_an_enumerable_model():
 
 def test_score_function_baseline_is_leave_one_out():
   values = tf.constant([[1.0, 4.0], [3.0, 0.0], [5.0, 2.0]])
-  np.testing.assert_allclose(discrete.leave_one_out_baseline(values),
+  np.testing.assert_allclose(estimators.leave_one_out_baseline(values),
                              [[4.0, 1.0], [3.0, 3.0], [2.0, 2.0]])
 
 
 def test_estimators_change_gradients_not_values():
   # A real decoder with the categorical prior: every estimator's terms equal the plain
-  # Monte-Carlo ELBO over the same hard samples (objective.elbo, as the test step computes it).
-  generative = generative_lib.GenerativeModel(10, (12,), (16,), num_categories=3)
+  # Monte-Carlo ELBO over the same hard samples (bounds.elbo, as the test step computes it).
+  generative = dlgm.GenerativeModel(10, (12,), (16,), num_categories=3)
   x = tf.cast(tf.random.stateless_uniform([5, 10], [7, 8]) > 0.5, tf.float32)
-  posterior = discrete.IndependentOneHotCategorical(_logits(5, 12), 3)
-  reference = objective_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3)
-  sampled_kl = objective_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3,
-                                  kl="sample")
-  for estimator in discrete.ESTIMATORS:
-    terms = discrete.elbo(x, generative, posterior, seed=SEED, num_samples=3,
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(5, 12), 3)
+  reference = bounds_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3)
+  sampled_kl = bounds_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3,
+                               kl="sample")
+  for estimator in choices.DISCRETE_ESTIMATORS:
+    terms = estimators.discrete_elbo(x, generative, posterior, seed=SEED, num_samples=3,
                           estimator=estimator, temperature=0.5, kl_weight=0.3, training=False)
     for name in ("elbo", "log_likelihood", "kl"):
       np.testing.assert_allclose(terms[name], reference[name], rtol=1e-6, err_msg=estimator)
@@ -224,12 +232,12 @@ def test_estimators_change_gradients_not_values():
 
 
 def test_objective_dispatches_with_the_annealed_temperature():
-  objective = objective_lib.Objective(estimator="gumbel_softmax", temperature=1.0,
-                                      min_temperature=0.5, temperature_decay=0.01)
+  objective = estimators.Objective(estimator="gumbel_softmax", temperature=1.0,
+                                   min_temperature=0.5, temperature_decay=0.01)
   np.testing.assert_allclose([objective.temperature_at(t) for t in (0, 10, 1000)],
                              [1.0, math.exp(-0.1), 0.5], rtol=1e-6)
   generative = _FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
-  posterior = discrete.IndependentOneHotCategorical(_logits(2, 6), 3)
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(2, 6), 3)
   terms = objective(tf.zeros([2, 1]), generative, posterior, seed=SEED, step=10)
   assert set(terms) == {"bound", "elbo", "log_likelihood", "kl"}
   np.testing.assert_allclose(terms["log_likelihood"], [2.0, 2.0])  # f sums the N one-hot units
@@ -239,9 +247,9 @@ def test_objective_dispatches_with_the_annealed_temperature():
 
 
 def test_generative_model_with_the_categorical_prior():
-  generative = generative_lib.GenerativeModel(10, (12,), (16,), num_categories=4)
+  generative = dlgm.GenerativeModel(10, (12,), (16,), num_categories=4)
   prior = generative.prior()
-  assert isinstance(prior, discrete.IndependentOneHotCategorical)
+  assert isinstance(prior, categorical_lib.IndependentOneHotCategorical)
   z, x_mean = generative.sample(7, SEED)
   assert z.shape == [7, 12] and x_mean.shape == [7, 10] and _is_one_hot(z.numpy(), 4)
   expected = -3 * math.log(4)  # -N log K
@@ -249,10 +257,10 @@ def test_generative_model_with_the_categorical_prior():
   _, log_prior = generative.log_joint_parts(tf.zeros([7, 10]), z[None])
   np.testing.assert_allclose(log_prior, np.full([1, 7], expected), rtol=1e-6)
   # Without `num_categories` the top level stays N(0, I).
-  gaussian = generative_lib.GenerativeModel(10, (12,), (16,))
+  gaussian = dlgm.GenerativeModel(10, (12,), (16,))
   assert isinstance(gaussian.prior().distribution, tfd.Normal)
   np.testing.assert_allclose(gaussian.log_joint_parts(tf.zeros([7, 10]), z[None])[1],
-                             generative_lib.standard_normal_log_prob(z)[None], rtol=1e-6)
+                             models_base.standard_normal_log_prob(z)[None], rtol=1e-6)
 
 
 # --- Training. ----------------------------------------------------------------------------------
@@ -265,13 +273,13 @@ def _digits_config(**overrides):
                   log_every_steps=7, checkpoint_every_steps=100, num_importance_samples=40,
                   eval_chunk_size=20, eval_max_examples=60, jit_compile=False)
   settings.update(overrides)
-  return config_lib.ExperimentConfig().override(settings)
+  return schema.ExperimentConfig().override(settings)
 
 
 @pytest.mark.parametrize("estimator, num_samples", [("gumbel_softmax", 1), ("score_function", 2)])
 def test_one_epoch_on_digits_trains_and_evaluates(tmp_path, estimator, num_samples):
   workdir = str(tmp_path / estimator)
-  metrics = train_lib.train_and_evaluate(
+  metrics = loop.train_and_evaluate(
       _digits_config(estimator=estimator, num_samples=num_samples), workdir, verbose=False)
   for name in ("test_log_likelihood", "test_elbo", "test_kl", "valid_elbo"):
     assert np.isfinite(metrics[name]), name
@@ -285,10 +293,10 @@ def test_one_epoch_on_digits_trains_and_evaluates(tmp_path, estimator, num_sampl
 
 def test_gumbel_softmax_training_improves_the_elbo():
   config = _digits_config(binarization="static", latent_sizes=(20,))
-  splits = train_lib.load_data(config)
+  splits = data_lib.load_data(config)
   train, held_out = splits.train[:200].astype(np.float32), splits.valid[:100]
   model = builders.build_model(config, 64)
-  model.compile(*builders.build_optimizers(config, 4))
+  model.compile(*optimizers.build_optimizers(config, 4))
   model.build_all(train[:2])
   test_step = tf.function(model.test_step, autograph=False)  # no tensor control flow: faster
 
@@ -322,7 +330,7 @@ def test_bad_configs_name_the_argument(overrides, match):
 
 
 def test_bad_arguments_name_the_argument():
-  posterior = discrete.IndependentOneHotCategorical(_logits(2, 6), 3)
+  posterior = categorical_lib.IndependentOneHotCategorical(_logits(2, 6), 3)
   generative = _FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
   with pytest.raises(ValueError, match="num_samples"):
     _elbo(generative, posterior, "score_function", num_samples=1)
@@ -331,23 +339,23 @@ def test_bad_arguments_name_the_argument():
   with pytest.raises(ValueError, match="temperature"):
     _elbo(generative, posterior, "gumbel_softmax", temperature=0.0)
   with pytest.raises(TypeError, match="posterior"):
-    gaussian = posterior_lib.DiagonalGaussian().distribution(tf.zeros([2, 12]))
+    gaussian = gaussian_lib.DiagonalGaussian().distribution(tf.zeros([2, 12]))
     _elbo(generative, gaussian, "gumbel_softmax")
   with pytest.raises(ValueError, match="categorical prior"):
-    _elbo(generative_lib.GenerativeModel(1, (6,), (8,)), posterior, "gumbel_softmax")
+    _elbo(dlgm.GenerativeModel(1, (6,), (8,)), posterior, "gumbel_softmax")
   with pytest.raises(ValueError, match="num_categories"):
-    discrete.IndependentOneHotCategorical(tf.zeros([2, 7]), 3)
+    categorical_lib.IndependentOneHotCategorical(tf.zeros([2, 7]), 3)
   with pytest.raises(ValueError, match="num_categories"):
-    posterior_lib.CategoricalFamily(num_categories=1)
+    categorical.CategoricalFamily(num_categories=1)
   with pytest.raises(ValueError, match="num_categories"):
-    posterior_lib.CategoricalFamily(num_categories=4).num_params(6)
+    categorical.CategoricalFamily(num_categories=4).num_params(6)
   with pytest.raises(ValueError, match="num_categories"):
-    generative_lib.GenerativeModel(10, (6,), (8,), num_categories=4)
+    dlgm.GenerativeModel(10, (6,), (8,), num_categories=4)
   with pytest.raises(ValueError, match="num_categories"):
-    generative_lib.GenerativeModel(10, (8, 4), (8, 8), num_categories=4)
+    dlgm.GenerativeModel(10, (8, 4), (8, 8), num_categories=4)
 
 
 def test_discrete_mnist_preset_is_jang_et_al_setting():
-  config = config_lib.from_preset("discrete_mnist").validate()
+  config = presets.from_preset("discrete_mnist").validate()
   assert config.model.latent_sizes == (300,) and config.inference.num_categories == 10
   assert (config.objective.temperature, config.objective.min_temperature) == (1.0, 0.5)

@@ -19,13 +19,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import config as config_lib
-from tf_lti import data as data_lib
-from tf_lti import distribute
-from tf_lti import evaluation
-from tf_lti import train_lib
-from tf_lti import vae as vae_lib
-from trainers import flags as flags_lib
+from tf_lti.config import presets
+from tf_lti.data import base as data_lib
+from tf_lti.data import images as image_data
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.training import distribute
+from tf_lti.training import loop
+from tf_lti.training import optimizers
+from tf_lti.training import vae as vae_lib
+from tf_lti.training import workdir as workdir_lib
 
 REPLICAS = 2
 GLOBAL_BATCH = 32
@@ -50,15 +52,15 @@ def _config(procedure, **overrides):
   settings = dict(hidden_units=(32,), batch_size=GLOBAL_BATCH, jit_compile=False,
                   num_importance_samples=0, **PROCEDURES[procedure])
   settings.update(overrides)
-  return config_lib.from_preset("quickstart").override(settings).validate()
+  return presets.from_preset("quickstart").override(settings).validate()
 
 
 def _models(config, strategy):
-  splits = train_lib.load_data(config)
+  splits = data_lib.load_data(config)
   steps_per_epoch = len(splits.train) // config.data.batch_size
-  default_model, _ = train_lib._build(config, splits, steps_per_epoch)  # pylint: disable=protected-access
+  default_model, _ = workdir_lib.build(config, splits, steps_per_epoch)
   with strategy.scope():
-    mirrored_model, _ = train_lib._build(config, splits, steps_per_epoch)  # pylint: disable=protected-access
+    mirrored_model, _ = workdir_lib.build(config, splits, steps_per_epoch)
   return splits, default_model, mirrored_model
 
 
@@ -99,8 +101,8 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
   splits, default_model, mirrored_model = _models(config, mirrored)
   for a, b in zip(_variables(default_model), _variables(mirrored_model)):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
-  batches = [b.numpy() for b in data_lib.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
-                                                            epoch=0).take(3)]
+  batches = [b.numpy() for b in image_data.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
+                                                              epoch=0).take(3)]
 
   @tf.function
   def summed_gradients(x):
@@ -121,7 +123,7 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
   norm = tf.linalg.global_norm(expected).numpy()
   assert norm > config.train.clip_norm, f"the clip is not active (norm {norm})"
 
-  train_step = train_lib._make_train_step(mirrored_model, mirrored, splits, False)  # pylint: disable=protected-access
+  train_step = loop._make_train_step(mirrored_model, mirrored, splits, False)  # pylint: disable=protected-access
   for x in batches:
     _reference_step(default_model, tf.constant(x))
     logs = train_step(distribute.shard_batch(mirrored, x))
@@ -135,7 +137,7 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
 def test_metrics_average_over_the_global_batch(mirrored):
   config = _config("amortized")
   splits, _, model = _models(config, mirrored)
-  x = next(iter(data_lib.make_train_dataset(splits, GLOBAL_BATCH, seed=0, epoch=0))).numpy()
+  x = next(iter(image_data.make_train_dataset(splits, GLOBAL_BATCH, seed=0, epoch=0))).numpy()
 
   @tf.function
   def elbos(shards):
@@ -160,9 +162,9 @@ def test_mirrored_skip_applies_nothing_when_one_replica_is_faulty(mirrored, proc
   config = _config(procedure, on_nonfinite="skip")
   splits, _, model = _models(config, mirrored)
   assert model.skip_nonfinite
-  batches = [b.numpy() for b in data_lib.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
-                                                            epoch=0).take(3)]
-  train_step = train_lib._make_train_step(model, mirrored, splits, False)  # pylint: disable=protected-access
+  batches = [b.numpy() for b in image_data.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
+                                                              epoch=0).take(3)]
+  train_step = loop._make_train_step(model, mirrored, splits, False)  # pylint: disable=protected-access
   assert int(train_step(distribute.shard_batch(mirrored, batches[0]))["nonfinite"]) == 0
   variables = model.generative.variables + model.inference.variables
   before = [v.numpy().copy() for v in variables]
@@ -187,10 +189,10 @@ def test_mirrored_skip_applies_nothing_when_one_replica_is_faulty(mirrored, proc
 
 def test_train_dataset_shards_the_single_device_global_batches(mirrored):
   config = _config("amortized")  # quickstart: dynamic binarization
-  splits = train_lib.load_data(config)
+  splits = data_lib.load_data(config)
   assert config.data.binarization == "dynamic"
-  single = [b.numpy() for b in data_lib.make_train_dataset(splits, GLOBAL_BATCH, seed=3,
-                                                           epoch=2).skip(1).take(2)]
+  single = [b.numpy() for b in image_data.make_train_dataset(splits, GLOBAL_BATCH, seed=3,
+                                                             epoch=2).skip(1).take(2)]
   distributed = iter(distribute.train_dataset(mirrored, splits, GLOBAL_BATCH, seed=3, epoch=2,
                                               start_batch=1))
   for global_batch in single:
@@ -207,8 +209,8 @@ def test_distributed_iw_log_likelihood_equals_single_device(mirrored, procedure)
   # 3 batches on 2 replicas: the second round repeats the last batch, and drops it.
   test = splits.test[:70]
   options = dict(batch_size=25, num_importance_samples=5000, chunk_size=1000, seed=4)
-  single = evaluation.evaluate(default_model, test, **options)
-  sharded = evaluation.evaluate(mirrored_model, test, strategy=mirrored, **options)
+  single = metrics_lib.evaluate(default_model, test, **options)
+  sharded = metrics_lib.evaluate(mirrored_model, test, strategy=mirrored, **options)
   assert sharded["num_examples"] == single["num_examples"] == 70
   for name in single["per_example"]:
     np.testing.assert_allclose(sharded["per_example"][name], single["per_example"][name],
@@ -219,25 +221,25 @@ def test_distributed_iw_log_likelihood_equals_single_device(mirrored, procedure)
 def test_mirrored_training_resumes_and_matches_its_single_device_evaluation(mirrored, tmp_path):
   config = _config("iterative", epochs=1, eval_max_examples=40, num_importance_samples=100)
   workdir = str(tmp_path / "run")
-  train_lib.train_and_evaluate(config.override({"max_steps": 3}), workdir, verbose=False,
-                               strategy=mirrored)
+  loop.train_and_evaluate(config.override({"max_steps": 3}), workdir, verbose=False,
+                          strategy=mirrored)
   with pytest.raises(ValueError, match="different config"):  # max_steps is part of the config
-    train_lib.train_and_evaluate(config.override({"max_steps": 4}), workdir, verbose=False,
-                                 strategy=mirrored)
-  metrics = train_lib.train_and_evaluate(config.override({"max_steps": 3}), workdir,
-                                         verbose=False, strategy=mirrored)
+    loop.train_and_evaluate(config.override({"max_steps": 4}), workdir, verbose=False,
+                            strategy=mirrored)
+  metrics = loop.train_and_evaluate(config.override({"max_steps": 3}), workdir,
+                                    verbose=False, strategy=mirrored)
   assert metrics["steps"] == 3 and metrics["replicas"] == REPLICAS
   assert metrics["strategy"] == "mirrored"
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["parameter_fingerprint"] == metrics["parameter_fingerprint"]
   # The checkpoint restores on one device, to the same weights and the same test numbers.
-  restored_config, splits, model, step = train_lib.restore_model(workdir)
+  restored_config, splits, model, step = workdir_lib.restore_model(workdir)
   assert step == 3
-  assert train_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
-  batches = train_lib.eval_batches(splits, "test", restored_config.eval.eval_batch_size,
-                                   max_examples=40, seed=restored_config.data.data_seed)
-  single = evaluation.evaluate(model, batches, num_importance_samples=100,
-                               chunk_size=restored_config.eval.eval_chunk_size, seed=0)
+  assert workdir_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
+  batches = data_lib.eval_batches(splits, "test", restored_config.eval.eval_batch_size,
+                                  max_examples=40, seed=restored_config.data.data_seed)
+  single = metrics_lib.evaluate(model, batches, num_importance_samples=100,
+                                chunk_size=restored_config.eval.eval_chunk_size, seed=0)
   assert metrics["test_log_likelihood"] == pytest.approx(single["log_likelihood"], abs=1e-4)
   assert metrics["test_elbo"] == pytest.approx(single["elbo"], abs=1e-4)
 
@@ -245,14 +247,14 @@ def test_mirrored_training_resumes_and_matches_its_single_device_evaluation(mirr
 def test_mirrored_resume_from_a_checkpoint_equals_an_uninterrupted_run(mirrored, tmp_path):
   config = _config("amortized", epochs=1, checkpoint_every_steps=2, eval_max_examples=20)
   stopped, resumed, straight = (str(tmp_path / name) for name in ("stopped", "resumed", "straight"))
-  train_lib.train_and_evaluate(config.override({"max_steps": 2}), stopped, verbose=False,
-                               strategy=mirrored)
+  loop.train_and_evaluate(config.override({"max_steps": 2}), stopped, verbose=False,
+                          strategy=mirrored)
   # A 4-step run interrupted after its step-2 checkpoint: the stopped run's checkpoints.
   shutil.copytree(os.path.join(stopped, "checkpoints"), os.path.join(resumed, "checkpoints"))
-  resumed_metrics = train_lib.train_and_evaluate(config.override({"max_steps": 4}), resumed,
-                                                 verbose=False, strategy=mirrored)
-  straight_metrics = train_lib.train_and_evaluate(config.override({"max_steps": 4}), straight,
-                                                  verbose=False, strategy=mirrored)
+  resumed_metrics = loop.train_and_evaluate(config.override({"max_steps": 4}), resumed,
+                                            verbose=False, strategy=mirrored)
+  straight_metrics = loop.train_and_evaluate(config.override({"max_steps": 4}), straight,
+                                             verbose=False, strategy=mirrored)
   assert resumed_metrics["steps"] == straight_metrics["steps"] == 4
   assert resumed_metrics["parameter_fingerprint"] == straight_metrics["parameter_fingerprint"]
 
@@ -261,8 +263,8 @@ def test_unsupported_runs_fail_with_clear_errors(mirrored, tmp_path):
   with pytest.raises(distribute.DistributionError, match="`strategy` must be one of"):
     distribute.make_strategy("horovod")
   with pytest.raises(distribute.DistributionError, match="batch_size` 33 must be a multiple"):
-    train_lib.train_and_evaluate(_config("amortized", batch_size=33, max_steps=1),
-                                 str(tmp_path / "odd"), verbose=False, strategy=mirrored)
+    loop.train_and_evaluate(_config("amortized", batch_size=33, max_steps=1),
+                            str(tmp_path / "odd"), verbose=False, strategy=mirrored)
   with pytest.raises(distribute.DistributionError, match="text corpora"):
     distribute.check_supported(mirrored, is_text=True, jit_compile=False)
   with pytest.warns(UserWarning, match="without XLA"):
@@ -272,7 +274,6 @@ def test_unsupported_runs_fail_with_clear_errors(mirrored, tmp_path):
     distribute.make_strategy("tpu", tpu=f"grpc://127.0.0.1:{_free_port()}")
   with pytest.raises(distribute.DistributionError, match="already initialized with 2"):
     distribute.make_strategy("mirrored", num_cpu_devices=3)
-  assert flags_lib.STRATEGIES == distribute.STRATEGIES
 
 
 @pytest.mark.parametrize("tf_config, message", [
@@ -294,16 +295,16 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, message):
 
 
 def test_optimizer_clips_after_aggregation():
-  optimizer = distribute.make_optimizer("sgd", 1.0, clip_norm=1.0)
+  optimizer = optimizers.make_optimizer("sgd", 1.0, clip_norm=1.0)
   variable = tf.Variable([0.0, 0.0])
   optimizer.apply([tf.constant([3.0, 4.0])], [variable])  # norm 5 -> clipped to 1
   np.testing.assert_allclose(variable.numpy(), [-0.6, -0.8], rtol=1e-6)
   copy = type(optimizer).from_config(optimizer.get_config())
   assert copy.aggregated_clipnorm == 1.0 and copy.global_clipnorm is None
   with pytest.raises(ValueError, match="`clip_norm` must be > 0"):
-    distribute.make_optimizer("adam", 1e-3, clip_norm=-1.0)
+    optimizers.make_optimizer("adam", 1e-3, clip_norm=-1.0)
   with pytest.raises(ValueError, match="`optimizer` must be one of"):
-    distribute.make_optimizer("lamb", 1e-3)
+    optimizers.make_optimizer("lamb", 1e-3)
 
 
 def _free_port():
@@ -362,8 +363,8 @@ def test_two_worker_processes_train_identically_and_resume(tmp_path):
   # Only the chief wrote into the work dir; the worker's temporary directory is gone.
   assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "history.jsonl",
                                          "metrics.json", "plots", "train", "validation"]
-  _, _, model, step = train_lib.restore_model(workdir)
-  assert step == 3 and train_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
+  _, _, model, step = workdir_lib.restore_model(workdir)
+  assert step == 3 and workdir_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
 
   # A longer run of the same model in the same work dir resumes from the chief's checkpoint
   # (max_steps is part of the recorded config, so the record goes first).

@@ -10,9 +10,9 @@ import pytest
 from sklearn import datasets
 from tensorboard.backend.event_processing import event_accumulator
 
-from tf_lti import analysis
-from tf_lti import config as config_lib
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.evaluation import analysis
+from tf_lti.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,10 +63,10 @@ def test_analyze_embedding_of_a_2d_model_colours_the_source_labels(tmp_path):
   source = str(tmp_path / "digits.npz")
   labels = _labelled_digits(source)
   workdir = str(tmp_path / "run")
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       source=source, latent_sizes=(2,), hidden_units=(64,), epochs=20, max_steps=300,
       validation_size=100, num_importance_samples=0, eval_max_examples=20, jit_compile=False))
-  train_lib.train_and_evaluate(config, workdir, verbose=False)
+  loop.train_and_evaluate(config, workdir, verbose=False)
   result = subprocess.run([sys.executable, "-m", "trainers.analyze", f"--workdir={workdir}",
                            "--analysis=embedding"], cwd=REPO, capture_output=True, text=True,
                           timeout=300)

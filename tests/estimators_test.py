@@ -10,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import config as config_lib
-from tf_lti import objective
-from tf_lti import posterior as posterior_lib
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.config import schema
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import gaussian
+from tf_lti.training import loop
 
 SEED = tf.constant([3, 4])
-FAMILY = posterior_lib.DiagonalGaussian()
+FAMILY = gaussian.DiagonalGaussian()
 
 
 def _exact_params(model, x):
@@ -47,19 +48,19 @@ def _bound_and_gradients(model, x, params, bound_objective):
 
 
 def _stl(num_samples):
-  return objective.Objective(num_samples=num_samples, kl="sample", estimator="stl")
+  return estimators.Objective(num_samples=num_samples, kl="sample", estimator="stl")
 
 
 def _reparameterization(num_samples):
-  return objective.Objective(num_samples=num_samples, kl="sample")
+  return estimators.Objective(num_samples=num_samples, kl="sample")
 
 
 def _dreg(num_samples):
-  return objective.Objective(bound="iw", num_samples=num_samples, estimator="dreg")
+  return estimators.Objective(bound="iw", num_samples=num_samples, estimator="dreg")
 
 
 def _iwae(num_samples):
-  return objective.Objective(bound="iw", num_samples=num_samples)
+  return estimators.Objective(bound="iw", num_samples=num_samples)
 
 
 @pytest.mark.parametrize("estimator,reference", [(_stl, _reparameterization), (_dreg, _iwae)])
@@ -132,7 +133,7 @@ def test_stl_has_lower_variance_near_the_posterior():
     (dict(estimator="stl", kl="sample", procedure="iterative"), "procedure"),
 ])
 def test_config_rejects_estimator_combinations(settings, field):
-  config = config_lib.ExperimentConfig().override(settings)
+  config = schema.ExperimentConfig().override(settings)
   with pytest.raises(ValueError, match=f"`{field}"):
     config.validate()
 
@@ -143,9 +144,9 @@ def test_config_rejects_estimator_combinations(settings, field):
     dict(bound="iw", num_samples=3),  # IWAE
 ])
 def test_trainer_runs_with_each_estimator(tmp_path, settings):
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       hidden_units=(32,), epochs=1, max_steps=20, num_importance_samples=20,
       eval_chunk_size=20, eval_max_examples=40, jit_compile=False, **settings))
-  metrics = train_lib.train_and_evaluate(config.validate(), str(tmp_path / "run"), verbose=False)
+  metrics = loop.train_and_evaluate(config.validate(), str(tmp_path / "run"), verbose=False)
   assert np.isfinite(metrics["test_log_likelihood"]) and np.isfinite(metrics["test_elbo"])
   assert metrics["test_log_likelihood"] >= metrics["test_elbo"] - 0.5

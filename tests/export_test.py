@@ -32,11 +32,12 @@ from export import exporter
 from export import latency_benchmark
 from export import rest_adapter
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
-from tf_lti import evaluation
-from tf_lti import objective as objective_lib
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.evaluation import likelihood as likelihood_lib
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ITERATIONS = 3
@@ -95,7 +96,7 @@ with open(sys.argv[4], "w") as f:
 
 
 def _config(kind):
-  return config_lib.from_preset("quickstart").override(dict(SMALL, **KINDS[kind]))
+  return presets.from_preset("quickstart").override(dict(SMALL, **KINDS[kind]))
 
 
 class _Plan:
@@ -156,7 +157,7 @@ def _encode_reference(model, x, **controls):
                                  seed=tf.constant(exporter.INFERENCE_SEED), **controls)
   trajectory = result.bound_trajectory
   if trajectory is None:
-    trajectory = objective_lib.elbo(
+    trajectory = bounds_lib.elbo(
         tf.constant(x), model.generative, model.family.distribution(result.params),
         seed=tf.constant(exporter.BOUND_SEED), num_samples=model.objective.num_samples,
         kl=model.objective.kl)["elbo"][None]
@@ -167,7 +168,7 @@ def _encode_reference(model, x, **controls):
 def _log_likelihood_reference(model, x, num_samples):
   posterior = model.family.distribution(model.inference.infer(
       tf.constant(x), model.generative, seed=tf.constant(exporter.INFERENCE_SEED)).params)
-  return {"log_likelihood": evaluation.iw_log_likelihood(
+  return {"log_likelihood": likelihood_lib.iw_log_likelihood(
       tf.constant(x), model.generative, posterior, seed=tf.constant(exporter.IMPORTANCE_SEED),
       num_samples=num_samples, chunk_size=200)}
 
@@ -277,7 +278,7 @@ def round_trip(tmp_path_factory):
   cli = None
   for kind in KINDS:
     workdirs[kind] = str(root / "runs" / kind)
-    train_lib.train_and_evaluate(_config(kind), workdirs[kind], verbose=False)
+    loop.train_and_evaluate(_config(kind), workdirs[kind], verbose=False)
     base = str(root / "exports" / kind)
     exports[kind] = os.path.join(base, "1")
     # The binary exports one kind (in the background), the library the others.
@@ -289,7 +290,7 @@ def round_trip(tmp_path_factory):
       assert exporter.export_from_workdir(workdirs[kind], base) == exports[kind]
   models, modules, defaults = {}, {}, {}
   for kind in KINDS:
-    _, splits, models[kind], _ = train_lib.restore_model(workdirs[kind])
+    _, splits, models[kind], _ = workdir_lib.restore_model(workdirs[kind])
     # What `export_from_workdir` serves: the run's evaluation K is log_likelihood's default.
     modules[kind] = exporter.ServingModule(
         models[kind], num_importance_samples=SMALL["num_importance_samples"])

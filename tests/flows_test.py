@@ -11,13 +11,17 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tests import testing
-from tf_lti import config as config_lib
-from tf_lti import evaluation
-from tf_lti import flows
-from tf_lti import objective
-from tf_lti import posterior
-from tf_lti import train_lib
+from tf_lti import posteriors
+from tf_lti.config import presets
+from tf_lti.data import base as data_lib
+from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.inference import amortized
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.posteriors import bijectors
+from tf_lti.posteriors import flows
+from tf_lti.posteriors import gaussian
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 tfd = tfp.distributions
 SEED = tf.constant([1, 2])
@@ -115,15 +119,15 @@ def test_planar_constraint_keeps_the_map_invertible_with_finite_log_det():
   w = rng.normal(size=(6, 3))
   u = -np.linspace(0.5, 40.0, 6)[:, None] * w  # w . u from about -1 down to about -120
   w_dot_u = np.sum(w * u, -1)
-  u_hat = flows.planar_u_hat(tf.constant(u), tf.constant(w)).numpy()
+  u_hat = bijectors.planar_u_hat(tf.constant(u), tf.constant(w)).numpy()
   assert np.all(w_dot_u < -0.5)
   np.testing.assert_allclose(np.sum(w * u_hat, -1), np.logaddexp(0.0, w_dot_u) - 1.0)
   assert np.all(np.sum(w * u_hat, -1) > -1.0)  # w . u_hat = m(w . u) > -1
   assert np.all(1.0 + w_dot_u[1:] < 0)  # unconstrained, the map would fold at t = 0
   b = rng.normal(size=6)
   x = rng.normal(scale=3.0, size=(20, 6, 3))
-  log_det = flows.planar_log_det_jacobian(tf.constant(u), tf.constant(w), tf.constant(b),
-                                          tf.constant(x)).numpy()
+  log_det = bijectors.planar_log_det_jacobian(tf.constant(u), tf.constant(w), tf.constant(b),
+                                              tf.constant(x)).numpy()
   jacobian = (np.eye(3) + u_hat[None, :, :, None] * w[None, :, None, :]
               * (1.0 - np.tanh(np.sum(w * x, -1) + b) ** 2)[..., None, None])
   sign, expected = np.linalg.slogdet(jacobian)
@@ -133,8 +137,8 @@ def test_planar_constraint_keeps_the_map_invertible_with_finite_log_det():
   # dense 1 + sech^2(t) (w . u_hat) cancels to rounding noise. (Where softplus(w . u) is
   # below the rounding of t^2 ~ 1e-32, det = tanh^2(t) ~ t^2 instead: still finite.)
   on_plane = (-b / np.sum(w * w, -1))[:, None] * w
-  log_det = flows.planar_log_det_jacobian(tf.constant(u), tf.constant(w), tf.constant(b),
-                                          tf.constant(on_plane)).numpy()
+  log_det = bijectors.planar_log_det_jacobian(tf.constant(u), tf.constant(w), tf.constant(b),
+                                              tf.constant(on_plane)).numpy()
   assert np.all(np.isfinite(log_det))
   resolved = w_dot_u > -60.0
   assert np.sum(resolved) >= 3
@@ -220,7 +224,7 @@ def _fit_reverse_kl(family, params, weights=(), steps=150, num_samples=32):
 
 def test_flow_posteriors_fit_a_correlated_gaussian_better_than_the_diagonal_family():
   keras.utils.set_random_seed(0)
-  diagonal = posterior.DiagonalGaussian()
+  diagonal = gaussian.DiagonalGaussian()
   planar = flows.PlanarFlowFamily(2)
   iaf = flows.IAFFamily(2, 2, 16)
   kls = {
@@ -249,7 +253,7 @@ def test_iaf_weights_are_encoder_weights_and_get_gradients_through_the_elbo():
   model = testing.LinearGaussian(rng.normal(size=(6, 3)), rng.normal(size=6), 0.5,
                                  dtype=tf.float32)
   x = testing.data_from(model, 8)
-  family = posterior.get_family("iaf", latent_size=3, flow_length=2, flow_hidden_units=8)
+  family = posteriors.get_family("iaf", latent_size=3, flow_length=2, flow_hidden_units=8)
   encoder = amortized.AmortizedEncoder(family, [3], [16], name="inference")
   params = encoder.encode(x)
   assert params.shape == (8, family.num_params(3)) == (8, 5 * 3)
@@ -258,8 +262,8 @@ def test_iaf_weights_are_encoder_weights_and_get_gradients_through_the_elbo():
       id(v) in encoder_ids for v in family.trainable_variables)
   assert all("made" in v.path for v in family.trainable_variables)
   with tf.GradientTape() as tape:
-    terms = objective.elbo(x, model, family.distribution(encoder.encode(x)), seed=SEED,
-                           num_samples=2, kl="sample")
+    terms = bounds_lib.elbo(x, model, family.distribution(encoder.encode(x)), seed=SEED,
+                            num_samples=2, kl="sample")
     loss = -tf.reduce_mean(terms["elbo"])
   gradients = tape.gradient(loss, encoder.trainable_variables)
   for variable, gradient in zip(encoder.trainable_variables, gradients):
@@ -267,17 +271,17 @@ def test_iaf_weights_are_encoder_weights_and_get_gradients_through_the_elbo():
 
 
 def test_get_family_builds_flow_families_from_options():
-  planar = posterior.get_family("planar", flow_length=3, flow_hidden_units=7, latent_size=5)
+  planar = posteriors.get_family("planar", flow_length=3, flow_hidden_units=7, latent_size=5)
   assert isinstance(planar, flows.PlanarFlowFamily) and planar.flow_length == 3
   assert planar.num_params(5) == (2 + 3 * 3) * 5
-  iaf = posterior.get_family("iaf", flow_length=2, flow_hidden_units=10, latent_size=4)
+  iaf = posteriors.get_family("iaf", flow_length=2, flow_hidden_units=10, latent_size=4)
   assert isinstance(iaf, flows.IAFFamily) and iaf.name == "iaf"
   assert (iaf.flow_length, iaf.hidden_units, iaf.context_size) == (2, 10, 12)  # 3 groups of 4
   assert iaf.num_params(4) == 5 * 4
   # Built-in families ignore the flow options; the unknown-name error lists every family.
-  assert isinstance(posterior.get_family("diagonal", flow_length=3), posterior.DiagonalGaussian)
+  assert isinstance(posteriors.get_family("diagonal", flow_length=3), gaussian.DiagonalGaussian)
   with pytest.raises(ValueError, match=r"Unknown posterior family 'glow'.*'iaf', 'planar'"):
-    posterior.get_family("glow")
+    posteriors.get_family("glow")
 
 
 # ---------------------------------------------------------------------------
@@ -297,9 +301,9 @@ def test_get_family_builds_flow_families_from_options():
      r"`context_size` must be a positive int; got -1"),
     (lambda: flows.IAFFamily(4, 2, 8, forget_bias=float("nan")),
      r"`forget_bias` must be finite; got nan"),
-    (lambda: posterior.get_family("iaf", flow_length=2),
+    (lambda: posteriors.get_family("iaf", flow_length=2),
      r"`latent_size` is required for posterior family 'iaf'.*got None"),
-    (lambda: posterior.get_family("planar", flow_length=0),
+    (lambda: posteriors.get_family("planar", flow_length=0),
      r"`flow_length` must be a positive int; got 0"),
     (lambda: flows.IAFFamily(4, 1, 8).num_params(3),
      r"built for `latent_size` 4; got 3"),
@@ -325,7 +329,7 @@ def test_bad_arguments_name_the_argument(build, message):
 ], ids=["flow-length", "hidden-units", "analytic-kl", "iaf-savae", "iterative"])
 def test_bad_flow_configs_are_refused_naming_the_field(overrides, message):
   with pytest.raises(ValueError, match=message):
-    config_lib.from_preset("quickstart").override(overrides).validate()
+    presets.from_preset("quickstart").override(overrides).validate()
 
 
 # ---------------------------------------------------------------------------
@@ -336,16 +340,16 @@ def test_bad_flow_configs_are_refused_naming_the_field(overrides, message):
 @pytest.mark.parametrize("name", ["planar", "iaf"])
 def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
   workdir = str(tmp_path / name)
-  config = config_lib.from_preset("quickstart").override(dict(
+  config = presets.from_preset("quickstart").override(dict(
       posterior=name, kl="sample", flow_length=2, flow_hidden_units=16, latent_sizes=(4,),
       hidden_units=(16,), epochs=1, max_steps=3, checkpoint_every_steps=100, log_every_steps=3,
       num_importance_samples=8, eval_chunk_size=8, eval_max_examples=10, jit_compile=False))
-  metrics = train_lib.train_and_evaluate(config, workdir, verbose=False)
+  metrics = loop.train_and_evaluate(config, workdir, verbose=False)
   assert metrics["steps"] == 3
   for key in ("test_elbo", "test_kl", "test_log_likelihood", "valid_elbo"):
     assert np.isfinite(metrics[key]), (key, metrics[key])
-  _, splits, model, step = train_lib.restore_model(workdir)
-  assert step == 3 and isinstance(model.family, type(posterior.get_family(
+  _, splits, model, step = workdir_lib.restore_model(workdir)
+  assert step == 3 and isinstance(model.family, type(posteriors.get_family(
       name, flow_length=2, flow_hidden_units=16, latent_size=4)))
   names = {n for n, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))}
@@ -354,7 +358,7 @@ def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
     # The restored MADE weights are the trained ones: they moved from the seeded start
     # (`build_model` seeds Keras, then builds the family first).
     keras.utils.set_random_seed(config.train.seed)
-    initial = posterior.get_family("iaf", flow_length=2, flow_hidden_units=16, latent_size=4)
+    initial = posteriors.get_family("iaf", flow_length=2, flow_hidden_units=16, latent_size=4)
     restored = model.inference.family
     assert restored in model.inference._flatten_layers()  # pylint: disable=protected-access
     assert [v.path for v in initial.trainable_variables] == [
@@ -362,8 +366,8 @@ def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
     moved = [not np.allclose(a.numpy(), b.numpy())
              for a, b in zip(initial.trainable_variables, restored.trainable_variables)]
     assert all(moved), moved
-  results = evaluation.evaluate(model, evaluation.subset(splits.test, 10, config.data.data_seed),
-                                num_importance_samples=8, chunk_size=8, seed=config.train.seed)
+  results = metrics_lib.evaluate(model, data_lib.subset(splits.test, 10, config.data.data_seed),
+                                 num_importance_samples=8, chunk_size=8, seed=config.train.seed)
   np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-5)
   np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-5)
 
@@ -374,12 +378,12 @@ def test_planar_flow_trains_semi_amortized_and_any_flow_refines_at_test_time(tmp
                 hidden_units=(16,), epochs=1, max_steps=3, checkpoint_every_steps=100,
                 log_every_steps=3, num_importance_samples=8, eval_chunk_size=8,
                 eval_max_examples=10, jit_compile=False)
-  savae = config_lib.from_preset("quickstart").override(dict(
+  savae = presets.from_preset("quickstart").override(dict(
       common, posterior="planar", procedure="semi_amortized", svi_steps=2))
-  metrics = train_lib.train_and_evaluate(savae, str(tmp_path / "savae"), verbose=False)
+  metrics = loop.train_and_evaluate(savae, str(tmp_path / "savae"), verbose=False)
   assert np.isfinite(metrics["test_elbo"]) and np.isfinite(metrics["test_log_likelihood"])
-  refined = config_lib.from_preset("quickstart").override(dict(
+  refined = presets.from_preset("quickstart").override(dict(
       common, posterior="iaf", eval_svi_steps=3))
-  metrics = train_lib.train_and_evaluate(refined, str(tmp_path / "iaf"), verbose=False)
+  metrics = loop.train_and_evaluate(refined, str(tmp_path / "iaf"), verbose=False)
   assert np.isfinite(metrics["test_elbo"]) and np.isfinite(metrics["test_log_likelihood"])
   assert len(metrics["test_elbo_trajectory"]) == 4  # the encoder's λ and 3 SVI steps

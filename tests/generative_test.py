@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_lti import generative
-from tf_lti import likelihood
+from tf_lti.models import dlgm
+from tf_lti.models import likelihoods
 
 tfd = tfp.distributions
 
@@ -17,7 +17,7 @@ def test_bernoulli_log_prob_matches_tfp():
   logits = tf.random.stateless_normal([3, 4, 7], [0, 1]) * 3.0
   x = tf.cast(tf.random.stateless_uniform([4, 7], [0, 2]) < 0.5, tf.float32)
   expected = tfd.Independent(tfd.Bernoulli(logits=logits), 1).log_prob(x)
-  np.testing.assert_allclose(likelihood.bernoulli_log_prob(x, logits), expected, rtol=1e-5)
+  np.testing.assert_allclose(likelihoods.bernoulli_log_prob(x, logits), expected, rtol=1e-5)
 
 
 def test_gaussian_log_prob_matches_tfp_and_discretization_term():
@@ -25,9 +25,9 @@ def test_gaussian_log_prob_matches_tfp_and_discretization_term():
   log_variance = tf.random.stateless_normal([2, 5], [0, 4])
   x = tf.random.stateless_uniform([2, 5], [0, 5])
   expected = tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1).log_prob(x)
-  np.testing.assert_allclose(likelihood.gaussian_log_prob(x, mean, log_variance), expected,
+  np.testing.assert_allclose(likelihoods.gaussian_log_prob(x, mean, log_variance), expected,
                              rtol=1e-5)
-  binned = likelihood.gaussian_log_prob(x, mean, log_variance, num_bins=256)
+  binned = likelihoods.gaussian_log_prob(x, mean, log_variance, num_bins=256)
   np.testing.assert_allclose(binned, expected - 5 * math.log(256), rtol=1e-5)
 
 
@@ -40,7 +40,7 @@ def _xla_compiled_calls(concrete_function):
 
 @pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
 def test_compiled_log_probs_compile_only_the_log_prob_and_keep_its_value(name):
-  head = likelihood.make_head(name, 7, num_bins=256 if name == "gaussian" else None)
+  head = likelihoods.make_head(name, 7, num_bins=256 if name == "gaussian" else None)
   x = tf.cast(tf.random.stateless_uniform([4, 7], [0, 2]) < 0.5, tf.float32)
   params = head(tf.random.stateless_normal([3 * 4, 5], [0, 3]) * 3.0)
   params = tf.reshape(params, [3, 4, -1])
@@ -50,7 +50,7 @@ def test_compiled_log_probs_compile_only_the_log_prob_and_keep_its_value(name):
 
   @tf.function(input_signature=specs)
   def compiled(x, params):
-    with likelihood.compiled_log_probs():
+    with likelihoods.compiled_log_probs():
       return head.log_prob(x, params)
 
   assert not _xla_compiled_calls(plain.get_concrete_function())
@@ -60,15 +60,15 @@ def test_compiled_log_probs_compile_only_the_log_prob_and_keep_its_value(name):
 
 
 def test_compiled_log_probs_nest_and_restore():
-  head = likelihood.BernoulliHead(3)
+  head = likelihoods.BernoulliHead(3)
   x, logits = tf.ones([2, 3]), tf.zeros([2, 3])
 
   def calls(fn):
     return len(_xla_compiled_calls(tf.function(fn).get_concrete_function()))
 
   def outer_off_inner_on():
-    with likelihood.compiled_log_probs(False):
-      with likelihood.compiled_log_probs():
+    with likelihoods.compiled_log_probs(False):
+      with likelihoods.compiled_log_probs():
         inside = head.log_prob(x, logits)
       return inside + head.log_prob(x, logits)  # off again after the inner context
 
@@ -78,7 +78,7 @@ def test_compiled_log_probs_nest_and_restore():
 
 @pytest.mark.parametrize("variance", ["global", "per_dim", "per_example"])
 def test_gaussian_head_shapes_and_clamp(variance):
-  head = likelihood.GaussianHead(6, variance=variance, num_bins=256)
+  head = likelihoods.GaussianHead(6, variance=variance, num_bins=256)
   params = head(tf.zeros([4, 3]))
   assert params.shape == (4, 12)
   assert head.log_prob(tf.zeros([2, 6]), tf.reshape(params, [2, 2, 12])).shape == (2, 2)
@@ -86,7 +86,7 @@ def test_gaussian_head_shapes_and_clamp(variance):
 
 
 def test_one_level_log_joint_is_likelihood_plus_standard_normal_prior():
-  model = generative.GenerativeModel(10, [3], [8])
+  model = dlgm.GenerativeModel(10, [3], [8])
   z = tf.random.stateless_normal([2, 4, 3], [0, 6])
   x = tf.cast(tf.random.stateless_uniform([4, 10], [0, 7]) < 0.5, tf.float32)
   log_likelihood, log_prior = model.log_joint_parts(x, z)
@@ -94,14 +94,14 @@ def test_one_level_log_joint_is_likelihood_plus_standard_normal_prior():
   expected_prior = tfd.Independent(tfd.Normal(tf.zeros(3), 1.0), 1).log_prob(z)
   np.testing.assert_allclose(log_prior, expected_prior, rtol=1e-6)
   logits = model(tf.reshape(z, [8, 3]))
-  expected_likelihood = likelihood.bernoulli_log_prob(x, tf.reshape(logits, [2, 4, 10]))
+  expected_likelihood = likelihoods.bernoulli_log_prob(x, tf.reshape(logits, [2, 4, 10]))
   np.testing.assert_allclose(log_likelihood, expected_likelihood, rtol=1e-5)
   np.testing.assert_allclose(model.log_joint(x, z), log_likelihood + log_prior, rtol=1e-6)
 
 
 def test_hierarchical_log_prior_matches_manual_conditionals():
-  model = generative.GenerativeModel(10, [3, 2], [8, 5], deterministic_sizes=[4, 0],
-                                     connection="highway", batch_norm=True)
+  model = dlgm.GenerativeModel(10, [3, 2], [8, 5], deterministic_sizes=[4, 0],
+                               connection="highway", batch_norm=True)
   z = tf.random.stateless_normal([5, 5], [0, 8])
   model(z)
   _, log_prior, latent_errors = model.decode(z)
@@ -123,7 +123,7 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
 
 
 def test_sample_is_seeded_and_shaped():
-  model = generative.GenerativeModel(10, [3, 2], [8, 5])
+  model = dlgm.GenerativeModel(10, [3, 2], [8, 5])
   z, mean = model.sample(6, tf.constant([1, 2]))
   z_again, _ = model.sample(6, tf.constant([1, 2]))
   assert z.shape == (6, 5) and mean.shape == (6, 10)
@@ -141,12 +141,12 @@ def test_generative_model_rejects_bad_arguments(kwargs, match):
   arguments = dict(event_size=10, latent_sizes=[3], hidden_units=[8])
   arguments.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    generative.GenerativeModel(**arguments)
+    dlgm.GenerativeModel(**arguments)
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
 def test_prediction_error_is_the_likelihood_gradient(name):
-  head = likelihood.make_head(name, 6)
+  head = likelihoods.make_head(name, 6)
   params = head(tf.random.stateless_normal([4, 3], [0, 9]))
   x = tf.cast(tf.random.stateless_uniform([4, 6], [0, 10]) < 0.5, tf.float32)
   if name == "bernoulli":
@@ -158,7 +158,7 @@ def test_prediction_error_is_the_likelihood_gradient(name):
     mean, log_variance = tf.split(params, 2, axis=-1)
     with tf.GradientTape() as tape:
       tape.watch(mean)
-      log_prob = likelihood.gaussian_log_prob(x, mean, log_variance)
+      log_prob = likelihoods.gaussian_log_prob(x, mean, log_variance)
     expected = tape.gradient(log_prob, mean)
   np.testing.assert_allclose(head.prediction_error(x, params), expected, rtol=1e-5, atol=1e-6)
 
@@ -166,8 +166,8 @@ def test_prediction_error_is_the_likelihood_gradient(name):
 def test_mlp_tracks_every_sublayer_weight():
   # Regression: assigning `self._layers` overwrote Keras' own sub-layer list, which silently
   # dropped highway gates, input projections and batch norm from training and checkpoints.
-  from tf_lti import network  # pylint: disable=g-import-not-at-top
-  mlp = network.MLP(16, 2, connection="highway", batch_norm=True)
+  from tf_lti.models import layers  # pylint: disable=g-import-not-at-top
+  mlp = layers.MLP(16, 2, connection="highway", batch_norm=True)
   mlp(tf.zeros([3, 5]), training=True)
   # 2 dense + 2 gates + input projection (kernel, bias each); 5 batch norms (gamma, beta).
   assert len(mlp.trainable_variables) == 2 * 5 + 2 * 5

@@ -11,10 +11,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from tests import testing
-from tf_lti import builders
-from tf_lti import config as config_lib
-from tf_lti import imputation
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.evaluation import imputation
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = tf.constant([3, 1])
@@ -93,13 +94,13 @@ def test_errors_follow_their_definitions():
 def _mnist_model(tmp_path_factory):
   """A small MLP VAE trained for 300 steps on binarized MNIST (about 15 s)."""
   source = str(testing.shared_data("binarized_mnist.npz"))
-  config = config_lib.from_preset("mnist_one_level").override(dict(
+  config = presets.from_preset("mnist_one_level").override(dict(
       source=source, hidden_units=(200,), latent_sizes=(16,), epochs=1, max_steps=300,
       learning_rate=3e-3, num_importance_samples=0, eval_max_examples=100,
       checkpoint_every_steps=1000, jit_compile=False))
   workdir = str(tmp_path_factory.mktemp("mnist"))
-  train_lib.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = train_lib.restore_model(workdir)
+  loop.train_and_evaluate(config, workdir, verbose=False)
+  _, splits, model, _ = workdir_lib.restore_model(workdir)
   return splits, model
 
 
@@ -131,7 +132,7 @@ def _standard_run(tmp_path_factory):
 
 def test_semi_amortized_inference_imputes(standard_run):
   # Test-time SVI on a trained encoder ("VAE + SVI") is a `SemiAmortizedInference` procedure.
-  config, splits, model, _ = train_lib.restore_model(standard_run)
+  config, splits, model, _ = workdir_lib.restore_model(standard_run)
   model = builders.with_test_time_svi(model, config, 2)
   x = splits.test[:6]
   mask = imputation.make_mask("random", 6, splits.image_shape, fraction=0.5, seed=1)

@@ -21,9 +21,9 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import builders
-from tf_lti import faults
-from tf_lti import train_lib
+from tf_lti.training import faults
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 28 steps per epoch: the runs cross an epoch end (validation, history line, checkpoint).
@@ -129,8 +129,8 @@ def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_th
   # Rebuild the state of a run stopped right after the periodic checkpoint of step 28.
   stopped = str(tmp_path / "stopped")
   shutil.copytree(reference, stopped)
-  config, _, model, _ = train_lib.restore_model(stopped)
-  checkpoint = builders.build_checkpoint(model)
+  config, _, model, _ = workdir_lib.restore_model(stopped)
+  checkpoint = workdir_lib.build_checkpoint(model)
   directory = os.path.join(stopped, "checkpoints")
   checkpoint.restore(os.path.join(directory, "ckpt-28")).assert_existing_objects_matched()
   checkpoint.epoch.assign(0)  # The epoch's end has not run.
@@ -140,7 +140,7 @@ def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_th
   os.remove(os.path.join(stopped, "metrics.json"))
   with open(os.path.join(stopped, "history.jsonl"), "w"):
     pass  # The epoch-1 line was never written.
-  train_lib.train_and_evaluate(config, stopped, verbose=False)
+  loop.train_and_evaluate(config, stopped, verbose=False)
   outcome, expected = _outcome(stopped), _outcome(reference)
   assert [line["step"] for line in outcome[1]] == [28, 30]
   for line, reference_line in zip(outcome[1], expected[1]):
@@ -170,32 +170,32 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
   workdir = testing.tiny_run(str(tmp_path / "run"), max_steps=6, checkpoint_every_steps=3,
                              keep_checkpoints=5)
   directory = os.path.join(workdir, "checkpoints")
-  _, _, model, step = train_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 6
-  expected = train_lib.parameter_fingerprint(model)
+  expected = workdir_lib.parameter_fingerprint(model)
   _corrupt(os.path.join(directory, "ckpt-6"))
-  _, _, model, step = train_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 3
   assert "ckpt-6 cannot be restored" in capsys.readouterr().err
   # A fresh model restored from ckpt-3 differs from the step-6 weights it did not get.
-  assert train_lib.parameter_fingerprint(model) != expected
+  assert workdir_lib.parameter_fingerprint(model) != expected
   _corrupt(os.path.join(directory, "ckpt-3"))
   with pytest.raises(faults.CheckpointError, match="no checkpoint in .* can be restored: ckpt-6"):
-    train_lib.restore_model(workdir)
+    workdir_lib.restore_model(workdir)
 
 
 def test_a_missing_checkpoint_index_is_rebuilt_from_the_files(tmp_path):
   workdir = testing.tiny_run(str(tmp_path / "run"), max_steps=4, checkpoint_every_steps=2)
   os.remove(os.path.join(workdir, "checkpoints", "checkpoint"))
-  _, _, model, step = train_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 4
   assert np.isfinite(float(model.generative_optimizer.iterations.numpy()))
 
 
 def test_the_checkpoint_holds_the_metric_sums_and_the_skipped_step_count(tmp_path):
   workdir = testing.tiny_run(str(tmp_path / "run"), max_steps=3)
-  _, _, model, _ = train_lib.restore_model(workdir)
-  checkpoint = builders.build_checkpoint(model)
+  _, _, model, _ = workdir_lib.restore_model(workdir)
+  checkpoint = workdir_lib.build_checkpoint(model)
   names = set(checkpoint.metric_variables)
   assert {"elbo.total", "elbo.count", "loss.total", "loss.count"} <= names
   assert int(checkpoint.skipped_steps.numpy()) == 0

@@ -6,13 +6,14 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import config as config_lib
-from tf_lti import generative as generative_lib
-from tf_lti import network
-from tf_lti import objective as objective_lib
-from tf_lti import posterior
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.inference import base
 from tf_lti.inference import iterative
+from tf_lti.models import dlgm
+from tf_lti.models import layers
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import gaussian
+from tf_lti.training import loop
 
 SEED = tf.constant([3, 4])
 
@@ -24,13 +25,13 @@ def _linear_model_and_data(batch_size=64, dtype=tf.float32):
 
 
 def _iterative(objective, latent_sizes=(2,), hidden_units=(32,), **kwargs):
-  return iterative.IterativeInferenceModel(posterior.DiagonalGaussian(), latent_sizes,
+  return iterative.IterativeInferenceModel(gaussian.DiagonalGaussian(), latent_sizes,
                                            hidden_units, objective, **kwargs)
 
 
 def test_encoded_gradient_equals_the_analytic_per_example_gradient():
   model, x = _linear_model_and_data(batch_size=6, dtype=tf.float64)
-  objective = objective_lib.Objective(num_samples=200000)
+  objective = estimators.Objective(num_samples=200000)
   inference = _iterative(objective)
   params = tf.concat([tf.random.stateless_normal([6, 2], [0, 1], dtype=tf.float64),
                       tf.random.stateless_normal([6, 2], [0, 2], dtype=tf.float64) - 1.0], -1)
@@ -51,7 +52,7 @@ def test_a_tensor_iteration_count_equals_the_static_one(num_iterations):
   """Serving passes T as a tensor: every step then runs in the loop, with the same result."""
   model, x = _linear_model_and_data(batch_size=8)
   keras.utils.set_random_seed(0)
-  inference = _iterative(objective_lib.Objective(), num_iterations=3)
+  inference = _iterative(estimators.Objective(), num_iterations=3)
   static = inference.infer(x, model, seed=SEED, num_iterations=num_iterations)
   dynamic = tf.function(lambda t: _tensors(inference.infer(x, model, seed=SEED, num_iterations=t)))
 
@@ -75,20 +76,20 @@ def test_a_tensor_iteration_count_equals_the_static_one(num_iterations):
 
 def test_gradient_encodings():
   g = tf.constant([[1e-3, -2.0, 0.0], [4.0, 0.5, -1e-6]])
-  log_sign = iterative.encode_gradient(g, "log_sign")
+  log_sign = base.encode_gradient(g, "log_sign")
   np.testing.assert_allclose(log_sign[:, :3], np.log(np.abs(g) + 1e-5), rtol=1e-6)
   np.testing.assert_array_equal(log_sign[:, 3:], np.sign(g))
-  np.testing.assert_allclose(iterative.encode_gradient(g, "scaled_log_sign", 0.1)[:, :3],
+  np.testing.assert_allclose(base.encode_gradient(g, "scaled_log_sign", 0.1)[:, :3],
                              0.1 * log_sign[:, :3], rtol=1e-6)
-  standardized = iterative.encode_gradient(g, "standardized").numpy()
+  standardized = base.encode_gradient(g, "standardized").numpy()
   np.testing.assert_allclose(standardized.mean(0), 0.0, atol=1e-6)
   with pytest.raises(ValueError, match="`gradient_encoding` must be one of"):
-    iterative.encode_gradient(g, "adam")
+    base.encode_gradient(g, "adam")
 
 
 def test_no_gradient_flows_through_encoded_inputs_or_the_old_estimate():
   model, x = _linear_model_and_data(batch_size=8)
-  objective = objective_lib.Objective(num_samples=2)
+  objective = estimators.Objective(num_samples=2)
   inference = _iterative(objective, inputs=("data", "params", "gradient", "error"))
   params0 = inference.initial_params(8)
   with tf.GradientTape(persistent=True) as tape:
@@ -109,8 +110,8 @@ def test_no_gradient_flows_through_encoded_inputs_or_the_old_estimate():
 @pytest.mark.parametrize("inputs", [("data", "params", "gradient"), ("data", "params", "error")],
                          ids=["gradient", "error"])
 def test_flat_memory_gradients_equal_autodiff_of_the_averaged_losses(inputs):
-  generative = generative_lib.GenerativeModel(12, [3], [16])
-  objective = objective_lib.Objective(num_samples=2)
+  generative = dlgm.GenerativeModel(12, [3], [16])
+  objective = estimators.Objective(num_samples=2)
   inference = _iterative(objective, latent_sizes=(3,), hidden_units=(16,), inputs=inputs,
                          num_iterations=3)
   x = tf.cast(tf.random.stateless_uniform([10, 12], [0, 5]) < 0.5, tf.float32)
@@ -120,7 +121,7 @@ def test_flat_memory_gradients_equal_autodiff_of_the_averaged_losses(inputs):
     return dict(enumerate([result.loss] + result.inference + result.generative))
 
   flat = gradients(type(inference).training_gradients)
-  generic = gradients(iterative.base.InferenceProcedure.training_gradients)
+  generic = gradients(base.InferenceProcedure.training_gradients)
   # Two float32 implementations of one computation (one backward pass per iteration against
   # autodiff of the averaged losses): the tolerance is derived from it (tests/README.md). The
   # longest reduction is a weight gradient's sum over 3 iterations x 2 samples x 10 examples.
@@ -150,7 +151,7 @@ def _train_on_linear_model(inference, model, x, steps, learning_rate=3e-3):
 def test_trained_model_improves_the_bound_and_approaches_the_exact_optimum(recurrent):
   keras.utils.set_random_seed(0)
   model, x = _linear_model_and_data(batch_size=64)
-  inference = _iterative(objective_lib.Objective(num_samples=4), num_iterations=5,
+  inference = _iterative(estimators.Objective(num_samples=4), num_iterations=5,
                          recurrent=recurrent)
   _train_on_linear_model(inference, model, x, steps=300)
   x_test = testing.data_from(model, 256, seed=7)
@@ -177,13 +178,13 @@ def test_batch_norm_keeps_statistics_per_iteration(inputs):
   whose inputs are the prior's parameters and large gradients, wrongly.
   """
   keras.utils.set_random_seed(1)
-  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
   x = tf.cast(tf.random.stateless_uniform([64, 12], [5, 6]) < 0.5, tf.float32)
-  inference = _iterative(objective_lib.Objective(num_samples=2, kl="sample"), latent_sizes=(4, 3),
+  inference = _iterative(estimators.Objective(num_samples=2, kl="sample"), latent_sizes=(4, 3),
                          hidden_units=(16, 8), num_iterations=3, inputs=inputs, batch_norm=True)
   inference.infer(x, generative, seed=SEED)  # builds the layers
   norms = [layer for layer in inference._flatten_layers()  # pylint: disable=protected-access
-           if isinstance(layer, network.IterationBatchNormalization)]
+           if isinstance(layer, layers.IterationBatchNormalization)]
   assert norms and all(norm.moving_mean.shape[0] == 3 for norm in norms)
   for norm in norms:
     norm.momentum = 0.0
@@ -198,8 +199,8 @@ def test_batch_norm_keeps_statistics_per_iteration(inputs):
 
 
 def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
-  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
-  objective = objective_lib.Objective(num_samples=2, kl="sample")
+  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  objective = estimators.Objective(num_samples=2, kl="sample")
   inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
                          inputs=("data", "params", "error"))
   x = tf.cast(tf.random.stateless_uniform([6, 12], [0, 6]) < 0.5, tf.float32)
@@ -218,8 +219,8 @@ def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
 
 @pytest.mark.parametrize("error_encoding", ["residual", "normalized"])
 def test_error_encodings_pick_residuals_or_precision_weighted_errors(error_encoding):
-  generative = generative_lib.GenerativeModel(12, [4, 3], [16, 8])
-  objective = objective_lib.Objective(num_samples=1, kl="sample")
+  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8])
+  objective = estimators.Objective(num_samples=1, kl="sample")
   inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
                          inputs=("error",), error_encoding=error_encoding)
   x = tf.cast(tf.random.stateless_uniform([5, 12], [0, 8]) < 0.5, tf.float32)
@@ -244,12 +245,12 @@ def test_iterative_model_rejects_bad_arguments(kwargs, match):
   arguments = dict(hidden_units=(8,))
   arguments.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    _iterative(objective_lib.Objective(), **arguments)
+    _iterative(estimators.Objective(), **arguments)
 
 
 def test_error_encoding_needs_the_elbo():
   with pytest.raises(ValueError, match="'error' needs the ELBO"):
-    _iterative(objective_lib.Objective(bound="iw", num_samples=3), inputs=("error",))
+    _iterative(estimators.Objective(bound="iw", num_samples=3), inputs=("error",))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -266,8 +267,8 @@ def test_trainer_runs_each_variant(tmp_path, overrides):
                   max_steps=6, num_importance_samples=20, eval_chunk_size=10,
                   eval_max_examples=50, jit_compile=False)
   settings.update(overrides)
-  config = config_lib.from_preset("quickstart").override(settings)
-  metrics = train_lib.train_and_evaluate(config, str(tmp_path), verbose=False)
+  config = presets.from_preset("quickstart").override(settings)
+  metrics = loop.train_and_evaluate(config, str(tmp_path), verbose=False)
   assert len(metrics["test_elbo_trajectory"]) == 3
   assert np.isfinite(metrics["test_log_likelihood"])
 

@@ -1,11 +1,11 @@
-"""Batch norm with per-iteration statistics (`network.IterationBatchNormalization`)."""
+"""Batch norm with per-iteration statistics (`layers.IterationBatchNormalization`)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import network
+from tf_lti.models import layers
 
 
 def _batch(seed, shift):
@@ -13,7 +13,7 @@ def _batch(seed, shift):
 
 
 def test_training_normalizes_by_the_batch_and_moves_only_its_iterations_statistics():
-  norm = network.IterationBatchNormalization(3, momentum=0.9)
+  norm = layers.IterationBatchNormalization(3, momentum=0.9)
   reference = keras.layers.BatchNormalization(momentum=0.9)
   x = _batch(0, shift=5.0)
   np.testing.assert_allclose(norm(x, iteration=1, training=True), reference(x, training=True), atol=1e-5)
@@ -26,7 +26,7 @@ def test_training_normalizes_by_the_batch_and_moves_only_its_iterations_statisti
 
 
 def test_inference_uses_each_iterations_statistics_and_the_last_beyond_them():
-  norm = network.IterationBatchNormalization(2, momentum=0.0)  # moving stats = last batch's
+  norm = layers.IterationBatchNormalization(2, momentum=0.0)  # moving stats = last batch's
   batches = [_batch(1, shift=-3.0), _batch(2, shift=4.0)]
   for iteration, x in enumerate(batches):
     training_output = norm(x, iteration=iteration, training=True)
@@ -39,7 +39,7 @@ def test_inference_uses_each_iterations_statistics_and_the_last_beyond_them():
 
 
 def test_a_float64_layer_computes_in_float64():
-  norm = network.IterationBatchNormalization(2, dtype="float64")
+  norm = layers.IterationBatchNormalization(2, dtype="float64")
   x = tf.cast(_batch(3, shift=1.0), tf.float64)
   assert norm(x, iteration=0, training=True).dtype == tf.float64
   assert norm.moving_mean.dtype == "float64"
@@ -47,13 +47,13 @@ def test_a_float64_layer_computes_in_float64():
 
 
 def test_mlp_with_iterations_needs_the_iteration_and_keeps_per_iteration_statistics():
-  mlp = network.MLP(8, 2, connection="highway", batch_norm=True, num_iterations=3)
+  mlp = layers.MLP(8, 2, connection="highway", batch_norm=True, num_iterations=3)
   x = _batch(4, shift=0.0)
   with pytest.raises(ValueError, match="`iteration` is required"):
     mlp(x)
   mlp(x, training=True, iteration=2)
   norms = [layer for layer in mlp._flatten_layers()  # pylint: disable=protected-access
-           if isinstance(layer, network.IterationBatchNormalization)]
+           if isinstance(layer, layers.IterationBatchNormalization)]
   assert len(norms) == 5  # input projection + (dense, gate) per layer
   for norm in norms:
     assert norm.moving_mean.shape == (3, 8)
@@ -63,4 +63,4 @@ def test_mlp_with_iterations_needs_the_iteration_and_keeps_per_iteration_statist
 
 def test_iteration_batch_norm_rejects_no_iterations():
   with pytest.raises(ValueError, match="`num_iterations` must be >= 1; got 0"):
-    network.IterationBatchNormalization(0)
+    layers.IterationBatchNormalization(0)

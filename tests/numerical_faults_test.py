@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import faults
-from tf_lti import train_lib
-from tf_lti import vae as vae_lib
+from tf_lti.training import faults
+from tf_lti.training import vae as vae_lib
+from tf_lti.training import workdir as workdir_lib
 
 EVENT_SIZE = 20
 PROCEDURES = {
@@ -80,7 +80,7 @@ def test_stop_keeps_the_last_good_checkpoint_and_names_step_quantity_and_procedu
   assert "inference procedure 'semi_amortized (savae)'" in message, message
   assert "last good checkpoint is" in message and message.count("ckpt-1") == 1, message
   assert raised.value.step == 2
-  _, _, model, step = train_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 1
   assert all(np.all(np.isfinite(variable.numpy())) for variable in model.variables)
   assert not os.path.exists(os.path.join(workdir, "metrics.json"))

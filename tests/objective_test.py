@@ -6,10 +6,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tests import testing
-from tf_lti import evaluation
-from tf_lti import generative
-from tf_lti import objective
-from tf_lti import posterior as posterior_lib
+from tf_lti.data import base as data_lib
+from tf_lti.evaluation import likelihood as likelihood_lib
+from tf_lti.models import dlgm
+from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.objectives import estimators
+from tf_lti.posteriors import gaussian
+from tf_lti.posteriors import rank_one
 
 tfd = tfp.distributions
 SEED = tf.constant([1, 2])
@@ -17,7 +20,7 @@ SEED = tf.constant([1, 2])
 
 def _exact_diagonal_posterior(model, x):
   mean, covariance = model.posterior(x)
-  return posterior_lib.DiagonalGaussian().distribution(
+  return gaussian.DiagonalGaussian().distribution(
       tf.concat([mean, tf.broadcast_to(tf.math.log(tf.linalg.diag_part(covariance)),
                                        tf.shape(mean))], -1))
 
@@ -25,7 +28,7 @@ def _exact_diagonal_posterior(model, x):
 def _shifted_posterior(model, x, shift=0.7, log_variance_shift=0.5):
   mean, covariance = model.posterior(x)
   log_variance = tf.math.log(tf.linalg.diag_part(covariance)) + log_variance_shift
-  return posterior_lib.DiagonalGaussian().distribution(
+  return gaussian.DiagonalGaussian().distribution(
       tf.concat([mean + shift, tf.broadcast_to(log_variance, tf.shape(mean))], -1))
 
 
@@ -33,8 +36,8 @@ def test_elbo_equals_log_evidence_at_exact_posterior():
   # With a sampled KL every draw gives log p(x, z) - log q(z | x) = log p(x) exactly.
   model = testing.diagonal_model()
   x = testing.data_from(model, 16)
-  terms = objective.elbo(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
-                         num_samples=3, kl="sample")
+  terms = bounds_lib.elbo(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
+                          num_samples=3, kl="sample")
   np.testing.assert_allclose(terms["elbo"], model.log_evidence(x), atol=1e-8)
   np.testing.assert_allclose(terms["elbo"], terms["log_likelihood"] - terms["kl"], atol=1e-10)
 
@@ -43,16 +46,16 @@ def test_analytic_kl_elbo_equals_log_evidence_in_expectation():
   # The analytic-KL ELBO is exact only in expectation: its reconstruction term is sampled.
   model = testing.diagonal_model()
   x = testing.data_from(model, 4)
-  terms = objective.elbo(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
-                         num_samples=20000, kl="analytic")
+  terms = bounds_lib.elbo(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
+                          num_samples=20000, kl="analytic")
   np.testing.assert_allclose(terms["elbo"], model.log_evidence(x), atol=0.05)
 
 
 def test_iw_bound_equals_log_evidence_at_exact_posterior():
   model = testing.diagonal_model()
   x = testing.data_from(model, 8)
-  bound = objective.iw_bound(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
-                             num_samples=7)
+  bound = bounds_lib.iw_bound(x, model, _exact_diagonal_posterior(model, x), seed=SEED,
+                              num_samples=7)
   np.testing.assert_allclose(bound, model.log_evidence(x), atol=1e-8)
 
 
@@ -64,9 +67,9 @@ def test_bounds_are_ordered_elbo_iw5_iw50_log_evidence():
   def expected(values):
     return tf.reduce_mean(tf.reshape(values, [4, 500]), axis=1).numpy()
 
-  elbo = expected(objective.elbo(x, model, posterior, seed=SEED)["elbo"])
-  iw5 = expected(objective.iw_bound(x, model, posterior, seed=SEED, num_samples=5))
-  iw50 = expected(objective.iw_bound(x, model, posterior, seed=SEED, num_samples=50))
+  elbo = expected(bounds_lib.elbo(x, model, posterior, seed=SEED)["elbo"])
+  iw5 = expected(bounds_lib.iw_bound(x, model, posterior, seed=SEED, num_samples=5))
+  iw50 = expected(bounds_lib.iw_bound(x, model, posterior, seed=SEED, num_samples=50))
   exact = expected(model.log_evidence(x))
   assert np.all(elbo < iw5 - 0.05)
   assert np.all(iw5 < iw50 - 0.01)
@@ -76,8 +79,8 @@ def test_bounds_are_ordered_elbo_iw5_iw50_log_evidence():
 def test_iw_with_many_samples_is_within_0_05_nats_of_exact():
   model = testing.diagonal_model()
   x = testing.data_from(model, 8)
-  estimate = evaluation.iw_log_likelihood(x, model, _shifted_posterior(model, x, 0.3, 0.3),
-                                          seed=SEED, num_samples=5000, chunk_size=1000)
+  estimate = likelihood_lib.iw_log_likelihood(x, model, _shifted_posterior(model, x, 0.3, 0.3),
+                                              seed=SEED, num_samples=5000, chunk_size=1000)
   np.testing.assert_allclose(estimate, model.log_evidence(x), atol=0.05)
 
 
@@ -85,26 +88,26 @@ def test_streaming_chunks_match_one_shot_logsumexp():
   model = testing.diagonal_model()
   x = testing.data_from(model, 5)
   posterior = _shifted_posterior(model, x)
-  streamed = evaluation.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=600,
-                                          chunk_size=600)
+  streamed = likelihood_lib.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=600,
+                                              chunk_size=600)
   one_chunk_seed = tf.random.experimental.stateless_split(SEED, 1)[0]
-  direct = objective.iw_bound(x, model, posterior, seed=one_chunk_seed, num_samples=600)
+  direct = bounds_lib.iw_bound(x, model, posterior, seed=one_chunk_seed, num_samples=600)
   np.testing.assert_allclose(streamed, direct, rtol=1e-12)
-  chunked = evaluation.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=600,
-                                         chunk_size=50)
+  chunked = likelihood_lib.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=600,
+                                             chunk_size=50)
   np.testing.assert_allclose(chunked, direct, atol=0.2)  # other draws, same estimand
 
 
 def test_compiled_likelihood_keeps_the_iw_estimate():
   # An XLA cluster for log p(x | z) inside a plain graph: the same estimate, up to rounding.
-  model = generative.GenerativeModel(12, [3], [16])
+  model = dlgm.GenerativeModel(12, [3], [16])
   x = tf.cast(tf.random.stateless_uniform([5, 12], [0, 7]) < 0.4, tf.float32)
   posterior = tfd.Independent(tfd.Normal(tf.zeros([5, 3]), tf.ones([5, 3])), 1)
 
   @tf.function
   def estimate(compile_likelihood):
-    return evaluation.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=400,
-                                        chunk_size=100, compile_likelihood=compile_likelihood)
+    return likelihood_lib.iw_log_likelihood(x, model, posterior, seed=SEED, num_samples=400,
+                                            chunk_size=100, compile_likelihood=compile_likelihood)
 
   np.testing.assert_allclose(estimate(True), estimate(False), rtol=1e-6)
 
@@ -113,8 +116,8 @@ def test_analytic_and_sampled_kl_agree():
   model = testing.diagonal_model()
   x = testing.data_from(model, 4)
   posterior = _shifted_posterior(model, x)
-  analytic = objective.elbo(x, model, posterior, seed=SEED, num_samples=1, kl="analytic")["kl"]
-  sampled = objective.elbo(x, model, posterior, seed=SEED, num_samples=20000, kl="sample")["kl"]
+  analytic = bounds_lib.elbo(x, model, posterior, seed=SEED, num_samples=1, kl="analytic")["kl"]
+  sampled = bounds_lib.elbo(x, model, posterior, seed=SEED, num_samples=20000, kl="sample")["kl"]
   # Standard error of the sampled KL with 20000 draws is < 0.02 here.
   np.testing.assert_allclose(sampled, analytic, atol=0.06)
 
@@ -123,15 +126,15 @@ def test_kl_weight_scales_only_the_bound():
   model = testing.diagonal_model()
   x = testing.data_from(model, 4)
   posterior = _shifted_posterior(model, x)
-  terms = objective.elbo(x, model, posterior, seed=SEED, kl_weight=0.25)
+  terms = bounds_lib.elbo(x, model, posterior, seed=SEED, kl_weight=0.25)
   np.testing.assert_allclose(terms["bound"], terms["log_likelihood"] - 0.25 * terms["kl"])
   np.testing.assert_allclose(terms["elbo"], terms["log_likelihood"] - terms["kl"])
 
 
 def test_kl_weight_schedule_is_linear_then_one():
-  values = [float(objective.kl_weight(step, 10, 0.1)) for step in (0, 5, 10, 20)]
+  values = [float(bounds_lib.kl_weight(step, 10, 0.1)) for step in (0, 5, 10, 20)]
   np.testing.assert_allclose(values, [0.1, 0.55, 1.0, 1.0], rtol=1e-6)
-  assert float(objective.kl_weight(3, 0, 0.1)) == 1.0
+  assert float(bounds_lib.kl_weight(3, 0, 0.1)) == 1.0
 
 
 def test_rank_one_family_is_exact_for_a_rank_one_weight_matrix():
@@ -143,25 +146,25 @@ def test_rank_one_family_is_exact_for_a_rank_one_weight_matrix():
   mean, _ = model.posterior(x)
   factor = tf.broadcast_to(tf.constant(c[:, 0] * np.linalg.norm(a) / np.sqrt(0.4)), tf.shape(mean))
   params = tf.concat([mean, tf.zeros_like(mean), factor], -1)
-  posterior = posterior_lib.RankOnePrecisionGaussian().distribution(params)
+  posterior = rank_one.RankOnePrecisionGaussian().distribution(params)
   exact = model.log_evidence(x)
-  terms = objective.elbo(x, model, posterior, seed=SEED, num_samples=4, kl="sample")
+  terms = bounds_lib.elbo(x, model, posterior, seed=SEED, num_samples=4, kl="sample")
   np.testing.assert_allclose(terms["elbo"], exact, atol=1e-8)
-  terms = objective.elbo(x, model, posterior, seed=SEED, num_samples=20000, kl="analytic")
+  terms = bounds_lib.elbo(x, model, posterior, seed=SEED, num_samples=20000, kl="analytic")
   np.testing.assert_allclose(terms["elbo"], exact, atol=0.05)
 
 
 @pytest.mark.parametrize("bad", [dict(bound="map"), dict(kl="exact"), dict(num_samples=0)])
 def test_objective_rejects_bad_settings(bad):
   with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
-    objective.Objective(**bad)
+    estimators.Objective(**bad)
 
 
 def test_evaluation_subset_is_a_fixed_random_sample_not_the_first_rows():
   x = np.arange(100)[:, None].astype(np.float32)
-  first = evaluation.subset(x, 10, seed=0)
-  np.testing.assert_array_equal(first, evaluation.subset(x, 10, seed=0))
+  first = data_lib.subset(x, 10, seed=0)
+  np.testing.assert_array_equal(first, data_lib.subset(x, 10, seed=0))
   assert len(first) == 10 and first[-1, 0] > 10  # not simply the first rows
-  assert evaluation.subset(x, 0, seed=0) is x
+  assert data_lib.subset(x, 0, seed=0) is x
   with pytest.raises(ValueError, match="`eval_max_examples` must be >= 0"):
-    evaluation.subset(x, -1, seed=0)
+    data_lib.subset(x, -1, seed=0)

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import oracle
-from tf_lti import text_data
+from tf_lti.data import text as text_data
+from tf_lti.evaluation import likelihood as likelihood_lib
+from tf_lti.evaluation import quadrature
+from tf_lti.experiments import oracle
 from tf_lti.inference import svi
+from tf_lti.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A tiny oracle whose latent matters (large weights), cheap enough to integrate exactly.
@@ -35,7 +38,7 @@ def tiny_data(tiny_oracle):
 
 def _exact_log_likelihood(x, decoder, num_nodes=48):
   """log p(x) = log E_p(z)[p(x | z)] by a 48 x 48 Gauss-Hermite rule: `[B]`."""
-  nodes, weights = oracle.gauss_hermite(num_nodes, 2)
+  nodes, weights = quadrature.gauss_hermite(num_nodes, 2)
   z = tf.broadcast_to(tf.constant(nodes, tf.float32)[:, None], [len(nodes), len(x), 2])
   log_likelihood, _ = decoder.log_joint_parts(tf.constant(x), z)
   return tf.reduce_logsumexp(log_likelihood + np.log(weights)[:, None].astype(np.float32),
@@ -75,9 +78,9 @@ def test_oracle_likelihood_is_normalized_and_matches_its_samples():
 def test_true_nll_estimator_matches_quadrature(tiny_oracle, tiny_data):
   x = tiny_data[1][:10]
   exact = _exact_log_likelihood(x, tiny_oracle)
-  many = oracle.true_log_likelihood(x, tiny_oracle, seed=0, num_samples=20000, chunk_size=2000,
-                                    jit_compile=False)
-  default = oracle.true_log_likelihood(x, tiny_oracle, seed=1, jit_compile=False)
+  many = likelihood_lib.true_log_likelihood(x, tiny_oracle, seed=0, num_samples=20000,
+                                            chunk_size=2000, jit_compile=False)
+  default = likelihood_lib.true_log_likelihood(x, tiny_oracle, seed=1, jit_compile=False)
   np.testing.assert_allclose(many, exact, atol=0.04)
   np.testing.assert_allclose(default.mean(), exact.mean(), atol=0.05)
   # The latent matters: log p(x) differs from log p(x | z = 0) by more than the tolerance.
@@ -86,7 +89,7 @@ def test_true_nll_estimator_matches_quadrature(tiny_oracle, tiny_data):
 
 
 def test_gauss_hermite_integrates_polynomials_exactly():
-  nodes, weights = oracle.gauss_hermite(4, 2)
+  nodes, weights = quadrature.gauss_hermite(4, 2)
   assert nodes.shape == (16, 2) and weights.shape == (16,)
   np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-12)
   # E[e1^2 e2^4] = 1 * 3 and E[e1^6] = 15 for standard normals (degree < 8 per axis).
@@ -98,22 +101,23 @@ def test_landscape_grid_optimum_dominates_estimates(tiny_oracle, tiny_data):
   x = tiny_data[1][:1]
   log_variance = np.array([-1.0, -1.5], np.float32)
   estimates = np.random.default_rng(0).uniform(-1.5, 1.5, size=(6, 2))
-  axis = oracle.landscape_axis(estimates, margin=0.5, num_points=41)
+  axis = quadrature.landscape_axis(estimates, margin=0.5, num_points=41)
   np.testing.assert_allclose([axis[0], axis[-1]], [estimates.min() - 0.5, estimates.max() + 0.5])
-  wider = oracle.landscape_axis(estimates, margin=0.5, low_margin=2.0, num_points=5)
+  wider = quadrature.landscape_axis(estimates, margin=0.5, low_margin=2.0, num_points=5)
   np.testing.assert_allclose([wider[0], wider[-1]], [estimates.min() - 2.0, estimates.max() + 0.5])
-  values = oracle.elbo_landscape(x, tiny_oracle, axis, log_variance, chunk_size=300)
+  values = quadrature.elbo_landscape(x, tiny_oracle, axis, log_variance, chunk_size=300)
   assert values.shape == (41, 41)
   # Layout: values[i, j] is the ELBO at (mu_1, mu_2) = (axis[j], axis[i]).
   np.testing.assert_allclose(
-      values[7, 30], oracle.quadrature_elbo(x, tiny_oracle, [[axis[30], axis[7]]], log_variance),
+      values[7, 30],
+      quadrature.quadrature_elbo(x, tiny_oracle, [[axis[30], axis[7]]], log_variance),
       rtol=1e-5)
-  optimum, best = oracle.grid_optimum(values, axis)
+  optimum, best = quadrature.grid_optimum(values, axis)
   np.testing.assert_allclose(
-      oracle.quadrature_elbo(x, tiny_oracle, optimum[None], log_variance), best, rtol=1e-5)
+      quadrature.quadrature_elbo(x, tiny_oracle, optimum[None], log_variance), best, rtol=1e-5)
   # Any estimate lies in a grid cell; the ELBO varies by at most this much across a cell.
   cell = max(np.abs(np.diff(values, axis=0)).max(), np.abs(np.diff(values, axis=1)).max())
-  at_estimates = oracle.quadrature_elbo(x, tiny_oracle, estimates, log_variance)
+  at_estimates = quadrature.quadrature_elbo(x, tiny_oracle, estimates, log_variance)
   assert np.all(at_estimates <= best + cell)
   # An ELBO never exceeds log p(x).
   assert best <= _exact_log_likelihood(x, tiny_oracle)[0] + 1e-4
@@ -125,8 +129,8 @@ def test_savae_training_lowers_the_bound_which_stays_above_the_true_nll(tiny_ora
                              seed=0)
   evaluate = oracle.bound_function(model, num_samples=20, jit_compile=False)
   before = evaluate(x_test, 7)[0].mean()
-  run = oracle.train(model, x_train, epochs=3, batch_size=20, seed=0, jit_compile=False,
-                     validate=lambda: float(evaluate(x_train[:40], 8)[0].mean()))
+  run = loop.train_in_memory(model, x_train, epochs=3, batch_size=20, seed=0, jit_compile=False,
+                             validate=lambda: float(evaluate(x_train[:40], 8)[0].mean()))
   after, kl = evaluate(x_test, 7)
   after = after.mean()
   assert run["steps"] == 30 and len(run["train_loss"]) == 3 and len(run["valid_bound"]) == 4
@@ -138,7 +142,7 @@ def test_savae_training_lowers_the_bound_which_stays_above_the_true_nll(tiny_ora
 def test_svi_against_the_fixed_oracle_has_nothing_to_train(tiny_oracle, tiny_data):
   model = oracle.build_model("svi", tiny_oracle, TINY, SETTINGS)
   assert not model.trainable_variables
-  assert oracle.train(model, tiny_data[0], epochs=2, batch_size=20, seed=0)["steps"] == 0
+  assert loop.train_in_memory(model, tiny_data[0], epochs=2, batch_size=20, seed=0)["steps"] == 0
   path = oracle.refinement_path(model.inference, tiny_oracle, tiny_data[1][:2],
                                 seed=tf.constant([0, 1]))
   assert path.shape == (SETTINGS.num_steps + 1, 2, 4)
@@ -155,8 +159,8 @@ def test_errors_name_the_argument(tiny_oracle):
   with pytest.raises(ValueError, match="num_examples"):
     oracle.generate_data(tiny_oracle, 0, length=3, seed=0)
   with pytest.raises(ValueError, match="batch_size"):
-    oracle.train(oracle.build_model("vae", tiny_oracle, TINY, SETTINGS), np.zeros([4, 4], np.int32),
-                 epochs=1, batch_size=5, seed=0)
+    loop.train_in_memory(oracle.build_model("vae", tiny_oracle, TINY, SETTINGS),
+                         np.zeros([4, 4], np.int32), epochs=1, batch_size=5, seed=0)
 
 
 def test_cli_writes_the_table_and_the_landscape(tmp_path):

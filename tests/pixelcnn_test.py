@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import objective
-from tf_lti import pixelcnn
-from tf_lti import posterior
+from tf_lti import posteriors
 from tf_lti.inference import amortized
 from tf_lti.inference import base
+from tf_lti.models import pixelcnn
+from tf_lti.objectives import bounds as bounds_lib
 from tests import testing
 
 
@@ -215,7 +215,7 @@ def test_pixelcnn_rejects_bad_arguments(kwargs, match):
 
 
 def test_conv_encoder_shapes_and_batch_norm_modes():
-  family = posterior.get_family("diagonal")
+  family = posteriors.get_family("diagonal")
   encoder = amortized.ConvEncoder(family, 32, (28, 28), name="inference")
   x = _binary([4, 784], [6, 1])
   params = encoder.encode(x)
@@ -238,7 +238,7 @@ def test_conv_encoder_shapes_and_batch_norm_modes():
 
 
 def test_conv_encoder_without_batch_norm_and_other_families():
-  family = posterior.get_family("rank_one")
+  family = posteriors.get_family("rank_one")
   encoder = amortized.ConvEncoder(family, 5, (12, 10), num_blocks=2, channels=(8, 16),
                                   batch_norm=False)
   params = encoder.encode(_binary([3, 120], [7, 1]), training=True)
@@ -252,7 +252,7 @@ def test_conv_encoder_without_batch_norm_and_other_families():
     (dict(image_shape=(28, 0)), "`image_shape`"),
 ])
 def test_conv_encoder_rejects_bad_arguments(kwargs, match):
-  arguments = dict(family=posterior.get_family("diagonal"), latent_size=4, image_shape=(28, 28))
+  arguments = dict(family=posteriors.get_family("diagonal"), latent_size=4, image_shape=(28, 28))
   arguments.update(kwargs)
   with pytest.raises(ValueError, match=match):
     amortized.ConvEncoder(**arguments)
@@ -262,7 +262,7 @@ def test_short_elbo_training_on_binarized_mnist_improves_the_bound():
   keras.utils.set_random_seed(0)
   images = np.load(testing.shared_data("binarized_mnist.npz"))["x_train"][:200]
   x = tf.constant(images.astype(np.float32))
-  family = posterior.get_family("diagonal")
+  family = posteriors.get_family("diagonal")
   # The small decoder; a narrower encoder than the reference's 64 channels keeps the test fast.
   decoder = pixelcnn.GatedPixelCNN((28, 28), **pixelcnn.CONFIGURATIONS["small"])
   encoder = amortized.ConvEncoder(family, decoder.latent_size, (28, 28), channels=16)
@@ -274,14 +274,14 @@ def test_short_elbo_training_on_binarized_mnist_improves_the_bound():
 
   @tf.function
   def bound(seed):
-    terms = objective.elbo(x, decoder, family.distribution(encoder(x)), seed=seed)
+    terms = bounds_lib.elbo(x, decoder, family.distribution(encoder(x)), seed=seed)
     return tf.reduce_mean(terms["elbo"])
 
   @tf.function
   def step(batch, seed):
     with tf.GradientTape() as tape:
-      terms = objective.elbo(batch, decoder, family.distribution(encoder(batch, training=True)),
-                             seed=seed, training=True)
+      terms = bounds_lib.elbo(batch, decoder, family.distribution(encoder(batch, training=True)),
+                              seed=seed, training=True)
       loss = -tf.reduce_mean(terms["elbo"])
     optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss

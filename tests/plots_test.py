@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from tf_lti import files
-from tf_lti import plots
+from tf_lti.reporting import files
+from tf_lti.reporting import plots
 import matplotlib.pyplot as plt  # pylint: disable=g-bad-import-order  (after plots picks Agg)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

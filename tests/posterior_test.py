@@ -7,7 +7,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import samplers
 
-from tf_lti import posterior
+from tf_lti import posteriors
+from tf_lti.distributions import rank_one as rank_one_lib
+from tf_lti.posteriors import base as posterior_base
+from tf_lti.posteriors import gaussian
+from tf_lti.posteriors import rank_one as rank_one_posterior
 
 tfd = tfp.distributions
 
@@ -41,7 +45,7 @@ def _dense_kl(loc, covariance, prior_loc, prior_variance):
 @pytest.fixture(name="rank_one", params=[3, 5])
 def _rank_one_fixture(request):
   loc, precision_diag, precision_factor = _rank_one_params(4, request.param)
-  dist = posterior.RankOnePrecisionNormal(loc, precision_diag, precision_factor)
+  dist = rank_one_lib.RankOnePrecisionNormal(loc, precision_diag, precision_factor)
   covariance = np.linalg.inv(_dense_precision(precision_diag, precision_factor))
   return dist, loc, precision_diag, precision_factor, covariance
 
@@ -70,7 +74,7 @@ def test_variance_is_accurate_in_float32_when_one_direction_dominates():
   precision_factor = np.array([100.0, 1.0, 0.01])
   dense = np.diag(np.linalg.inv(
       np.diag(precision_diag) + np.outer(precision_factor, precision_factor)))
-  dist = posterior.RankOnePrecisionNormal(
+  dist = rank_one_lib.RankOnePrecisionNormal(
       np.zeros(3, np.float32), precision_diag.astype(np.float32),
       precision_factor.astype(np.float32))
   np.testing.assert_allclose(dist.variance(), dense, rtol=1e-6)
@@ -87,7 +91,7 @@ def test_scale_is_square_root_of_covariance(rank_one):
 
 
 def test_scale_at_zero_factor_is_diagonal():
-  dist = posterior.RankOnePrecisionNormal(
+  dist = rank_one_lib.RankOnePrecisionNormal(
       np.zeros(3), np.array([1.0, 4.0, 0.25]), np.zeros(3))
   np.testing.assert_allclose(dist.scale_matvec(np.ones(3)), [1.0, 0.5, 2.0])
 
@@ -144,7 +148,7 @@ def test_kl_broadcasts_against_unbatched_prior(rank_one):
 
 
 def test_kl_rejects_non_normal_independent():
-  dist = posterior.RankOnePrecisionNormal(np.zeros(3), np.ones(3), np.ones(3))
+  dist = rank_one_lib.RankOnePrecisionNormal(np.zeros(3), np.ones(3), np.ones(3))
   with pytest.raises(TypeError, match="wrapping Bernoulli"):
     tfd.kl_divergence(
         dist, tfd.Independent(tfd.Bernoulli(logits=np.zeros(3)), 1))
@@ -155,7 +159,7 @@ def test_kl_rejects_non_normal_independent():
 
 def test_sample_moments_match_dense():
   loc, precision_diag, precision_factor = _rank_one_params(2, 3, seed=5)
-  dist = posterior.RankOnePrecisionNormal(loc, precision_diag, precision_factor)
+  dist = rank_one_lib.RankOnePrecisionNormal(loc, precision_diag, precision_factor)
   covariance = np.linalg.inv(_dense_precision(precision_diag, precision_factor))
   num_samples = 200_000
   z = dist.sample(num_samples, seed=tf.constant([5, 6])).numpy()
@@ -191,7 +195,7 @@ def test_log_prob_gradients_match_dense_autodiff():
     return tape.gradient(value, params)
 
   fast = gradients(
-      lambda z, *p: posterior.RankOnePrecisionNormal(*p).log_prob(z))
+      lambda z, *p: rank_one_lib.RankOnePrecisionNormal(*p).log_prob(z))
   dense = gradients(_dense_log_prob)
   for got, expected in zip(fast, dense):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
@@ -201,7 +205,7 @@ def test_sample_gradient_is_finite_at_zero_factor():
   precision_factor = tf.zeros([2, 3], tf.float64)
   with tf.GradientTape() as tape:
     tape.watch(precision_factor)
-    dist = posterior.RankOnePrecisionNormal(
+    dist = rank_one_lib.RankOnePrecisionNormal(
         tf.zeros([2, 3], tf.float64), tf.ones([2, 3], tf.float64),
         precision_factor)
     z = dist.sample(4, seed=tf.constant([1, 1]))
@@ -210,7 +214,7 @@ def test_sample_gradient_is_finite_at_zero_factor():
 
 
 def test_stateless_seed_reproducible_and_int_seed_accepted():
-  dist = posterior.RankOnePrecisionNormal(*_rank_one_params(2, 3))
+  dist = rank_one_lib.RankOnePrecisionNormal(*_rank_one_params(2, 3))
   seed = tf.constant([7, 8])
   np.testing.assert_array_equal(dist.sample(3, seed=seed),
                                 dist.sample(3, seed=seed))
@@ -219,7 +223,7 @@ def test_stateless_seed_reproducible_and_int_seed_accepted():
 
 
 def test_parameter_broadcasting_shapes_and_slicing():
-  dist = posterior.RankOnePrecisionNormal(
+  dist = rank_one_lib.RankOnePrecisionNormal(
       tf.zeros([4, 3]), tf.ones([3]), tf.ones([1, 3]))
   assert dist.batch_shape == [4] and dist.event_shape == [3]
   np.testing.assert_array_equal(dist.batch_shape_tensor(), [4])
@@ -235,18 +239,18 @@ def test_parameter_broadcasting_shapes_and_slicing():
 
 def test_incompatible_event_sizes_raise():
   with pytest.raises(ValueError, match="broadcastable event sizes"):
-    posterior.RankOnePrecisionNormal(tf.zeros([3]), tf.ones([4]), tf.ones([3]))
+    rank_one_lib.RankOnePrecisionNormal(tf.zeros([3]), tf.ones([4]), tf.ones([3]))
 
 
 def test_validate_args_rejects_non_positive_precision():
   with pytest.raises(tf.errors.InvalidArgumentError, match="precision_diag"):
-    posterior.RankOnePrecisionNormal(
+    rank_one_lib.RankOnePrecisionNormal(
         tf.zeros([3]), tf.constant([1.0, 0.0, 1.0]), tf.ones([3]),
         validate_args=True).log_prob(tf.zeros([3]))
 
 
 def test_is_composite_tensor_through_tf_function():
-  dist = posterior.RankOnePrecisionNormal(*_rank_one_params(2, 3))
+  dist = rank_one_lib.RankOnePrecisionNormal(*_rank_one_params(2, 3))
   z = np.zeros([2, 3])
   log_prob = tf.function(lambda d: d.log_prob(z))(dist)
   np.testing.assert_allclose(log_prob, dist.log_prob(z), rtol=1e-12)
@@ -272,7 +276,7 @@ def _standard_normal(latent_size, dtype):
 @pytest.mark.parametrize("batch_size, latent_size", [(1, 1), (4, 3), (2, 7)])
 @pytest.mark.parametrize("sample_shape", [(), (1,), (5,), (2, 3)])
 def test_family_shapes(name, dtype, batch_size, latent_size, sample_shape):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   dist = family.distribution(
       _random_params(family, batch_size, latent_size, dtype))
   assert dist.batch_shape == [batch_size]
@@ -291,7 +295,7 @@ def test_family_shapes(name, dtype, batch_size, latent_size, sample_shape):
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_split_join_round_trip(name):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   params = _random_params(family, 4, 3, tf.float32)
   leading = tf.reshape(params, [2, 2, -1])
   for p in (params, leading):
@@ -305,13 +309,13 @@ def test_split_join_round_trip(name):
 
 @pytest.mark.parametrize("name", ["diagonal", "rank_one"])
 def test_split_rejects_indivisible_params(name):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   with pytest.raises(ValueError, match=r"`params`.*divisible by \d.*\(4, 7\)"):
     family.split(tf.zeros([4, 7]))
 
 
 def test_join_rejects_wrong_groups():
-  family = posterior.get_family("diagonal")
+  family = posteriors.get_family("diagonal")
   with pytest.raises(ValueError, match=r"exactly the keys.*got \['loc'\]"):
     family.join({"loc": tf.zeros([2, 3])})
 
@@ -319,7 +323,7 @@ def test_join_rejects_wrong_groups():
 @pytest.mark.parametrize("name, groups", [("diagonal", 2), ("rank_one", 3),
                                           ("point", 1)])
 def test_num_params(name, groups):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   assert family.num_params(5) == 5 * groups
   assert family.is_point_estimate == (name == "point")
   for bad in (0, -1, 2.0, True):
@@ -330,7 +334,7 @@ def test_num_params(name, groups):
 @pytest.mark.parametrize("name", ["diagonal", "rank_one"])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 def test_initial_params_is_standard_normal(name, dtype):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   params = family.initial_params(3, 4, dtype)
   assert params.shape == (3, family.num_params(4)) and params.dtype == dtype
   dist = family.distribution(params)
@@ -341,7 +345,7 @@ def test_initial_params_is_standard_normal(name, dtype):
 
 
 def test_initial_params_point_estimate_is_zero_and_dynamic_batch():
-  family = posterior.get_family("point")
+  family = posteriors.get_family("point")
   params = family.initial_params(tf.constant(2), 3)
   np.testing.assert_array_equal(family.distribution(params).sample(), 0.0)
 
@@ -350,7 +354,7 @@ def test_initial_params_point_estimate_is_zero_and_dynamic_batch():
                                          ("rank_one", "log_precision_diag")])
 @pytest.mark.parametrize("value, bound", [(100.0, 15.0), (-100.0, -15.0)])
 def test_clamping(name, group, value, bound):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   groups = family.split(tf.zeros([1, 3 * len(family.param_groups)]))
   groups[group] = tf.fill([1, 3], value)
   dist = family.distribution(family.join(groups))
@@ -364,17 +368,17 @@ def test_clamping(name, group, value, bound):
 
 
 def test_clamp_ranges_are_configurable_and_validated():
-  family = posterior.DiagonalGaussian(min_log_variance=-2.0, max_log_variance=2.0)
+  family = gaussian.DiagonalGaussian(min_log_variance=-2.0, max_log_variance=2.0)
   dist = family.distribution(tf.constant([[0.0, 10.0]]))
   np.testing.assert_allclose(dist.variance(), [[np.exp(2.0)]], rtol=1e-6)
   with pytest.raises(ValueError, match="`min_log_variance`.*got min_log_variance=1"):
-    posterior.DiagonalGaussian(min_log_variance=1.0, max_log_variance=0.0)
+    gaussian.DiagonalGaussian(min_log_variance=1.0, max_log_variance=0.0)
   with pytest.raises(ValueError, match="`min_log_precision`.*inf"):
-    posterior.RankOnePrecisionGaussian(max_log_precision=float("inf"))
+    rank_one_posterior.RankOnePrecisionGaussian(max_log_precision=float("inf"))
 
 
 def test_diagonal_kl_matches_closed_form():
-  family = posterior.get_family("diagonal")
+  family = posteriors.get_family("diagonal")
   params = _random_params(family, 4, 3, tf.float64)
   groups = family.split(params)
   rng = np.random.default_rng(4)
@@ -392,9 +396,9 @@ def test_diagonal_kl_matches_closed_form():
 def test_rank_one_with_zero_factor_equals_diagonal():
   rng = np.random.default_rng(6)
   loc, log_variance = rng.normal(size=(2, 4, 3))
-  diagonal = posterior.get_family("diagonal").distribution(
+  diagonal = posteriors.get_family("diagonal").distribution(
       np.concatenate([loc, log_variance], -1))
-  rank_one = posterior.get_family("rank_one").distribution(
+  rank_one = posteriors.get_family("rank_one").distribution(
       np.concatenate([loc, -log_variance, np.zeros_like(loc)], -1))
   seed = tf.constant([9, 9])
   z = diagonal.sample(3, seed=seed)
@@ -406,7 +410,7 @@ def test_rank_one_with_zero_factor_equals_diagonal():
 
 
 def test_rank_one_factor_gradient_vanishes_at_zero():
-  family = posterior.get_family("rank_one")
+  family = posteriors.get_family("rank_one")
   params = tf.Variable(family.initial_params(2, 3, tf.float64))
   with tf.GradientTape() as tape:
     dist = family.distribution(params)
@@ -419,7 +423,7 @@ def test_rank_one_factor_gradient_vanishes_at_zero():
 
 
 def test_point_estimate():
-  family = posterior.get_family("point")
+  family = posteriors.get_family("point")
   loc = tf.Variable([[1.0, -2.0, 3.0], [0.5, 0.0, -0.5]])
   with tf.GradientTape() as tape:
     dist = family.distribution(loc)
@@ -441,7 +445,7 @@ def test_point_estimate():
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_xla_matches_eager(name):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   params = _random_params(family, 4, 5, tf.float32)
   # The same z in both modes: XLA draws different samples for the same seed.
   z = family.distribution(params).sample(3, seed=tf.constant([1, 2]))
@@ -463,7 +467,7 @@ def test_xla_matches_eager(name):
 
 
 def test_xla_rank_one_entropy_and_gradients_match_eager():
-  family = posterior.get_family("rank_one")
+  family = posteriors.get_family("rank_one")
   params = _random_params(family, 4, 5, tf.float32)
   z = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 5)), tf.float32)
   prior = _standard_normal(5, tf.float32)
@@ -488,28 +492,27 @@ def test_xla_rank_one_entropy_and_gradients_match_eager():
 
 
 @pytest.mark.parametrize("name, cls", [
-    ("diagonal", posterior.DiagonalGaussian),
-    ("rank_one", posterior.RankOnePrecisionGaussian),
-    ("point", posterior.PointEstimate)])
+    ("diagonal", gaussian.DiagonalGaussian),
+    ("rank_one", rank_one_posterior.RankOnePrecisionGaussian),
+    ("point", gaussian.PointEstimate)])
 def test_get_family(name, cls):
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   assert isinstance(family, cls) and family.name == name
 
 
 def test_get_family_unknown_name():
-  from tf_lti import flows  # pylint: disable=g-import-not-at-top,unused-import  (registers planar, iaf)
   with pytest.raises(
       ValueError,
       match=r"Unknown posterior family 'full'.*\['categorical', 'diagonal', 'iaf', 'planar', "
             r"'point', 'rank_one'\]"):
-    posterior.get_family("full")
+    posteriors.get_family("full")
 
 
 @pytest.mark.parametrize("name", ["diagonal", "rank_one"])
 def test_an_out_of_range_log_scale_is_clipped_in_value_but_pulled_back_by_the_kl(name):
   """The clamp passes gradients: a log-variance past 15 (or log-precision past -15) is not
   stuck there, its KL gradient points back into the range."""
-  family = posterior.get_family(name)
+  family = posteriors.get_family(name)
   latent_size = 2
   prior = tfp.distributions.Independent(
       tfp.distributions.Normal(tf.zeros([1, latent_size]), 1.0), 1)
@@ -537,7 +540,7 @@ def test_clip_straight_through_is_the_identity_inside_the_range():
   x = tf.constant([-1e30, -20.0, -3.0, 0.5, 14.0, 30.0, 1e8, 1e30])
   with tf.GradientTape() as tape:
     tape.watch(x)
-    y = posterior.clip_straight_through(x, -15.0, 15.0)
+    y = posterior_base.clip_straight_through(x, -15.0, 15.0)
   # Exactly the clipped values, also where x - 15 is not representable in float32.
   np.testing.assert_array_equal(y.numpy(), [-15.0, -15.0, -3.0, 0.5, 14.0, 15.0, 15.0, 15.0])
   np.testing.assert_array_equal(tape.gradient(y, x).numpy(), np.ones(8))

@@ -6,17 +6,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tests import testing
-from tf_lti import generative as generative_lib
-from tf_lti import objective as objective_lib
-from tf_lti import posterior as posterior_lib
+from tf_lti import posteriors
 from tf_lti.inference import amortized
 from tf_lti.inference import semi_amortized
 from tf_lti.inference import svi
+from tf_lti.models import dlgm
+from tf_lti.objectives import estimators
 
-FAMILY = posterior_lib.get_family("diagonal")
-OBJECTIVE = objective_lib.Objective(bound="elbo", num_samples=1, kl="analytic")
+FAMILY = posteriors.get_family("diagonal")
+OBJECTIVE = estimators.Objective(bound="elbo", num_samples=1, kl="analytic")
 SEED = tf.constant([3, 4])
 
 
@@ -33,8 +34,8 @@ def _float64():
 def small_model(seed=0, latent_size=2, data_size=6):
   """A smooth (tanh) float64 decoder and encoder with built weights, and binary data."""
   keras.utils.set_random_seed(seed)
-  generative = generative_lib.GenerativeModel(data_size, (latent_size,), (8,), num_hidden_layers=1,
-                                              activation="tanh", connection="sequential")
+  generative = dlgm.GenerativeModel(data_size, (latent_size,), (8,), num_hidden_layers=1,
+                                    activation="tanh", connection="sequential")
   encoder = amortized.AmortizedEncoder(FAMILY, (latent_size,), (8,), num_hidden_layers=1,
                                        activation="tanh", connection="sequential")
   x = tf.constant(np.random.default_rng(seed).integers(0, 2, size=(4, data_size)), tf.float64)
@@ -245,7 +246,7 @@ def test_gradient_flow_of_the_two_stage_modes(float64, mode):
                                                seed=encoder_seed, kl_weight=kl_weight,
                                                training=True)["bound"])
     else:
-      encoder_loss = tf.reduce_mean(posterior_lib.tfd.kl_divergence(
+      encoder_loss = tf.reduce_mean(tfp.distributions.kl_divergence(
           FAMILY.distribution(initial), FAMILY.distribution(params)))
   expected = tape.gradient(encoder_loss, encoder.trainable_variables)
   assert relative_error(concat(inference_grads), concat(expected)) < 1e-12
@@ -311,7 +312,7 @@ def test_svi_stays_at_the_exact_posterior_and_converges_to_it():
 def test_sampled_svi_reaches_the_evidence_on_the_linear_gaussian_model():
   model = testing.diagonal_model()
   x = testing.data_from(model, 5)
-  objective = objective_lib.Objective(num_samples=16)
+  objective = estimators.Objective(num_samples=16)
   procedure = semi_amortized.SemiAmortizedInference(
       FAMILY, 3, objective, svi.SVISettings(num_steps=300, mean_step_size=0.05,
                                             variance_step_size=0.05),

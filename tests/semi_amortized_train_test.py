@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lti import config as config_lib
-from tf_lti import evaluation
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 SMALL = dict(hidden_units=(32,), epochs=1, max_steps=12, checkpoint_every_steps=100,
              log_every_steps=4, num_importance_samples=20, eval_chunk_size=20,
@@ -15,13 +17,13 @@ SMALL = dict(hidden_units=(32,), epochs=1, max_steps=12, checkpoint_every_steps=
 
 
 def _config(**overrides):
-  return config_lib.from_preset("quickstart").override(dict(SMALL, **overrides))
+  return presets.from_preset("quickstart").override(dict(SMALL, **overrides))
 
 
 @pytest.mark.parametrize("mode", ["savae", "vae+svi", "vae+svi+kl", "svi"])
 def test_every_mode_trains_and_refinement_tightens_the_bound(tmp_path, mode):
-  metrics = train_lib.train_and_evaluate(_config(svi_training=mode), str(tmp_path / mode),
-                                         verbose=False)
+  metrics = loop.train_and_evaluate(_config(svi_training=mode), str(tmp_path / mode),
+                                    verbose=False)
   assert metrics["steps"] == 12
   trajectory = metrics["test_elbo_trajectory"]
   assert len(trajectory) == 6  # lambda_0 ... lambda_5
@@ -33,16 +35,16 @@ def test_every_mode_trains_and_refinement_tightens_the_bound(tmp_path, mode):
 def test_test_time_svi_on_a_standard_vae(tmp_path):
   config = _config(procedure="amortized", max_steps=0, epochs=3, num_samples=10)
   workdir = str(tmp_path / "vae")
-  train_lib.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = train_lib.restore_model(workdir)
+  loop.train_and_evaluate(config, workdir, verbose=False)
+  _, splits, model, _ = workdir_lib.restore_model(workdir)
   x = splits.test[:60]
-  plain = evaluation.evaluate(model, x, num_importance_samples=0, seed=1)
+  plain = metrics_lib.evaluate(model, x, num_importance_samples=0, seed=1)
   config.eval.eval_svi_steps = 30
   config.override(dict(svi_mean_step_size=0.02, svi_variance_step_size=0.02))
-  svi_model = train_lib.evaluation_model(model, config)
+  svi_model = builders.evaluation_model(model, config)
   assert svi_model.generative is model.generative
   assert svi_model.inference.encoder is model.inference
-  refined = evaluation.evaluate(svi_model, x, num_importance_samples=0, seed=1)
+  refined = metrics_lib.evaluate(svi_model, x, num_importance_samples=0, seed=1)
   assert "elbo_trajectory" not in plain
   assert len(refined["elbo_trajectory"]) == 31
   # SVI starts at the encoder's posterior and moves it without losing bound (the digits
@@ -61,8 +63,8 @@ def test_batch_norm_is_refused_for_semi_amortized_training():
 
 def test_finite_difference_warns_for_kinked_decoders(tmp_path):
   with pytest.warns(UserWarning, match="non-smooth activation 'elu'"):
-    train_lib.train_and_evaluate(_config(svi_backward="finite_difference", max_steps=2),
-                                 str(tmp_path / "fd"), verbose=False)
+    loop.train_and_evaluate(_config(svi_backward="finite_difference", max_steps=2),
+                            str(tmp_path / "fd"), verbose=False)
 
 
 def test_image_model_trains_with_savae_through_the_trainer(tmp_path):
@@ -70,7 +72,7 @@ def test_image_model_trains_with_savae_through_the_trainer(tmp_path):
   config = _config(encoder="conv", decoder="pixelcnn", latent_sizes=(4,), conv_blocks=2,
                    conv_channels=8, pixelcnn_layers=2, pixelcnn_channels=8,
                    pixelcnn_kernel_sizes=(3,), svi_steps=2, max_steps=6)
-  metrics = train_lib.train_and_evaluate(config, str(tmp_path / "pixelcnn"), verbose=False)
+  metrics = loop.train_and_evaluate(config, str(tmp_path / "pixelcnn"), verbose=False)
   assert metrics["steps"] == 6
   assert len(metrics["test_elbo_trajectory"]) == 3
   assert metrics["test_log_likelihood"] >= metrics["test_elbo"] - 1.0

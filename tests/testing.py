@@ -23,9 +23,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_lti import builders
-from tf_lti import config as config_lib
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.config import schema
+from tf_lti.training import builders
+from tf_lti.training import loop
+from tf_lti.training import optimizers
 
 tfd = tfp.distributions
 
@@ -131,8 +133,8 @@ def tiny_run(workdir, max_steps, **overrides):
   settings = dict(hidden_units=(32,), epochs=1, max_steps=max_steps, num_importance_samples=0,
                   eval_max_examples=20, jit_compile=False)
   settings.update(overrides)
-  train_lib.train_and_evaluate(config_lib.from_preset("quickstart").override(settings), workdir,
-                               verbose=False)
+  loop.train_and_evaluate(presets.from_preset("quickstart").override(settings), workdir,
+                          verbose=False)
   return workdir
 
 
@@ -141,9 +143,9 @@ def small_model(event_size=20, **overrides):
   `overrides` of config fields."""
   settings = dict(latent_sizes=(3,), hidden_units=(16,), learning_rate=3e-3)
   settings.update(overrides)
-  config = config_lib.ExperimentConfig().override(settings).validate()
+  config = schema.ExperimentConfig().override(settings).validate()
   model = builders.build_model(config, event_size, steps_per_epoch=10)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch=10))
+  model.compile(*optimizers.build_optimizers(config, steps_per_epoch=10))
   model.build_all(tf.zeros([2, event_size]))
   return model
 

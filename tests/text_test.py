@@ -9,12 +9,14 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
-from tf_lti import objective
-from tf_lti import posterior
-from tf_lti import text_data
-from tf_lti import text_models
-from tf_lti.data import DataError
+from tf_lti import posteriors
+from tf_lti.data import text as text_data
+from tf_lti.data.common import DataError
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.inference import amortized
 from tf_lti.inference import base
+from tf_lti.models import lstm
+from tf_lti.objectives import bounds as bounds_lib
 
 VOCAB = 23
 # Two sentences of different lengths, padded: <s> w w w w </s> and <s> w w </s> <pad> <pad>.
@@ -35,7 +37,7 @@ def _log_softmax(logits):
 def _decoder(latent_size=4, seed=0, **kwargs):
   keras.utils.set_random_seed(seed)
   kwargs = {"embedding_size": 8, "hidden_size": 16, "init_scale": 0.5, **kwargs}
-  return text_models.LSTMDecoder(VOCAB, latent_size=latent_size, **kwargs)
+  return lstm.LSTMDecoder(VOCAB, latent_size=latent_size, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +164,11 @@ def test_make_batches_covers_each_sequence_once_with_minimal_padding():
 
 
 def test_num_words_and_perplexity():
-  assert text_data.num_words(X) == 5 + 3  # 4 words + </s>, 2 words + </s>
-  assert text_data.num_words(tf.constant(X)) == 8
-  assert text_data.perplexity(8 * math.log(7.0), 8) == pytest.approx(7.0)
+  assert metrics_lib.num_words(X) == 5 + 3  # 4 words + </s>, 2 words + </s>
+  assert metrics_lib.num_words(tf.constant(X)) == 8
+  assert metrics_lib.perplexity(8 * math.log(7.0), 8) == pytest.approx(7.0)
   with pytest.raises(DataError, match="num_words must be positive, got 0"):
-    text_data.perplexity(1.0, 0)
+    metrics_lib.perplexity(1.0, 0)
 
 
 # --- Decoder -----------------------------------------------------------------------------
@@ -280,10 +282,10 @@ def test_hessian_vector_product_through_the_lstm_matches_finite_differences():
 def test_prior_and_elbo_take_token_batches():
   decoder = _decoder(dropout=0.0)
   assert decoder.prior().event_shape == (4,)
-  family = posterior.get_family("diagonal")
+  family = posteriors.get_family("diagonal")
   params = tf.random.stateless_normal([2, 8], [0, 8])
-  terms = objective.elbo(tf.constant(X), decoder, family.distribution(params), seed=[1, 2],
-                         num_samples=3, training=True)
+  terms = bounds_lib.elbo(tf.constant(X), decoder, family.distribution(params), seed=[1, 2],
+                          num_samples=3, training=True)
   z = family.distribution(params).sample(3, seed=[1, 2])
   np.testing.assert_allclose(terms["log_likelihood"],
                              tf.reduce_mean(decoder.log_joint_parts(X, z)[0], 0), rtol=1e-6)
@@ -309,9 +311,9 @@ def test_sample_ends_every_sentence_once():
 
 def test_encoder_params_ignore_padding():
   keras.utils.set_random_seed(0)
-  family = posterior.get_family("diagonal")
-  encoder = text_models.LSTMEncoder(family, VOCAB, embedding_size=8, hidden_size=16,
-                                    latent_size=4)
+  family = posteriors.get_family("diagonal")
+  encoder = amortized.LSTMEncoder(family, VOCAB, embedding_size=8, hidden_size=16,
+                                  latent_size=4)
   params = encoder(X)
   assert params.shape == (2, family.num_params(4)) and encoder.num_params == 8
   alone = encoder.encode(X[1:, :4])
@@ -332,14 +334,14 @@ def test_vae_training_on_short_ptb_sentences_beats_uniform():
   vocab_size = splits.vocabulary.size
   batches = [tf.constant(b) for b in text_data.make_batches(splits.train[:512], 32)]
   keras.utils.set_random_seed(1)
-  family = posterior.get_family("diagonal")
-  decoder = text_models.LSTMDecoder(vocab_size, 32, 64, 8, dropout=0.0)
-  encoder = text_models.LSTMEncoder(family, vocab_size, 32, 64, 8)
+  family = posteriors.get_family("diagonal")
+  decoder = lstm.LSTMDecoder(vocab_size, 32, 64, 8, dropout=0.0)
+  encoder = amortized.LSTMEncoder(family, vocab_size, 32, 64, 8)
   optimizer = keras.optimizers.Adam(3e-3)
 
   def negative_elbo(x, seed, training):
     distribution = family.distribution(encoder.encode(x))
-    return -objective.elbo(x, decoder, distribution, seed=seed, training=training)["elbo"]
+    return -bounds_lib.elbo(x, decoder, distribution, seed=seed, training=training)["elbo"]
 
   @tf.function(reduce_retracing=True)
   def train_step(x, seed):
@@ -351,7 +353,7 @@ def test_vae_training_on_short_ptb_sentences_beats_uniform():
   def per_word_bound():
     total = sum(float(tf.reduce_sum(negative_elbo(x, tf.constant([9, i]), False)))
                 for i, x in enumerate(batches))
-    return total / sum(text_data.num_words(x) for x in batches)
+    return total / sum(metrics_lib.num_words(x) for x in batches)
 
   initial = per_word_bound()
   for step in range(96):

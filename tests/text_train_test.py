@@ -11,10 +11,14 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from tests import testing
-from tf_lti import config as config_lib
-from tf_lti import text_data
-from tf_lti import train_lib
-from tf_lti.data import DataError
+from tf_lti.config import presets
+from tf_lti.config import schema
+from tf_lti.data import base as data_lib
+from tf_lti.data import text as text_data
+from tf_lti.data.common import DataError
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +41,15 @@ def _config(source, **overrides):
                   batch_size=20, epochs=1, num_importance_samples=20, eval_chunk_size=10,
                   checkpoint_every_steps=7, log_every_steps=5)
   settings.update(overrides)
-  return config_lib.from_preset("ptb_vae").override(settings).validate()
+  return presets.from_preset("ptb_vae").override(settings).validate()
 
 
 def test_language_model_perplexity_is_the_exact_log_likelihood(tmp_path, corpus):
   workdir = str(tmp_path / "lm")
-  metrics = train_lib.train_and_evaluate(_config(corpus, latent_sizes=(0,)), workdir,
-                                         verbose=False)
-  _, splits, model, _ = train_lib.restore_model(workdir)
-  batches = train_lib.eval_batches(splits, "test", 20)
+  metrics = loop.train_and_evaluate(_config(corpus, latent_sizes=(0,)), workdir,
+                                    verbose=False)
+  _, splits, model, _ = workdir_lib.restore_model(workdir)
+  batches = data_lib.eval_batches(splits, "test", 20)
   log_p = sum(float(tf.reduce_sum(model.generative.log_prob(tf.constant(x)))) for x in batches)
   words = sum(len(sentence) - 1 for sentence in splits.test)  # words + </s> per sentence
   assert metrics["test_num_words"] == words
@@ -65,7 +69,7 @@ def test_language_model_perplexity_is_the_exact_log_likelihood(tmp_path, corpus)
 def test_text_vae_and_savae_report_perplexity_bounds_kl_and_samples(tmp_path, corpus, overrides):
   workdir = str(tmp_path / "run")
   config = _config(corpus, kl_warmup_epochs=2.0, **overrides)
-  metrics = train_lib.train_and_evaluate(config, workdir, verbose=False)
+  metrics = loop.train_and_evaluate(config, workdir, verbose=False)
   words = metrics["test_num_words"]
   num_test = metrics["test_num_examples"]
   assert num_test == 60
@@ -88,7 +92,7 @@ def test_text_vae_and_savae_report_perplexity_bounds_kl_and_samples(tmp_path, co
   accumulator.Reload()
   assert "samples" in accumulator.Tags()["tensors"]
   # KL annealing per batch: 0.1 -> 1 over 2 epochs of 20 batches; after one epoch, halfway.
-  _, _, model, step = train_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 20
   np.testing.assert_allclose(float(model.kl_weight()), 0.1 + 0.9 * 0.5, rtol=1e-6)
 
@@ -96,13 +100,13 @@ def test_text_vae_and_savae_report_perplexity_bounds_kl_and_samples(tmp_path, co
 def test_interrupted_text_run_resumes_to_the_same_parameters(tmp_path, corpus):
   straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
   config = dict(epochs=2, num_importance_samples=0)
-  train_lib.train_and_evaluate(_config(corpus, **config), straight, verbose=False)
-  train_lib.train_and_evaluate(_config(corpus, max_steps=27, **config), interrupted,
-                               verbose=False)
+  loop.train_and_evaluate(_config(corpus, **config), straight, verbose=False)
+  loop.train_and_evaluate(_config(corpus, max_steps=27, **config), interrupted,
+                          verbose=False)
   os.remove(os.path.join(interrupted, "config.json"))  # max_steps differs: the same run, extended
-  metrics = train_lib.train_and_evaluate(_config(corpus, **config), interrupted, verbose=False)
+  metrics = loop.train_and_evaluate(_config(corpus, **config), interrupted, verbose=False)
   assert metrics["steps"] == 40
-  models = [train_lib.restore_model(d)[2] for d in (straight, interrupted)]
+  models = [workdir_lib.restore_model(d)[2] for d in (straight, interrupted)]
   for a, b in zip(*(m.trainable_variables for m in models)):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -111,7 +115,7 @@ def test_epoch_batches_cover_every_sentence_in_an_order_set_by_seed_and_epoch(co
   splits = text_data.load_source(corpus)
   first = text_data.epoch_batches(splits.train, 32, seed=0, epoch=0)
   assert len(first) == math.ceil(400 / 32)
-  assert sum(text_data.num_words(b) for b in first) == sum(len(s) - 1 for s in splits.train)
+  assert sum(metrics_lib.num_words(b) for b in first) == sum(len(s) - 1 for s in splits.train)
   again = text_data.epoch_batches(splits.train, 32, seed=0, epoch=0)
   assert all(np.array_equal(a, b) for a, b in zip(first, again))
   other = text_data.epoch_batches(splits.train, 32, seed=0, epoch=1)
@@ -137,12 +141,12 @@ def test_text_sources_name_the_bad_value():
     (dict(procedure="semi_amortized", hvp="forward_over_backward"), "backward_over_backward"),
 ])
 def test_text_config_errors_name_the_field(overrides, message):
-  config = config_lib.from_preset("ptb_vae").override(overrides)
+  config = presets.from_preset("ptb_vae").override(overrides)
   with pytest.raises(ValueError, match=message):
     config.validate()
 
 
 def test_lstm_decoder_needs_a_text_source():
-  config = config_lib.ExperimentConfig().override(dict(decoder="lstm", encoder="lstm"))
+  config = schema.ExperimentConfig().override(dict(decoder="lstm", encoder="lstm"))
   with pytest.raises(ValueError, match="source='digits'"):
     config.validate()

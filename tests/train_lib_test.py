@@ -11,9 +11,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from tests import testing
-from tf_lti import config as config_lib
-from tf_lti import evaluation
-from tf_lti import train_lib
+from tf_lti.config import presets
+from tf_lti.data import base as data_lib
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.training import loop
+from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _config(**overrides):
   settings = dict(PRESET_SMALL)
   settings.update(overrides)
-  return config_lib.from_preset("quickstart").override(settings)
+  return presets.from_preset("quickstart").override(settings)
 
 
 # The quick start preset, shrunk to a few seconds.
@@ -37,7 +39,7 @@ def _scalar_tags(directory):
 
 def test_smoke_writes_metrics_checkpoints_summaries_and_plots(tmp_path):
   workdir = str(tmp_path / "run")
-  metrics = train_lib.train_and_evaluate(_config(), workdir, verbose=False)
+  metrics = loop.train_and_evaluate(_config(), workdir, verbose=False)
   for key in ("test_log_likelihood", "test_elbo", "test_kl", "train_seconds", "steps"):
     assert key in metrics
   assert metrics["steps"] == 2 * 28
@@ -57,13 +59,13 @@ def test_smoke_writes_metrics_checkpoints_summaries_and_plots(tmp_path):
 def test_interrupted_run_resumes_to_the_same_parameters(tmp_path):
   straight = str(tmp_path / "straight")
   interrupted = str(tmp_path / "interrupted")
-  train_lib.train_and_evaluate(_config(), straight, verbose=False)
+  loop.train_and_evaluate(_config(), straight, verbose=False)
   # Stop mid-epoch at step 40 (checkpoint at 40), then rerun the full command.
-  train_lib.train_and_evaluate(_config(max_steps=40), interrupted, verbose=False)
+  loop.train_and_evaluate(_config(max_steps=40), interrupted, verbose=False)
   os.remove(os.path.join(interrupted, "config.json"))  # max_steps differs: the same run, extended
-  metrics = train_lib.train_and_evaluate(_config(), interrupted, verbose=False)
+  metrics = loop.train_and_evaluate(_config(), interrupted, verbose=False)
   assert metrics["steps"] == 56
-  models = [train_lib.restore_model(d)[2] for d in (straight, interrupted)]
+  models = [workdir_lib.restore_model(d)[2] for d in (straight, interrupted)]
   for a, b in zip(*(m.trainable_variables for m in models)):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -72,31 +74,32 @@ def test_a_relative_workdir_resumes_and_restores(tmp_path, monkeypatch):
   """The README's `--workdir=runs/...` form: checkpoint paths relative to the current directory."""
   monkeypatch.chdir(tmp_path)
   workdir = os.path.join("runs", "relative")
-  train_lib.train_and_evaluate(_config(max_steps=20), workdir, verbose=False)
-  assert train_lib._checkpoint_paths(os.path.join(workdir, "checkpoints")) == [  # pylint: disable=protected-access
+  loop.train_and_evaluate(_config(max_steps=20), workdir, verbose=False)
+  paths = workdir_lib._checkpoint_paths(os.path.join(workdir, "checkpoints"))  # pylint: disable=protected-access
+  assert paths == [
       os.path.join(workdir, "checkpoints", f"ckpt-{step}") for step in (20, 10)]
   os.remove(os.path.join(workdir, "config.json"))  # max_steps differs: the same run, extended
-  assert train_lib.train_and_evaluate(_config(), workdir, verbose=False)["steps"] == 56
-  assert train_lib.restore_model(workdir)[3] == 56
+  assert loop.train_and_evaluate(_config(), workdir, verbose=False)["steps"] == 56
+  assert workdir_lib.restore_model(workdir)[3] == 56
 
 
 def test_workdir_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path / "run")
-  train_lib.train_and_evaluate(_config(epochs=1), workdir, verbose=False)
+  loop.train_and_evaluate(_config(epochs=1), workdir, verbose=False)
   with pytest.raises(ValueError, match=r"different config \(fields \['latent_sizes'\]"):
-    train_lib.train_and_evaluate(_config(epochs=1, latent_sizes=(4,)), workdir, verbose=False)
+    loop.train_and_evaluate(_config(epochs=1, latent_sizes=(4,)), workdir, verbose=False)
 
 
 def test_real_data_short_training_lowers_the_test_bound(tmp_path):
   source = str(testing.shared_data("binarized_mnist.npz"))
-  config = config_lib.from_preset("mnist_one_level").override(dict(
+  config = presets.from_preset("mnist_one_level").override(dict(
       source=source, hidden_units=(200,), latent_sizes=(16,), epochs=1, max_steps=300,
       num_importance_samples=0, eval_max_examples=1000, checkpoint_every_steps=1000))
-  untrained = config_lib.from_preset("mnist_one_level").override(dict(
+  untrained = presets.from_preset("mnist_one_level").override(dict(
       source=source, hidden_units=(200,), latent_sizes=(16,), epochs=1, max_steps=1,
       num_importance_samples=0, eval_max_examples=1000))
-  before = train_lib.train_and_evaluate(untrained, str(tmp_path / "a"), verbose=False)
-  after = train_lib.train_and_evaluate(config, str(tmp_path / "b"), verbose=False)
+  before = loop.train_and_evaluate(untrained, str(tmp_path / "a"), verbose=False)
+  after = loop.train_and_evaluate(config, str(tmp_path / "b"), verbose=False)
   assert before["test_elbo"] < -250  # an untrained decoder: ~ 784 log 2 nats
   assert after["test_elbo"] > -180  # 300 steps (0.6 epochs) reach ~-165 nats
   assert after["test_elbo"] > before["test_elbo"] + 100
@@ -138,10 +141,10 @@ def test_train_then_evaluate_cli(tmp_path):
 
 def test_gaussian_likelihood_on_frey_faces_beats_the_uniform_8_bit_model(tmp_path):
   # A uniform distribution over 256 levels costs exactly 8 bits per dimension.
-  config = config_lib.from_preset("freyfaces_gaussian").override(dict(
+  config = presets.from_preset("freyfaces_gaussian").override(dict(
       source=str(testing.shared_data("freyfaces.npz")), epochs=15, hidden_units=(100,),
       num_importance_samples=100, eval_chunk_size=50, jit_compile=False))
-  metrics = train_lib.train_and_evaluate(config, str(tmp_path / "frey"), verbose=False)
+  metrics = loop.train_and_evaluate(config, str(tmp_path / "frey"), verbose=False)
   assert metrics["test_elbo_bits_per_dim"] < 7.0
   assert metrics["test_log_likelihood_bits_per_dim"] <= metrics["test_elbo_bits_per_dim"] + 0.01
 
@@ -152,22 +155,22 @@ def test_restored_model_reproduces_the_trained_one_including_batch_norm(tmp_path
                    deterministic_sizes=(4, 0), batch_norm=True, decoder_connection="highway",
                    kl="sample", num_importance_samples=20, eval_chunk_size=10,
                    eval_max_examples=40)
-  metrics = train_lib.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = train_lib.restore_model(workdir)
+  metrics = loop.train_and_evaluate(config, workdir, verbose=False)
+  _, splits, model, _ = workdir_lib.restore_model(workdir)
   assert len(model.non_trainable_variables) > 0  # batch-norm statistics are checkpointed
   names = {name for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))}
   assert any("moving_mean" in name for name in names) and any("gate" in name for name in names)
-  results = evaluation.evaluate(model, evaluation.subset(splits.test, 40, 0),
-                                num_importance_samples=20, chunk_size=10, seed=config.train.seed)
+  results = metrics_lib.evaluate(model, data_lib.subset(splits.test, 40, 0),
+                                 num_importance_samples=20, chunk_size=10, seed=config.train.seed)
   np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-4)
   np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-4)
 
 
 def test_eval_batches_keep_order_and_the_partial_batch_and_subset_by_seed():
-  splits = train_lib.load_data(_config())
-  batches = train_lib.eval_batches(splits, "valid", 50)
+  splits = data_lib.load_data(_config())
+  batches = data_lib.eval_batches(splits, "valid", 50)
   assert [len(batch) for batch in batches] == [50, 50, 50, 29]
   np.testing.assert_array_equal(np.concatenate(batches), splits.valid)
-  subset = np.concatenate(train_lib.eval_batches(splits, "test", 16, max_examples=40, seed=3))
-  np.testing.assert_array_equal(subset, evaluation.subset(splits.test, 40, seed=3))
+  subset = np.concatenate(data_lib.eval_batches(splits, "test", 16, max_examples=40, seed=3))
+  np.testing.assert_array_equal(subset, data_lib.subset(splits.test, 40, seed=3))

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from tf_lti import analysis
-from tf_lti import data
-from tf_lti.data import DataError
+from tf_lti.data import images as image_data
+from tf_lti.data.common import DataError
+from tf_lti.evaluation import analysis
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +106,7 @@ def test_payloads_run_when_unpickled(tmp_path, name, writer, unpickle):
 def test_data_load_refuses_without_unpickling(tmp_path, name, writer, message):
   path, marker = _malicious(tmp_path, name, writer)
   with pytest.raises(DataError, match=message):
-    data.load(path)
+    image_data.load(path)
   assert not marker.exists()
 
 
@@ -147,13 +147,13 @@ def test_mat_cell_arrays_are_not_numeric_data(tmp_path):
   path = str(tmp_path / "cells.mat")
   scipy.io.savemat(path, {"x": np.array([[np.zeros(3)], [np.ones(3)]], dtype=object)})
   with pytest.raises(DataError, match=r"cells\.mat, key 'x': dtype object is not numeric"):
-    data.load(path)
+    image_data.load(path)
 
 
 @pytest.mark.parametrize("source", ["tfds:huggingface:mnist", "tfds:kaggle:some/dataset:1.0.0"])
 def test_namespaced_tfds_builders_are_refused(source):
   with pytest.raises(DataError, match=rf"{source}: TFDS datasets with a namespace .* are refused"):
-    data.load(source)
+    image_data.load(source)
 
 
 def test_train_cli_refuses_a_pickle_in_one_line(tmp_path):

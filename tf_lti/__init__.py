@@ -1,8 +1,12 @@
 """tf_lti: learning to infer -- deep latent-variable models with amortized inference.
 
-Public API (modules stay importable directly, e.g. `tf_lti.objective`):
+Public API (the modules stay importable directly, e.g. `tf_lti.objectives.bounds`):
 
   data -> inference procedure -> posterior params -> posterior family -> bound <- generative model
+
+Packages, each importing only those before it (docs/architecture.md):
+config, reporting < distributions < data < posteriors < models < objectives
+< inference < evaluation < training < experiments.
 
 The names below are imported on first use (PEP 562), so `import tf_lti.config`
 (what the command-line binaries parse flags with) does not load TensorFlow: a
@@ -13,26 +17,26 @@ import importlib
 
 _EXPORTS = {
     "AmortizedEncoder": "tf_lti.inference",
-    "CategoricalFamily": "tf_lti.posterior",
-    "DiagonalGaussian": "tf_lti.posterior",
-    "ExperimentConfig": "tf_lti.config",
-    "GenerativeModel": "tf_lti.generative",
-    "IAFFamily": "tf_lti.flows",
-    "IndependentOneHotCategorical": "tf_lti.discrete",
+    "CategoricalFamily": "tf_lti.posteriors.categorical",
+    "DiagonalGaussian": "tf_lti.posteriors.gaussian",
+    "ExperimentConfig": "tf_lti.config.schema",
+    "GenerativeModel": "tf_lti.models.dlgm",
+    "IAFFamily": "tf_lti.posteriors.flows",
+    "IndependentOneHotCategorical": "tf_lti.distributions.categorical",
     "InferenceProcedure": "tf_lti.inference",
     "InferenceResult": "tf_lti.inference",
-    "Objective": "tf_lti.objective",
-    "PlanarFlowFamily": "tf_lti.flows",
-    "PointEstimate": "tf_lti.posterior",
-    "RankOnePrecisionGaussian": "tf_lti.posterior",
-    "VAE": "tf_lti.vae",
-    "build_model": "tf_lti.builders",
-    "elbo": "tf_lti.objective",
-    "evaluate": "tf_lti.evaluation",
-    "get_family": "tf_lti.posterior",
-    "iw_bound": "tf_lti.objective",
-    "iw_log_likelihood": "tf_lti.evaluation",
-    "train_and_evaluate": "tf_lti.train_lib",
+    "Objective": "tf_lti.objectives.estimators",
+    "PlanarFlowFamily": "tf_lti.posteriors.flows",
+    "PointEstimate": "tf_lti.posteriors.gaussian",
+    "RankOnePrecisionGaussian": "tf_lti.posteriors.rank_one",
+    "VAE": "tf_lti.training.vae",
+    "build_model": "tf_lti.training.builders",
+    "elbo": "tf_lti.objectives.bounds",
+    "evaluate": "tf_lti.evaluation.metrics",
+    "get_family": "tf_lti.posteriors",
+    "iw_bound": "tf_lti.objectives.bounds",
+    "iw_log_likelihood": "tf_lti.evaluation.likelihood",
+    "train_and_evaluate": "tf_lti.training.loop",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -41,8 +45,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
   if name not in _EXPORTS:
     raise AttributeError(f"module 'tf_lti' has no attribute {name!r}")
-  if name == "get_family":
-    importlib.import_module("tf_lti.flows")  # Registers the "planar" and "iaf" families.
   return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 

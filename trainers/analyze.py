@@ -21,6 +21,7 @@ import os
 
 from absl import flags
 
+from tf_lti.config import choices
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
@@ -35,8 +36,7 @@ flags.DEFINE_integer("encoder_steps", 1000,
                      "its frozen decoder, whose estimate is drawn too (0: none).")
 flags.DEFINE_integer("num_examples", 100, "reconstructions/optimizers: test examples used.")
 flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
-flags.DEFINE_list("learning_rates", [str(v) for v in (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01,
-                                                       0.005, 0.001)],
+flags.DEFINE_list("learning_rates", [str(v) for v in choices.ANALYSIS_LEARNING_RATES],
                   "optimizers: learning-rate grid of the baselines.")
 flags.DEFINE_integer("embedding_examples", 0,
                      "embedding: test examples embedded (a fixed random subset; 0: all).")
@@ -117,7 +117,7 @@ def _landscape(model, splits, tf, np, analysis, plots):
 
 
 def _reconstructions(model, splits, tf, np, analysis, plots):
-  from tf_lti import summary  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
   x = splits.test[:min(FLAGS.num_examples, 10)]
   params, bounds, _ = analysis.refinement_trajectory(
       model, tf.constant(x), seed=tf.constant([FLAGS.seed, 2]),
@@ -138,7 +138,7 @@ def _optimizers(model, splits, tf, np, analysis, plots):
                                                       num_iterations=FLAGS.num_iterations)
   results = {"iterative model": {"bounds": bounds.tolist(), "seconds": seconds.tolist()}}
   initial = model.inference.initial_params(int(x.shape[0]), x.dtype)
-  for name in analysis.OPTIMIZERS:
+  for name in choices.ANALYSIS_OPTIMIZERS:
     runs = {}
     for learning_rate in learning_rates:
       run_bounds, run_seconds = analysis.optimize_params(
@@ -165,7 +165,7 @@ def _optimizers(model, splits, tf, np, analysis, plots):
 def _embedding(model, splits, tf, np, analysis, plots):
   """Posterior means of the test set: all of a 2-D latent, else its first two dimensions."""
   del tf  # unused
-  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   latent_size = model.generative.latent_size
   if latent_size < 2:
     raise ValueError(f"An embedding needs at least 2 latent dimensions; the model has "
@@ -176,7 +176,7 @@ def _embedding(model, splits, tf, np, analysis, plots):
   else:
     labels = analysis.source_labels(splits.name, FLAGS.labels_key, num_test)
   labels_source = None if labels is None else (FLAGS.labels or splits.name)
-  rows = evaluation.subset(np.arange(num_test), FLAGS.embedding_examples, FLAGS.seed)
+  rows = data_lib.subset(np.arange(num_test), FLAGS.embedding_examples, FLAGS.seed)
   means = analysis.posterior_means(model, splits.test[rows], seed=FLAGS.seed)
   points = means[:, :2]
   labels = None if labels is None else labels[rows]
@@ -196,17 +196,18 @@ def main():
   _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf_lti import analysis  # pylint: disable=g-import-not-at-top
-  from tf_lti import plots  # pylint: disable=g-import-not-at-top
-  from tf_lti import summary  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  _, splits, model, step = train_lib.restore_model(FLAGS.workdir)
+  from tf_lti.evaluation import analysis  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  _, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
          "optimizers": _optimizers, "embedding": _embedding}[FLAGS.analysis]
   results = run(model, splits, tf, np, analysis, plots)
   results.update(step=step, analysis=FLAGS.analysis)
   path = _output_path(f"{FLAGS.analysis}.json")
-  train_lib.write_json(path, results)
+  files.write_json(path, results)
   png = _output_path(f"{FLAGS.analysis}.png")
   picture = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy() / 255.0
   writer = tf.summary.create_file_writer(os.path.join(FLAGS.workdir, "validation"))

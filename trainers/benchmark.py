@@ -74,13 +74,14 @@ def _matmul_gflops(tf, rows, inner, cols, repeats=20):
 
 
 def _build(config, tf, strategy):
-  from tf_lti import builders  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top
   side = int(round(FLAGS.event_size ** 0.5))
   with strategy.scope():
     model = builders.build_model(
         config, FLAGS.event_size,
         image_shape=(side, side) if side * side == FLAGS.event_size else None)
-    model.compile(*builders.build_optimizers(config, steps_per_epoch=1000))
+    model.compile(*optimizers.build_optimizers(config, steps_per_epoch=1000))
     x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1])
                 < 0.3, tf.float32)
     model.build_all(x)
@@ -90,7 +91,7 @@ def _build(config, tf, strategy):
 def _train_runner(tf, model, x, jit_compile, strategy):
   """A callable that runs one compiled training step and waits for its result (on every
   replica of a distribution strategy, each on its shard of `x`)."""
-  from tf_lti import distribute  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import distribute  # pylint: disable=g-import-not-at-top
   if not distribute.is_distributed(strategy):
     step = tf.function(model.train_step, jit_compile=jit_compile)
     return lambda: step(x)["loss"].numpy()
@@ -156,8 +157,8 @@ def _hvp_runners(tf, model, x, jit_compile):
 
 def _run_one(config, jit_compile, strategy):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf_lti import distribute  # pylint: disable=g-import-not-at-top
-  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import likelihood as likelihood_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import distribute  # pylint: disable=g-import-not-at-top
   jit_compile = distribute.check_supported(strategy, is_text=False, jit_compile=jit_compile)
   distribute.check_batch_size(config.data.batch_size, strategy)
   model, x = _build(config, tf, strategy)
@@ -222,10 +223,10 @@ def _run_one(config, jit_compile, strategy):
     @tf.function(jit_compile=jit_compile)
     def iw(x_batch):
       params = model.infer(x_batch, seed=tf.constant([0, 0])).params
-      return evaluation.iw_log_likelihood(x_batch, model.generative,
-                                          model.family.distribution(params),
-                                          seed=tf.constant([0, 1]), num_samples=num_samples,
-                                          chunk_size=chunk, compile_likelihood=True)
+      return likelihood_lib.iw_log_likelihood(x_batch, model.generative,
+                                              model.family.distribution(params),
+                                              seed=tf.constant([0, 1]), num_samples=num_samples,
+                                              chunk_size=chunk, compile_likelihood=True)
     x = x[:config.eval.eval_batch_size]
     run = lambda: iw(x).numpy()
     run()
@@ -234,7 +235,7 @@ def _run_one(config, jit_compile, strategy):
     median = statistics.median(times)
     per_point = median / int(x.shape[0])
     flops = _decoder_flops_per_sample(model) * num_samples
-    rows = evaluation.pick_chunk_size(num_samples, chunk) * int(x.shape[0])
+    rows = likelihood_lib.pick_chunk_size(num_samples, chunk) * int(x.shape[0])
     ceiling = _matmul_gflops(tf, rows, 512, 784)
     result.update(num_importance_samples=num_samples, eval_batch_size=int(x.shape[0]),
                   eval_chunk_size=chunk, ms_per_test_point=1e3 * per_point,

@@ -9,7 +9,7 @@ r"""Restores a trained work directory and evaluates it: IW log p(x), ELBO, KL, a
 Writes `<workdir>/eval_<split>.json` (`eval_<split>_svi<K>.json` with test-time SVI,
 atomically) and prints a results table; `--report=gap` writes `gap_<split>.json`
 (`gap_<split>_svi<K>.json`) with the means, per-example values and settings
-(`tf_lti/amortization_gap.py` defines every number) and prints its table.
+(`tf_lti/evaluation/amortization_gap.py` defines every number) and prints its table.
 The checkpoint is restored strictly: a work dir whose checkpoint does not match
 its config is an error, never a silent partial restore.
 """
@@ -72,49 +72,54 @@ def _check_flags():
 def main():
   _check_flags()
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
-  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
   config = _with_eval_svi_steps(config)
-  model = train_lib.evaluation_model(model, config)
+  model = builders.evaluation_model(model, config)
   if FLAGS.report == "gap":
     _gap_report(config, splits, model, step)
     return
-  batches = train_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
-                                   max_examples=FLAGS.eval_max_examples,
-                                   seed=config.data.data_seed)
+  batches = data_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
+                                  max_examples=FLAGS.eval_max_examples,
+                                  seed=config.data.data_seed)
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; evaluating {num_examples} {FLAGS.split} "
         f"examples with K={FLAGS.num_importance_samples}.", flush=True)
   progress = keras.utils.Progbar(num_examples)
-  results = evaluation.evaluate(model, batches,
-                                num_importance_samples=FLAGS.num_importance_samples,
-                                chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
-                                jit_compile=FLAGS.jit_compile, progress=progress.update)
+  results = metrics_lib.evaluate(model, batches,
+                                 num_importance_samples=FLAGS.num_importance_samples,
+                                 chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
+                                 jit_compile=FLAGS.jit_compile, progress=progress.update)
   results.pop("per_example")
   metrics = {f"{FLAGS.split}_{name}": value for name, value in results.items()}
   metrics.update(steps=step, dataset=splits.name, config=config.to_dict())
   suffix = f"_svi{config.eval.eval_svi_steps}" if config.eval.eval_svi_steps >= 0 else ""
   path = os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}{suffix}.json")
-  train_lib.write_json(path, metrics)
-  print(train_lib.format_table(metrics, prefix=FLAGS.split))
+  files.write_json(path, metrics)
+  print(summary.format_table(metrics, prefix=FLAGS.split))
   print(f"Wrote {path}")
 
 
 def _gap_report(config, splits, model, step):
   """Runs and writes the amortization-gap report (`--report=gap`)."""
   import keras  # pylint: disable=g-import-not-at-top
-  from tf_lti import amortization_gap  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  batches = train_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
-                                   max_examples=FLAGS.gap_num_examples,
-                                   seed=config.data.data_seed)
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import amortization_gap as gap_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  batches = data_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
+                                  max_examples=FLAGS.gap_num_examples,
+                                  seed=config.data.data_seed)
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; amortization-gap report on {num_examples} "
         f"{FLAGS.split} examples (SVI: Adam, up to {FLAGS.gap_svi_steps} steps; "
         f"K={FLAGS.num_importance_samples}).", flush=True)
   progress = keras.utils.Progbar(num_examples)
-  report = amortization_gap.amortization_gap(
+  report = gap_lib.amortization_gap(
       model, batches, seed=FLAGS.seed, num_elbo_samples=FLAGS.gap_elbo_samples,
       num_importance_samples=FLAGS.num_importance_samples, chunk_size=FLAGS.eval_chunk_size,
       svi_steps=FLAGS.gap_svi_steps, svi_learning_rate=FLAGS.gap_learning_rate,
@@ -124,8 +129,8 @@ def _gap_report(config, splits, model, step):
   report.update(split=FLAGS.split, steps=step, dataset=splits.name, config=config.to_dict())
   suffix = f"_svi{config.eval.eval_svi_steps}" if config.eval.eval_svi_steps >= 0 else ""
   path = os.path.join(FLAGS.workdir, f"gap_{FLAGS.split}{suffix}.json")
-  train_lib.write_json(path, report)
-  print(amortization_gap.format_report(report))
+  files.write_json(path, report)
+  print(gap_lib.format_report(report))
   print(f"Wrote {path}")
 
 

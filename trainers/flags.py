@@ -17,14 +17,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from tf_lti import config as config_lib
-from tf_lti import faults
+from tf_lti.config import choices
+from tf_lti.config import presets
+from tf_lti.config import schema
+from tf_lti.training import faults
 
 __all__ = ["check_minimum", "check_positive", "check_workdir",
            "config_from_flags", "define_experiment_flags", "define_strategy_flags",
            "exit_on_user_error", "parse_flags", "run", "strategy_from_flags"]
-
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")  # = tf_lti.distribute.STRATEGIES
 
 
 def _define(name, field, flag_values):
@@ -44,15 +44,15 @@ def _define(name, field, flag_values):
 
 def define_experiment_flags(flag_values=flags.FLAGS):
   """Defines `--preset` and one flag per config field."""
-  flags.DEFINE_string("preset", "", f"Preset to start from: one of {sorted(config_lib.PRESETS)}.",
+  flags.DEFINE_string("preset", "", f"Preset to start from: one of {sorted(presets.PRESETS)}.",
                       flag_values=flag_values)
-  for name, (_, field) in config_lib.field_index().items():
+  for name, (_, field) in schema.field_index().items():
     _define(name, field, flag_values)
 
 
 def define_strategy_flags(flag_values=flags.FLAGS):
   """Defines `--strategy`, `--num_cpu_devices` and `--tpu` (see docs/distributed.md)."""
-  flags.DEFINE_enum("strategy", "default", STRATEGIES,
+  flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
                     "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
                     "the --num_cpu_devices logical CPUs), multi_worker (TF_CONFIG), tpu.",
                     flag_values=flag_values)
@@ -65,7 +65,7 @@ def define_strategy_flags(flag_values=flags.FLAGS):
 
 def strategy_from_flags(flag_values=flags.FLAGS):
   """The `tf.distribute.Strategy` the strategy flags select (create it before other TF ops)."""
-  from tf_lti import distribute  # pylint: disable=g-import-not-at-top  (slow TF import)
+  from tf_lti.training import distribute  # pylint: disable=g-import-not-at-top
   return distribute.make_strategy(flag_values.strategy,
                                   num_cpu_devices=flag_values.num_cpu_devices,
                                   tpu=flag_values.tpu)
@@ -83,9 +83,9 @@ def _parse_tuple(name, values, default):
 
 def config_from_flags(flag_values=flags.FLAGS):
   """The validated config: defaults -> preset -> flags given on the command line."""
-  config = config_lib.from_preset(flag_values.preset)
+  config = presets.from_preset(flag_values.preset)
   overrides = {}
-  for name, (_, field) in config_lib.field_index().items():
+  for name, (_, field) in schema.field_index().items():
     if not flag_values[name].present:
       continue
     value = flag_values[name].value
@@ -115,7 +115,7 @@ def check_workdir(workdir):
   """The config of the training run in `workdir`; a user error if it has none or no checkpoint.
 
   Cheap checks for the binaries that restore a run, before they load data or
-  build a model (`train_lib.restore_model` restores it).
+  build a model (`training.workdir.restore_model` restores it).
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
@@ -123,7 +123,7 @@ def check_workdir(workdir):
                             "config.json.")
   try:
     with open(path) as f:
-      config = config_lib.ExperimentConfig.from_dict(json.load(f)).validate()
+      config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
   except (ValueError, AttributeError, TypeError) as error:  # JSONDecodeError is a ValueError.
     raise ValueError(f"`workdir` {workdir!r} has an invalid config.json: {error}") from error
   if not glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")):
@@ -156,7 +156,7 @@ def exit_on_user_error(main):
   """Turns `main()` into an absl main with one-line user errors.
 
   Extra positional arguments and user errors (`ValueError`, which includes
-  `data.DataError`, and `FileNotFoundError`) print one line to stderr and exit
+  `data.common.DataError`, and `FileNotFoundError`) print one line to stderr and exit
   with status 2, with no traceback. A training fault (`faults`) prints one line
   too: an interruption exits with 128 + the signal number after its checkpoint,
   a numerical fault or unrestorable checkpoints with status 3. absl logging is

@@ -13,8 +13,8 @@ inference procedure (standard, iterative or semi-amortized). Writes to
 
   imputation_<missing>.png   rows: true images, masked (missing in grey), then the
                              imputation after each iteration
-  imputation_<missing>.json  per-iteration errors on the missing pixels (`tf_lti/imputation.py`
-                             defines them) and the training-pixel-mean baseline
+  imputation_<missing>.json  per-iteration errors on the missing pixels
+                             (`tf_lti/evaluation/imputation.py` defines them) and the training-pixel-mean baseline
 and the grid as a TensorBoard image `imputation/<missing>` in `<workdir>/validation`.
 """
 
@@ -22,19 +22,20 @@ import os
 
 from absl import flags
 
-from tf_lti import files
+from tf_lti.config import choices
+from tf_lti.reporting import files
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
-flags.DEFINE_enum("missing", "random", ["random", "block"],
+flags.DEFINE_enum("missing", "random", choices.MISSING_TYPES,
                   "random: missing at random (--missing_fraction); block: a square block "
                   "(--block_size), not missing at random.")
 flags.DEFINE_float("missing_fraction", 0.6, "random: the fraction of missing pixels, in (0, 1].")
 flags.DEFINE_integer("block_size", None, "block: the side of the missing square (default: half "
                      "the shorter image side).")
-flags.DEFINE_enum("block_position", "random", ["random", "center"],
+flags.DEFINE_enum("block_position", "random", choices.BLOCK_POSITIONS,
                   "block: a random position per image, or the centre.")
-flags.DEFINE_enum("fill", "half", ["half", "noise"],
+flags.DEFINE_enum("fill", "half", choices.IMPUTATION_FILLS,
                   "Initial value of the missing pixels: 0.5, or noise (Bernoulli(1/2) for binary "
                   "data, else U[0, 1)).")
 flags.DEFINE_integer("num_iterations", 15, "Imputation iterations (Rezende et al. show 15).")
@@ -82,12 +83,12 @@ def main():
   _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf_lti import evaluation  # pylint: disable=g-import-not-at-top
-  from tf_lti import imputation  # pylint: disable=g-import-not-at-top
-  from tf_lti import plots  # pylint: disable=g-import-not-at-top
-  from tf_lti import summary  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  config, splits, model, step = train_lib.restore_model(FLAGS.workdir)
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import imputation  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
   if not hasattr(splits, "image_shape"):
     raise ValueError(f"`workdir` {FLAGS.workdir!r} holds a text model ({config.data.source}); "
                      "imputation needs images.")
@@ -95,7 +96,7 @@ def main():
     raise ValueError(f"Imputation grids need grayscale images; {splits.name} has image shape "
                      f"{splits.image_shape}.")
   imputation.check_decoder(model.generative)
-  x = evaluation.subset(getattr(splits, FLAGS.split), FLAGS.num_examples, FLAGS.seed)
+  x = data_lib.subset(getattr(splits, FLAGS.split), FLAGS.num_examples, FLAGS.seed)
   mask = imputation.make_mask(FLAGS.missing, len(x), splits.image_shape,
                               fraction=FLAGS.missing_fraction, block_size=FLAGS.block_size,
                               position=FLAGS.block_position, seed=FLAGS.seed)
@@ -122,7 +123,7 @@ def main():
                  seed=FLAGS.seed, show=FLAGS.show, step=step,
                  procedure=config.inference.procedure, dataset=splits.name)
   path = os.path.join(out_dir, f"{name}.json")
-  train_lib.write_json(path, results)
+  files.write_json(path, results)
   writer = tf.summary.create_file_writer(os.path.join(FLAGS.workdir, "validation"))
   summary.write_images(writer, {f"imputation/{FLAGS.missing}": grid}, step)
   _print_errors(errors, baseline)

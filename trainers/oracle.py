@@ -24,8 +24,8 @@ import time
 
 from absl import flags
 
-from tf_lti import config as config_lib
-from tf_lti import files
+from tf_lti.config import schema
+from tf_lti.reporting import files
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "Output directory (oracle.json, landscape.png).")
@@ -50,11 +50,11 @@ flags.DEFINE_float("inference_learning_rate", None,
                    "SGD learning rate of the encoders (default: oracle.INFERENCE_LEARNING_RATE).")
 flags.DEFINE_float("clip_norm", 5.0, "Global gradient-norm clip of each optimizer (0: none).")
 flags.DEFINE_integer("svi_steps", 20, "SVI steps K of SVI and SA-VAE, in training and test.")
-flags.DEFINE_float("svi_step_size", config_lib.SVI_STEP_SIZE,
+flags.DEFINE_float("svi_step_size", schema.SVI_STEP_SIZE,
                    "Per-example SVI step size of means and log-variances (Kim et al.'s 1 on "
                    "batch means of 50).")
 flags.DEFINE_float("svi_momentum", 0.5, "SVI momentum.")
-flags.DEFINE_float("svi_clip_norm", config_lib.SVI_CLIP_NORM,
+flags.DEFINE_float("svi_clip_norm", schema.SVI_CLIP_NORM,
                    "Per-example SVI gradient clip norm (Kim et al.'s 5 on batch means of 50).")
 flags.DEFINE_float("adjoint_clip_norm", 0.0,
                    "SA-VAE: clip the adjoint and each H_theta,lambda v to this norm in the "
@@ -112,6 +112,7 @@ def _check_flags():
 
 def _train_and_test(oracle, method, generator, config, settings, data, np):
   """Trains one inference setting; returns its record and the model."""
+  from tf_lti.training import loop  # pylint: disable=g-import-not-at-top
   x_train, x_valid, x_test = data
   rates = {name: FLAGS[name].value for name in ("learning_rate", "inference_learning_rate")
            if FLAGS[name].value is not None}
@@ -119,9 +120,9 @@ def _train_and_test(oracle, method, generator, config, settings, data, np):
                              seed=FLAGS.seed, **rates)
   evaluate = oracle.bound_function(model, num_samples=FLAGS.eval_samples,
                                    jit_compile=FLAGS.jit_compile)
-  run = oracle.train(model, x_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                     seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
-                     validate=lambda: float(np.mean(evaluate(x_valid, FLAGS.seed + 1)[0])))
+  run = loop.train_in_memory(model, x_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+                             seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
+                             validate=lambda: float(np.mean(evaluate(x_valid, FLAGS.seed + 1)[0])))
   bounds, kl = evaluate(x_test, FLAGS.seed + 2)
   record = dict(run, test_bound=float(bounds.mean()),
                 test_bound_stderr=float(bounds.std() / np.sqrt(len(bounds))),
@@ -135,6 +136,7 @@ def _train_and_test(oracle, method, generator, config, settings, data, np):
 
 def _landscape(oracle, plots, models, oracle_model, x_test, np, tf):
   """Figure 1: the ELBO over (mu_1, mu_2) of one test example with every estimate on it."""
+  from tf_lti.evaluation import quadrature  # pylint: disable=g-import-not-at-top
   index = FLAGS.landscape_example
   if index < 0:
     index = int(np.random.default_rng(FLAGS.seed).integers(len(x_test)))
@@ -149,13 +151,14 @@ def _landscape(oracle, plots, models, oracle_model, x_test, np, tf):
   points = np.concatenate([np.stack(list(estimates.values())), savae_path[:, :2]])
   # save_landscape puts its legend in the lower left: leave half a window of room there.
   room = 0.5 * (np.ptp(points) + 2 * FLAGS.grid_margin)
-  axis = oracle.landscape_axis(points, margin=FLAGS.grid_margin,
-                               low_margin=FLAGS.grid_margin + room, num_points=FLAGS.grid_points)
-  values = oracle.elbo_landscape(x, oracle_model, axis, log_variance,
-                                 num_nodes=FLAGS.quadrature_nodes)
-  optimum, optimum_elbo = oracle.grid_optimum(values, axis)
-  elbos = oracle.quadrature_elbo(x, oracle_model, np.stack(list(estimates.values())),
-                                 log_variance, num_nodes=FLAGS.quadrature_nodes)
+  axis = quadrature.landscape_axis(points, margin=FLAGS.grid_margin,
+                                   low_margin=FLAGS.grid_margin + room,
+                                   num_points=FLAGS.grid_points)
+  values = quadrature.elbo_landscape(x, oracle_model, axis, log_variance,
+                                     num_nodes=FLAGS.quadrature_nodes)
+  optimum, optimum_elbo = quadrature.grid_optimum(values, axis)
+  elbos = quadrature.quadrature_elbo(x, oracle_model, np.stack(list(estimates.values())),
+                                     log_variance, num_nodes=FLAGS.quadrature_nodes)
   paths = {"grid optimum mu*": [optimum], "VAE mu_VAE": [estimates["vae"]],
            "SVI mu_SVI": [estimates["svi"]], "SA-VAE mu_0": [estimates["savae_initial"]],
            "SA-VAE mu_K": [estimates["savae_final"]], "SA-VAE mu_0 ... mu_K": savae_path[:, :2]}
@@ -192,10 +195,11 @@ def main():
   # Slow imports after flag parsing.
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf_lti import oracle  # pylint: disable=g-import-not-at-top
-  from tf_lti import plots  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.config import choices  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import likelihood as likelihood_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.experiments import oracle  # pylint: disable=g-import-not-at-top
   from tf_lti.inference import svi  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
   config = oracle.OracleConfig(
@@ -209,18 +213,18 @@ def main():
           for i, n in enumerate((FLAGS.num_train, FLAGS.num_valid, FLAGS.num_test))]
   x_test = data[2]
   nll_start = time.perf_counter()
-  true_nll = -oracle.true_log_likelihood(x_test, oracle_model, seed=FLAGS.seed,
-                                         num_samples=FLAGS.true_nll_samples,
-                                         jit_compile=FLAGS.jit_compile)
+  true_nll = -likelihood_lib.true_log_likelihood(x_test, oracle_model, seed=FLAGS.seed,
+                                                 num_samples=FLAGS.true_nll_samples,
+                                                 jit_compile=FLAGS.jit_compile)
   print(f"tf_lti oracle: {len(data[0])} / {len(data[1])} / {len(data[2])} sequences of "
         f"{config.length} words ({config.num_words}-word vocabulary); true NLL "
         f"{true_nll.mean():.3f} ({FLAGS.true_nll_samples} prior samples, "
         f"{time.perf_counter() - nll_start:.0f} s)", flush=True)
 
   runs, table, oracle_models = {}, {}, {}
-  for generator in oracle.GENERATORS:
+  for generator in choices.ORACLE_GENERATORS:
     runs[generator], table[generator] = {}, {}
-    for method in oracle.METHODS:
+    for method in choices.ORACLE_METHODS:
       decoder = (oracle_model if generator == "oracle"
                  else oracle.build_generator(config, seed=FLAGS.seed + 1))
       record, model = _train_and_test(oracle, method, decoder, config, settings, data, np)
@@ -251,7 +255,7 @@ def main():
       "command": " ".join(sys.argv),
       "wall_seconds": time.perf_counter() - start,
   }
-  train_lib.write_json(os.path.join(FLAGS.workdir, "oracle.json"), results)
+  files.write_json(os.path.join(FLAGS.workdir, "oracle.json"), results)
   print(format_table(table, mean_nll, oracle.PAPER_BOUNDS, oracle.PAPER_TRUE_NLL))
   print(f"wrote {FLAGS.workdir}/oracle.json and landscape.png ({results['wall_seconds']:.0f} s)")
 

@@ -6,7 +6,7 @@ r"""Trains for a bounded wall-clock time while sampling the process's memory: a 
 
 Every config field is a flag, as for `tf-lti-train`. The model is built as
 `tf-lti-train` builds it and trained on the config's image data, epoch after
-epoch in each epoch's seeded order (`data.make_train_dataset`), with the step
+epoch in each epoch's seeded order (`data.images.make_train_dataset`), with the step
 `tf.function(model.train_step)` (XLA as `--jit_compile`), until `--minutes` have
 passed; nothing is checkpointed, summarized or evaluated. A background thread
 samples the resident memory (VmRSS of /proc/self/status, Linux only) every
@@ -226,18 +226,20 @@ def main():
   seconds = check_durations(FLAGS.minutes, FLAGS.sample_seconds)
   read_rss_mb()  # Fails now, not after the run, where memory cannot be read.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
-  from tf_lti import builders  # pylint: disable=g-import-not-at-top
-  from tf_lti import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tf_lti import plots  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
-  splits = train_lib.load_data(config)
-  if not isinstance(splits, data_lib.DataSplits):
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.data import images as image_data  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top
+  splits = data_lib.load_data(config)
+  if not isinstance(splits, image_data.DataSplits):
     raise ValueError(f"`source` {config.data.source!r}: tf-lti-soak trains on image data "
                      f"(data.make_train_dataset); text corpora are not supported.")
   batch_size, seed = config.data.batch_size, config.train.seed
 
   def epoch_batches(epoch):
-    return data_lib.make_train_dataset(splits, batch_size, seed=seed, epoch=epoch)
+    return image_data.make_train_dataset(splits, batch_size, seed=seed, epoch=epoch)
 
   epoch_batches(0)  # Checks batch_size against the train split before the model is built.
   steps_per_epoch = len(splits.train) // batch_size
@@ -245,7 +247,7 @@ def main():
       config, math.prod(splits.event_shape), image_shape=splits.image_shape,
       num_bins=_DEQUANTIZATION_BINS if splits.dequantize else None,
       steps_per_epoch=steps_per_epoch)
-  model.compile(*builders.build_optimizers(config, steps_per_epoch))
+  model.compile(*optimizers.build_optimizers(config, steps_per_epoch))
   model.build_all(splits.train[:2])
   train_step = tf.function(model.train_step, jit_compile=config.train.jit_compile)
 
@@ -255,9 +257,9 @@ def main():
   summary = summarize(samples, config.inference.procedure)
   json_path = os.path.join(FLAGS.workdir, "soak.json")
   png_path = os.path.join(FLAGS.workdir, "soak.png")
-  train_lib.write_json(json_path, {"samples": samples, "summary": summary,
-                                   "config": config.to_dict(), "minutes": FLAGS.minutes,
-                                   "sample_seconds": FLAGS.sample_seconds})
+  files.write_json(json_path, {"samples": samples, "summary": summary,
+                               "config": config.to_dict(), "minutes": FLAGS.minutes,
+                               "sample_seconds": FLAGS.sample_seconds})
   plots.save_curves([("minutes", "resident memory (MB)", _memory_curves(samples), False)],
                     png_path, f"tf-lti-soak: {config.inference.procedure} on {splits.name}")
   print(describe(summary, splits.name, [json_path, png_path]), flush=True)

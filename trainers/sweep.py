@@ -19,7 +19,7 @@ from typing import Optional
 
 from absl import flags
 
-from tf_lti import files
+from tf_lti.reporting import files
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
@@ -50,11 +50,11 @@ def _typed(field, value):
 @flags_lib.exit_on_user_error
 def main():
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
-  from tf_lti import config as config_lib  # pylint: disable=g-import-not-at-top
-  from tf_lti import plots  # pylint: disable=g-import-not-at-top
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.config import schema  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import loop  # pylint: disable=g-import-not-at-top
   base = flags_lib.config_from_flags()
-  index = config_lib.field_index()
+  index = schema.field_index()
   if FLAGS.sweep_field not in index or isinstance(index[FLAGS.sweep_field][1].default, tuple):
     raise ValueError(f"`sweep_field` must be a scalar config field; got {FLAGS.sweep_field!r}.")
   if not FLAGS.sweep_values:
@@ -74,13 +74,13 @@ def main():
     value = getattr(getattr(config, index[FLAGS.sweep_field][0]), FLAGS.sweep_field)
     name = f"{config.inference.procedure}_{FLAGS.sweep_field}_{value}"
     print(f"== {name}", flush=True)
-    metrics = train_lib.train_and_evaluate(config, os.path.join(FLAGS.workdir, name))
+    metrics = loop.train_and_evaluate(config, os.path.join(FLAGS.workdir, name))
     runs.append({"procedure": config.inference.procedure, "value": value,
                  **{key: metrics[key] for key in ("test_elbo", "test_log_likelihood",
                                                   "test_kl", "train_seconds", "steps")
                     if key in metrics}})
-  train_lib.write_json(os.path.join(FLAGS.workdir, "sweep.json"),
-                       {"field": FLAGS.sweep_field, "runs": runs})
+  files.write_json(os.path.join(FLAGS.workdir, "sweep.json"),
+                   {"field": FLAGS.sweep_field, "runs": runs})
   curves = {}
   for metric in ("test_elbo", "test_log_likelihood"):
     for procedure in procedures:

@@ -13,7 +13,7 @@ the same command in the same --workdir resumes from the latest checkpoint.
 
 from absl import flags
 
-from tf_lti import files
+from tf_lti.reporting import files
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
@@ -28,8 +28,8 @@ def main():
   config = flags_lib.config_from_flags()
   files.check_output_dir("workdir", FLAGS.workdir)
   strategy = flags_lib.strategy_from_flags()  # Before any other TensorFlow op.
-  from tf_lti import train_lib  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
-  train_lib.train_and_evaluate(config, FLAGS.workdir, strategy=strategy)
+  from tf_lti.training import loop  # pylint: disable=g-import-not-at-top
+  loop.train_and_evaluate(config, FLAGS.workdir, strategy=strategy)
 
 
 def run():

@@ -1,18 +1,20 @@
 """Inference procedures: everything that maps data x to posterior parameters.
 
 `base` defines the one interface (`InferenceProcedure`, `InferenceResult`,
-`TrainingLosses`, `TrainingGradients`); `amortized` is the standard single-pass
-encoder; `iterative` holds the iterative inference models of Marino et al.;
-`semi_amortized` refines an encoder's output by differentiable SVI steps
-(Kim et al.), whose forward and backward passes live in `svi`.
+`TrainingLosses`, `TrainingGradients`); `amortized` holds the single-pass
+encoders (MLP, convolutional, LSTM); `iterative` the iterative inference models
+of Marino et al.; `semi_amortized` refines an encoder's output by
+differentiable SVI steps (Kim et al.), whose forward and backward passes live
+in `svi`. May import config, reporting, distributions, data, posteriors, models
+and objectives; never evaluation, training or experiments.
 """
 
 from tf_lti.inference.amortized import AmortizedEncoder
-from tf_lti.inference.iterative import IterativeInferenceModel
 from tf_lti.inference.base import InferenceProcedure
 from tf_lti.inference.base import InferenceResult
 from tf_lti.inference.base import TrainingGradients
 from tf_lti.inference.base import TrainingLosses
+from tf_lti.inference.iterative import IterativeInferenceModel
 from tf_lti.inference.semi_amortized import SemiAmortizedInference
 from tf_lti.inference.svi import SVISettings
 

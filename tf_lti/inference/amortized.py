@@ -22,32 +22,45 @@ ResidualBlock(h) = ReLU(r(h) + BN(Conv3x3(ReLU(BN(Conv3x3(h))))))
 r(h) = h, or Conv1x1(h) when the channel counts differ
 params = W flatten(h_num_blocks) + b                              [P], family group layout
 ```
+
+`LSTMEncoder` is the LSTM sentence encoder of the text VAEs (Kim et al. 2018,
+section 4.2; Bowman et al. 2016):
+
+```none
+h_1 ... h_{n+2} = LSTM(Embed(x))                     x = <s> w_1 ... w_n </s>, zero initial state
+params = W h_{n+2} + b                               [2Z] = concat(loc, log_variance)
+```
+
+`h_{n+2}` is read at each sentence's own last token, so right-padding with
+`<pad>` = 0 does not change the result (the reference batches only sentences
+of one length and reads the last time step).
 """
 
 import keras
 import tensorflow as tf
 
-from tf_lti import network
+from tf_lti.data import text as text_data
 from tf_lti.inference import base
+from tf_lti.models import layers
+from tf_lti.models import lstm
 
-__all__ = ["AmortizedEncoder", "ConvEncoder", "ResidualBlock"]
+__all__ = ["AmortizedEncoder", "ConvEncoder", "LSTMEncoder", "ResidualBlock"]
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 on the new batch, eps 1e-5), as in the reference.
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 # N(0, 2 / fan_in) for dense layers: the SA-VAE reference code's `he_init`.
-_HE_NORMAL = keras.initializers.VarianceScaling(2.0, mode="fan_in",
-                                                distribution="untruncated_normal")
+_HE_NORMAL = layers.he_normal()
 
 
 class AmortizedEncoder(base.InferenceProcedure):
   """x -> params in a single pass.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_sizes: sizes of z_1 ... z_L (bottom first), as in the generative model.
     hidden_units: width of the network feeding each level.
     num_hidden_layers: hidden layers per network. Default value: 2.
-    activation, connection, batch_norm: see `network.MLP`.
+    activation, connection, batch_norm: see `layers.MLP`.
       Default values: `"elu"`, `"highway"`, `False`.
   """
 
@@ -59,8 +72,8 @@ class AmortizedEncoder(base.InferenceProcedure):
                        f"got {list(hidden_units)}.")
     self.latent_sizes = tuple(latent_sizes)
     self._num_groups = len(family.param_groups)
-    self._torsos = [network.MLP(units, num_hidden_layers, activation, connection, batch_norm,
-                                name=f"torso_{level}") for level, units in enumerate(hidden_units)]
+    self._torsos = [layers.MLP(units, num_hidden_layers, activation, connection, batch_norm,
+                               name=f"torso_{level}") for level, units in enumerate(hidden_units)]
     self._heads = [keras.layers.Dense(self._num_groups * size, name=f"params_{level}")
                    for level, size in enumerate(latent_sizes)]
 
@@ -136,7 +149,7 @@ class ConvEncoder(base.InferenceProcedure):
   """Images -> params in a single pass through a residual convolutional network.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z (one latent level).
     image_shape: (H, W); data arrive flattened `[B, H * W]` in row-major order.
     num_blocks: residual blocks, each followed by a 2x2 stride-2 convolution
@@ -193,6 +206,63 @@ class ConvEncoder(base.InferenceProcedure):
     for block, downsample in zip(self._blocks, self._downsamples):
       h = downsample(block(h, training=training))
     return self._head(tf.reshape(h, [-1, self._flat_size]))
+
+  def infer(self, x, generative, *, seed, training=False):
+    del generative, seed  # A single deterministic pass needs neither.
+    return base.InferenceResult(params=self.encode(x, training))
+
+  def call(self, x, training=False):
+    return self.encode(x, training)
+
+
+class LSTMEncoder(base.InferenceProcedure):
+  """x -> posterior params in one LSTM pass, read at each sentence's last token.
+
+  Build all weights with one call, e.g. `encoder(tf.zeros([1, 2], tf.int32))`.
+
+  Args:
+    family: a `posteriors.base.PosteriorFamily` (the reference: `"diagonal"`).
+    vocab_size: V, the number of token ids.
+    embedding_size: E. Default value: 512 (the reference).
+    hidden_size: H, LSTM units. Default value: 1024 (the reference).
+    latent_size: Z >= 1. Default value: 32 (the reference).
+    init_scale: every weight ~ U(-init_scale, init_scale); `None` for Keras'
+      defaults. Default value: 0.1 (the reference).
+
+  The reference encoder has no dropout.
+  """
+
+  def __init__(self, family, vocab_size, embedding_size=512, hidden_size=1024, latent_size=32,
+               init_scale=lstm.DEFAULT_INIT_SCALE, **kwargs):
+    lstm.check_size("latent_size", latent_size)
+    super().__init__(family, latent_size, **kwargs)
+    lstm.check_size("vocab_size", vocab_size, text_data.NUM_SPECIALS + 1)
+    lstm.check_size("embedding_size", embedding_size)
+    lstm.check_size("hidden_size", hidden_size)
+    self.vocab_size = vocab_size
+    self.embedding_size = embedding_size
+    self.hidden_size = hidden_size
+    self._embedding = layers.make_embedding(vocab_size, embedding_size, init_scale, "embedding")
+    self._lstm = layers.make_lstm(hidden_size, init_scale, "lstm")
+    self._head = layers.make_dense(self.num_params, init_scale, "params")
+
+  def encode(self, x, training=False):
+    """Posterior parameters of each sentence.
+
+    Args:
+      x: int32 `Tensor` `[B, T]`, `<s> w_1 ... w_n </s>` padded with 0.
+      training: unused (no dropout); kept for the interface. Default value: `False`.
+
+    Returns:
+      params: `[B, P]` in the family's group layout, P = `num_params`.
+    """
+    del training
+    x = tf.convert_to_tensor(x)
+    if x.dtype not in (tf.int32, tf.int64) or x.shape.rank != 2:
+      raise ValueError(f"`x` must be int32 token ids [B, T]; got {x.dtype.name} {x.shape}.")
+    hidden = self._lstm(self._embedding(x))  # [B, T, H]
+    last = tf.math.count_nonzero(x, axis=1, dtype=tf.int32) - 1  # index of </s>
+    return self._head(tf.gather(hidden, last, axis=1, batch_dims=1))
 
   def infer(self, x, generative, *, seed, training=False):
     del generative, seed  # A single deterministic pass needs neither.

@@ -1,11 +1,13 @@
 """The one interface every inference procedure implements.
 
 An inference procedure maps data `x` `[B, D]` to posterior parameters
-`params` `[B, P]` of a `posterior.PosteriorFamily` -- never to samples -- and
+`params` `[B, P]` of a `posteriors.base.PosteriorFamily` -- never to samples -- and
 says how its own weights and the generative model's are trained from a
 training bound. Standard encoders, iterative inference models and
 semi-amortized (SVI-refined) encoders differ only in these two methods, so the
 VAE model, the trainer, evaluation and export treat them alike.
+
+`encode_gradient` is the gradient encoding of iterative inference inputs.
 """
 
 import dataclasses
@@ -14,8 +16,12 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-__all__ = ["InferenceProcedure", "InferenceResult", "NoLatentInference", "TrainingGradients", "TrainingLosses",
-           "join_levels", "split_levels"]
+from tf_lti.config import choices
+
+__all__ = [
+    "InferenceProcedure", "InferenceResult", "NoLatentInference", "TrainingGradients",
+    "TrainingLosses", "encode_gradient", "join_levels", "split_levels",
+]
 
 
 def split_levels(params, num_groups, latent_sizes):
@@ -99,7 +105,7 @@ class InferenceProcedure(keras.layers.Layer):
   """Base class: produces `params` for a posterior family given x.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z, the size of the concatenated latent vector.
   """
 
@@ -128,8 +134,8 @@ class InferenceProcedure(keras.layers.Layer):
 
     Args:
       x: float `Tensor` `[B, D]`.
-      generative: a `generative.GenerativeModel`.
-      objective: an `objective.Objective`.
+      generative: a `models.dlgm.GenerativeModel`.
+      objective: an `objectives.estimators.Objective`.
       seed: stateless seed, int `Tensor` `[2]`.
       kl_weight: scalar KL weight (annealing).
       step: the training step (int scalar), for the objective's schedules (the
@@ -180,7 +186,7 @@ class NoLatentInference(InferenceProcedure):
   trains the generative model alone.
 
   Args:
-    family: a `posterior.PosteriorFamily` (it sees Z = 0).
+    family: a `posteriors.base.PosteriorFamily` (it sees Z = 0).
   """
 
   def __init__(self, family, **kwargs):
@@ -190,3 +196,38 @@ class NoLatentInference(InferenceProcedure):
     """`params` `[B, 0]` for `x` `[B, ...]`."""
     del generative, seed, training  # Nothing to infer.
     return InferenceResult(params=tf.zeros(tf.stack([tf.shape(x)[0], 0]), self.compute_dtype))
+
+
+_EPSILON = 1e-5
+
+
+def encode_gradient(gradient, encoding, scale=0.1):
+  """Preprocesses per-example gradients for a neural network input.
+
+  ```none
+  log_sign:        [log(|g| + 1e-5), sign(g)]                (the reference code)
+  scaled_log_sign: [scale * log(|g| + 1e-5), sign(g)]        (Andrychowicz form, Marino B.1)
+  standardized:    (g - mean_batch g) / (std_batch g + 1e-5)  (per unit, across the batch)
+  raw:             g
+  ```
+
+  Args:
+    gradient: float `Tensor` `[B, P]`.
+    encoding: one of `GRADIENT_ENCODINGS`.
+    scale: alpha of `scaled_log_sign`. Default value: 0.1.
+
+  Returns:
+    encoded: `[B, 2P]` for the log-sign forms, else `[B, P]`.
+  """
+  if encoding in ("log_sign", "scaled_log_sign"):
+    log_magnitude = tf.math.log(tf.abs(gradient) + _EPSILON)
+    if encoding == "scaled_log_sign":
+      log_magnitude *= scale
+    return tf.concat([log_magnitude, tf.sign(gradient)], axis=-1)
+  if encoding == "standardized":
+    mean, variance = tf.nn.moments(gradient, axes=[0], keepdims=True)
+    return (gradient - mean) / (tf.sqrt(variance) + _EPSILON)
+  if encoding == "raw":
+    return gradient
+  raise ValueError(f"`gradient_encoding` must be one of {choices.GRADIENT_ENCODINGS}; got "
+                   f"{encoding!r}.")

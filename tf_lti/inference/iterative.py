@@ -42,76 +42,42 @@ time over its LSTM states (one tape over all iterations).
 import keras
 import tensorflow as tf
 
-from tf_lti import network
+from tf_lti.config import choices
 from tf_lti.inference import base
+from tf_lti.models import layers
 
-__all__ = ["ERROR_ENCODINGS", "GRADIENT_ENCODINGS", "INPUTS", "IterativeInferenceModel", "UPDATES",
-           "encode_gradient"]
+__all__ = ["ERROR_PARTS", "IterativeInferenceModel"]
 
-INPUTS = ("data", "params", "gradient", "error")
-GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
-# Which prediction errors are encoded: residuals (x - mu_x, z - mu_p), as in the paper's
-# experiments (B.1: "we drop sigma_x^2 and sigma_p^2"), or residuals times the precision.
-ERROR_ENCODINGS = {"residual": ("data_residual", "latent_residual"),
-                   "normalized": ("data_error", "latent_error")}
-UPDATES = ("gated", "residual")
-_EPSILON = 1e-5
-
-
-def encode_gradient(gradient, encoding, scale=0.1):
-  """Preprocesses per-example gradients for a neural network input.
-
-  ```none
-  log_sign:        [log(|g| + 1e-5), sign(g)]                (the reference code)
-  scaled_log_sign: [scale * log(|g| + 1e-5), sign(g)]        (Andrychowicz form, Marino B.1)
-  standardized:    (g - mean_batch g) / (std_batch g + 1e-5)  (per unit, across the batch)
-  raw:             g
-  ```
-
-  Args:
-    gradient: float `Tensor` `[B, P]`.
-    encoding: one of `GRADIENT_ENCODINGS`.
-    scale: alpha of `scaled_log_sign`. Default value: 0.1.
-
-  Returns:
-    encoded: `[B, 2P]` for the log-sign forms, else `[B, P]`.
-  """
-  if encoding in ("log_sign", "scaled_log_sign"):
-    log_magnitude = tf.math.log(tf.abs(gradient) + _EPSILON)
-    if encoding == "scaled_log_sign":
-      log_magnitude *= scale
-    return tf.concat([log_magnitude, tf.sign(gradient)], axis=-1)
-  if encoding == "standardized":
-    mean, variance = tf.nn.moments(gradient, axes=[0], keepdims=True)
-    return (gradient - mean) / (tf.sqrt(variance) + _EPSILON)
-  if encoding == "raw":
-    return gradient
-  raise ValueError(f"`gradient_encoding` must be one of {GRADIENT_ENCODINGS}; got {encoding!r}.")
+# The prediction errors each of `choices.ERROR_ENCODINGS` encodes: residuals (x - mu_x,
+# z - mu_p), as in the paper's experiments (B.1: "we drop sigma_x^2 and sigma_p^2"), or
+# residuals times the precision.
+ERROR_PARTS = {"residual": ("data_residual", "latent_residual"),
+               "normalized": ("data_error", "latent_error")}
 
 
 class IterativeInferenceModel(base.InferenceProcedure):
   """A learned, iterated update of posterior parameters (one network per latent level).
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_sizes: sizes of z_1 ... z_L, bottom first.
     hidden_units: width of each level's network.
-    objective: the `objective.Objective` whose ELBO is refined at test time
+    objective: the `objectives.estimators.Objective` whose ELBO is refined at test time
       (training uses the objective `training_gradients` is given).
     num_hidden_layers: hidden layers per network. Default value: 2.
     num_iterations: T, refinement steps in training and by default in `infer`.
       Default value: 5.
-    inputs: subset of `INPUTS`, concatenated in that order.
+    inputs: subset of `choices.ITERATIVE_INPUTS`, concatenated in that order.
       Default value: `("data", "params", "gradient")`.
-    gradient_encoding: one of `GRADIENT_ENCODINGS`. Default value: `"log_sign"`.
+    gradient_encoding: one of `choices.GRADIENT_ENCODINGS`. Default value: `"log_sign"`.
     gradient_scale: alpha of `scaled_log_sign`. Default value: 0.1.
-    error_encoding: a key of `ERROR_ENCODINGS`. Default value: `"residual"`.
+    error_encoding: a key of `ERROR_PARTS`. Default value: `"residual"`.
     recurrent: an LSTM over iterations after each level's MLP (state reset per
       batch, trained by backpropagation through time). Default value: `False`.
-    update: one of `UPDATES`. Default value: `"gated"`.
+    update: one of `choices.UPDATES`. Default value: `"gated"`.
     learned_initialization: start from a learned constant instead of N(0, I);
       it is trained by the bound at the initial estimate. Default value: `False`.
-    activation, connection, batch_norm: see `network.MLP`.
+    activation, connection, batch_norm: see `layers.MLP`.
   """
 
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
@@ -126,32 +92,33 @@ class IterativeInferenceModel(base.InferenceProcedure):
                        f"got {list(hidden_units)}.")
     if num_iterations < 1:
       raise ValueError(f"`num_iterations` must be >= 1; got {num_iterations}.")
-    unknown = [name for name in inputs if name not in INPUTS]
+    unknown = [name for name in inputs if name not in choices.ITERATIVE_INPUTS]
     if not inputs or unknown:
-      raise ValueError(f"`inputs` must be a non-empty subset of {INPUTS}; got {list(inputs)}.")
-    if gradient_encoding not in GRADIENT_ENCODINGS:
-      raise ValueError(f"`gradient_encoding` must be one of {GRADIENT_ENCODINGS}; "
+      raise ValueError(f"`inputs` must be a non-empty subset of {choices.ITERATIVE_INPUTS}; got "
+                       f"{list(inputs)}.")
+    if gradient_encoding not in choices.GRADIENT_ENCODINGS:
+      raise ValueError(f"`gradient_encoding` must be one of {choices.GRADIENT_ENCODINGS}; "
                        f"got {gradient_encoding!r}.")
-    if error_encoding not in ERROR_ENCODINGS:
-      raise ValueError(f"`error_encoding` must be one of {tuple(ERROR_ENCODINGS)}; "
+    if error_encoding not in choices.ERROR_ENCODINGS:
+      raise ValueError(f"`error_encoding` must be one of {choices.ERROR_ENCODINGS}; "
                        f"got {error_encoding!r}.")
-    if update not in UPDATES:
-      raise ValueError(f"`update` must be one of {UPDATES}; got {update!r}.")
+    if update not in choices.UPDATES:
+      raise ValueError(f"`update` must be one of {choices.UPDATES}; got {update!r}.")
     if "error" in inputs and objective.bound != "elbo":
       raise ValueError(f"`inputs` with 'error' needs the ELBO as bound; got {objective.bound!r}.")
     self.latent_sizes = tuple(latent_sizes)
     self.objective = objective
     self.num_iterations = int(num_iterations)
-    self.inputs = tuple(name for name in INPUTS if name in inputs)
+    self.inputs = tuple(name for name in choices.ITERATIVE_INPUTS if name in inputs)
     self.gradient_encoding = gradient_encoding
     self.gradient_scale = gradient_scale
-    self._error_names = ERROR_ENCODINGS[error_encoding]
+    self._error_names = ERROR_PARTS[error_encoding]
     self.recurrent = recurrent
     self.update = update
     self._num_groups = len(family.param_groups)
     # Each iteration's inputs have their own statistics: batch norm keeps one set per iteration.
-    self._torsos = [network.MLP(units, num_hidden_layers, activation, connection, batch_norm,
-                                num_iterations=self.num_iterations, name=f"torso_{level}")
+    self._torsos = [layers.MLP(units, num_hidden_layers, activation, connection, batch_norm,
+                               num_iterations=self.num_iterations, name=f"torso_{level}")
                     for level, units in enumerate(hidden_units)]
     self._cells = ([keras.layers.LSTMCell(units, name=f"lstm_{level}")
                     for level, units in enumerate(hidden_units)] if recurrent else None)
@@ -231,8 +198,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
       if "params" in self.inputs:
         parts.append(tf.stop_gradient(params_by_level[level]))
       if "gradient" in self.inputs:
-        parts.append(encode_gradient(gradients[level], self.gradient_encoding,
-                                     self.gradient_scale))
+        parts.append(base.encode_gradient(gradients[level], self.gradient_encoding,
+                                          self.gradient_scale))
       if "error" in self.inputs:
         bottom_up = feedback["data_error"] if level == 0 else latent_errors[level - 1]
         parts += [bottom_up, latent_errors[level]]

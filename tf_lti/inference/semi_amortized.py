@@ -36,23 +36,22 @@ it never changes the generative model (sample from the prior to generate).
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti.config import choices
 from tf_lti.inference import base
 from tf_lti.inference import svi
 
 tfd = tfp.distributions
 
-__all__ = ["MODES", "SemiAmortizedInference"]
-
-MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
+__all__ = ["SemiAmortizedInference"]
 
 
 class SemiAmortizedInference(base.InferenceProcedure):
   """lambda_0 from an encoder (or a constant), refined by K SVI steps.
 
   Args:
-    family: a `posterior.PosteriorFamily`.
+    family: a `posteriors.base.PosteriorFamily`.
     latent_size: Z.
-    objective: the `objective.Objective` whose bound SVI maximizes.
+    objective: the `objectives.estimators.Objective` whose bound SVI maximizes.
     settings: an `svi.SVISettings`.
     mode: one of `MODES`. Default value: `"savae"`.
     encoder: an `InferenceProcedure` giving lambda_0 (any procedure: a standard
@@ -63,8 +62,8 @@ class SemiAmortizedInference(base.InferenceProcedure):
   def __init__(self, family, latent_size, objective, settings, *, mode="savae", encoder=None,
                **kwargs):
     super().__init__(family, latent_size, **kwargs)
-    if mode not in MODES:
-      raise ValueError(f"`svi_training` must be one of {MODES}; got {mode!r}.")
+    if mode not in choices.SVI_TRAINING_MODES:
+      raise ValueError(f"`svi_training` must be one of {choices.SVI_TRAINING_MODES}; got {mode!r}.")
     if (mode == "svi") != (encoder is None):
       raise ValueError(f"`svi_training={mode}` {'takes no' if mode == 'svi' else 'needs an'} "
                        "encoder.")

@@ -51,15 +51,14 @@ import math
 
 import tensorflow as tf
 
-__all__ = ["BACKWARD_MODES", "CLIP_SCOPES", "HVP_MODES", "SVISettings", "clip_gradient",
-           "hessian_vector_product", "hvp_method", "refine", "reverse_sweep", "step_sizes", "unrolled_refine",
-           "value_and_gradient"]
+from tf_lti.config import choices
+from tf_lti.config import schema
 
-BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
-HVP_MODES = ("backward_over_backward", "forward_over_backward")
-CLIP_SCOPES = ("example", "batch")
-# Kim et al.'s image batch size: their step size 1 and clip norm 5 on batch means, per example.
-REFERENCE_BATCH_SIZE = 50
+__all__ = [
+    "SVISettings", "clip_gradient", "hessian_vector_product", "hvp_method", "refine",
+    "reverse_sweep", "step_sizes", "unrolled_refine", "value_and_gradient",
+]
+
 _CLIP_EPSILON = 1e-6
 
 
@@ -75,17 +74,17 @@ class SVISettings:
     clip_norm: per-group gradient clip norm (0: none), in per-example units.
     clip_scope: `"example"` (each example's group gradient) or `"batch"` (the RMS
       over the batch, Kim et al.'s coupling).
-    backward: how gradients cross the SVI steps, one of `BACKWARD_MODES`.
-    hvp: exact Hessian-vector product form for `backward="reverse"`, one of `HVP_MODES`.
+    backward: how gradients cross the SVI steps, one of `choices.SVI_BACKWARD_MODES`.
+    hvp: exact Hessian-vector product form for `backward="reverse"`, one of `choices.HVP_MODES`.
     fd_epsilon: r of the finite-difference HVP.
     adjoint_clip_norm: clip the adjoint lambda-bar and each H_theta,lambda u jointly to this
       norm after every reverse step, as the reference does (0: exact, no clipping).
   """
   num_steps: int = 20
-  mean_step_size: float = 1.0 / REFERENCE_BATCH_SIZE
-  variance_step_size: float = 1.0 / REFERENCE_BATCH_SIZE
+  mean_step_size: float = 1.0 / schema.SVI_REFERENCE_BATCH_SIZE
+  variance_step_size: float = 1.0 / schema.SVI_REFERENCE_BATCH_SIZE
   momentum: float = 0.5
-  clip_norm: float = 5.0 * math.sqrt(REFERENCE_BATCH_SIZE)
+  clip_norm: float = 5.0 * math.sqrt(schema.SVI_REFERENCE_BATCH_SIZE)
   clip_scope: str = "example"
   backward: str = "reverse"
   hvp: str = "backward_over_backward"
@@ -103,12 +102,14 @@ class SVISettings:
     if self.clip_norm < 0 or self.adjoint_clip_norm < 0:
       raise ValueError(f"`svi_clip_norm` and `adjoint_clip_norm` must be >= 0; got "
                        f"{self.clip_norm} and {self.adjoint_clip_norm}.")
-    if self.clip_scope not in CLIP_SCOPES:
-      raise ValueError(f"`svi_clip_scope` must be one of {CLIP_SCOPES}; got {self.clip_scope!r}.")
-    if self.backward not in BACKWARD_MODES:
-      raise ValueError(f"`svi_backward` must be one of {BACKWARD_MODES}; got {self.backward!r}.")
-    if self.hvp not in HVP_MODES:
-      raise ValueError(f"`hvp` must be one of {HVP_MODES}; got {self.hvp!r}.")
+    if self.clip_scope not in choices.SVI_CLIP_SCOPES:
+      raise ValueError(f"`svi_clip_scope` must be one of {choices.SVI_CLIP_SCOPES}; got "
+                       f"{self.clip_scope!r}.")
+    if self.backward not in choices.SVI_BACKWARD_MODES:
+      raise ValueError(f"`svi_backward` must be one of {choices.SVI_BACKWARD_MODES}; got "
+                       f"{self.backward!r}.")
+    if self.hvp not in choices.HVP_MODES:
+      raise ValueError(f"`hvp` must be one of {choices.HVP_MODES}; got {self.hvp!r}.")
     if not self.fd_epsilon > 0:
       raise ValueError(f"`fd_epsilon` must be > 0; got {self.fd_epsilon}.")
 
@@ -144,7 +145,7 @@ def clip_gradient(gradient, num_groups, clip_norm, scope="example"):
     gradient: `[B, G * Z]` in the family's group layout.
     num_groups: G.
     clip_norm: c; 0 returns `gradient` unchanged.
-    scope: one of `CLIP_SCOPES`. Default value: `"example"`.
+    scope: one of `choices.SVI_CLIP_SCOPES`. Default value: `"example"`.
 
   Returns:
     clipped: `[B, G * Z]`.
@@ -158,7 +159,7 @@ def clip_gradient(gradient, num_groups, clip_norm, scope="example"):
     squares = tf.reduce_mean(tf.reduce_sum(tf.square(grouped), axis=-1, keepdims=True), axis=0,
                              keepdims=True)  # [1, G, 1]
   else:
-    raise ValueError(f"`svi_clip_scope` must be one of {CLIP_SCOPES}; got {scope!r}.")
+    raise ValueError(f"`svi_clip_scope` must be one of {choices.SVI_CLIP_SCOPES}; got {scope!r}.")
   # sqrt(x + tiny) keeps the derivative finite at a zero gradient.
   norm = tf.sqrt(squares + 1e-30)
   scale = tf.minimum(clip_norm / (norm + _CLIP_EPSILON), 1.0)

@@ -1,0 +1,69 @@
+"""Every enumeration of the library, defined once: the allowed values of the settings.
+
+Config fields, command-line flags and the modules that validate their
+arguments all import these tuples, so an error message lists the same values
+in the same order everywhere. No TensorFlow: flags are parsed with them.
+"""
+
+
+__all__ = [
+    "ANALYSIS_LEARNING_RATES", "ANALYSIS_OPTIMIZERS", "BINARIZATIONS", "BLOCK_POSITIONS",
+    "BOUNDS", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DECODERS", "DISCRETE_ESTIMATORS",
+    "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
+    "GRADIENT_ENCODINGS", "HVP_MODES", "IMPUTATION_FILLS", "ITERATIVE_INPUTS", "KL_MODES",
+    "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES", "NONFINITE_ACTIONS", "OPTIMIZERS",
+    "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS", "PROCEDURES", "RELAXED_ESTIMATORS",
+    "STRATEGIES", "SVI_BACKWARD_MODES", "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES",
+    "TEXT_SOURCE_PREFIXES", "UPDATES",
+]
+
+
+BINARIZATIONS = ("none", "static", "dynamic")
+LIKELIHOODS = ("bernoulli", "gaussian")
+CONNECTIONS = ("sequential", "highway")
+GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
+ENCODERS = ("mlp", "conv", "lstm")
+DECODERS = ("mlp", "pixelcnn", "lstm")
+# Data sources that name a text corpus (tf_lti/data/text.py).
+TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
+OPTIMIZERS = ("adam", "sgd")
+NONFINITE_ACTIONS = ("stop", "skip")
+PROCEDURES = ("amortized", "iterative", "semi_amortized")
+SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
+SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
+HVP_MODES = ("backward_over_backward", "forward_over_backward")
+SVI_CLIP_SCOPES = ("example", "batch")
+
+ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
+GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
+UPDATES = ("gated", "residual")
+ERROR_ENCODINGS = ("residual", "normalized")
+POSTERIORS = ("diagonal", "rank_one", "point", "planar", "iaf", "categorical")
+FLOW_POSTERIORS = ("planar", "iaf")
+BOUNDS = ("elbo", "iw")
+KL_MODES = ("analytic", "sample")
+# Gradient estimators (tf_lti/objectives/estimators.py): for continuous, reparameterized
+# posteriors and for the categorical posterior's discrete latents.
+CONTINUOUS_ESTIMATORS = ("reparameterization", "stl", "dreg")
+DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function")
+ESTIMATORS = CONTINUOUS_ESTIMATORS + DISCRETE_ESTIMATORS
+
+# The estimators whose gradients depend on the relaxation temperature.
+RELAXED_ESTIMATORS = ("gumbel_softmax", "straight_through")
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+# Where z enters the decoder: the LSTM's initial state and every input (text VAEs), or an
+# MLP readout on top of the LSTM (Kim et al.'s synthetic oracle).
+LSTM_LATENT_INPUTS = ("lstm", "readout")
+
+ANALYSIS_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
+# Marino et al. (2018), appendix C.6: the learning-rate grid of the variational-EM baselines.
+ANALYSIS_LEARNING_RATES = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01, 0.005, 0.001)
+
+MISSING_TYPES = ("random", "block")
+BLOCK_POSITIONS = ("random", "center")
+IMPUTATION_FILLS = ("half", "noise")
+
+ORACLE_METHODS = ("vae", "svi", "savae")
+ORACLE_GENERATORS = ("oracle", "learned")

@@ -1,0 +1,325 @@
+"""The experiment configuration schema: documented dataclasses, one per section.
+
+An `ExperimentConfig` is a tree of small dataclasses. Field names are unique
+across the tree, so every field is also a flat command-line flag
+(`--latent_sizes=64,32`). Overrides layer in a fixed order:
+defaults -> `--preset` -> explicitly given flags; then `validate()` rejects bad
+values and bad combinations with messages that name the field and the value
+(`config.validation`). Presets live in `config.presets`, enumerations in
+`config.choices`. No TensorFlow.
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+from tf_lti.config import validation
+
+__all__ = [
+    "DataConfig", "EvalConfig", "ExperimentConfig", "InferenceConfig", "ModelConfig",
+    "ObjectiveConfig", "SVI_CLIP_NORM", "SVI_REFERENCE_BATCH_SIZE", "SVI_STEP_SIZE",
+    "TrainConfig", "field_index",
+]
+
+# Kim et al.'s SVI step size 1 and clip norm 5 act on batch means at batch 50; per example
+# they are 1/50 and 5 sqrt(50) (see tf_lti/inference/svi.py).
+SVI_STEP_SIZE = 1.0 / 50
+SVI_CLIP_NORM = 5.0 * 50 ** 0.5
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """Attributes:
+    source: `digits` (embedded, no network), a `.npz`/`.mat` path, an `.amat` path
+      pattern with `{split}`, `tfds:NAME`, or a text corpus: `ptb:DIR` (Mikolov's PTB
+      files `ptb.{train,valid,test}.txt[.gz]` in DIR) or `text:TRAIN,VALID,TEST` (one
+      sentence per line, e.g. the Yahoo files with `text_unk_token=_UNK`).
+    binarization: `none`, `static` (once, fixed seed) or `dynamic` (resampled each epoch).
+    validation_size: examples carved from the end of train when a source has no
+      validation split (None: the loader's default).
+    batch_size: training batch size.
+    tfds_data_dir: TFDS data directory ('' for TFDS's default).
+    tfds_manual_dir: directory with manually downloaded TFDS source files ('' for none).
+    data_seed: seeds random splits, static binarization and the fixed test
+      binarization/dequantization, so runs with different training seeds share one test set.
+    text_max_length: text: drop sentences of more words (0: keep all; the reference: 200).
+    text_vocab_size: text: keep the most frequent words of the training set (0: all).
+    text_unk_token: text: the corpus' unknown-word token (`<unk>` for PTB, `_UNK` for Yahoo).
+  """
+  source: str = "digits"
+  binarization: str = "dynamic"
+  validation_size: Optional[int] = None
+  batch_size: int = 100
+  tfds_data_dir: str = ""
+  tfds_manual_dir: str = ""
+  data_seed: int = 0
+  text_max_length: int = 0
+  text_vocab_size: int = 0
+  text_unk_token: str = "<unk>"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """Attributes:
+    likelihood: `bernoulli` or `gaussian`.
+    latent_sizes: z_1 ... z_L, bottom first; `0` with `decoder=lstm` is the LSTM language
+      model (no latent variable).
+    hidden_units: width of the networks at each level (encoder and decoder).
+    num_hidden_layers: hidden layers per network.
+    deterministic_sizes: deterministic units beside each latent level (decoder).
+    activation: Keras activation of the hidden layers.
+    encoder_connection: `sequential` or `highway` for the inference networks.
+    decoder_connection: `sequential` or `highway` for the generative networks.
+    batch_norm: batch normalization in every hidden layer.
+    gaussian_variance: `global`, `per_dim` or `per_example` output variance.
+    encoder: `mlp` (highway MLP per level), `conv` (Kim et al.'s residual convolutional
+      encoder; images, one level) or `lstm` (text).
+    decoder: `mlp` (the deep latent Gaussian model), `pixelcnn` (Kim et al.'s gated
+      PixelCNN with z as extra input feature maps; binary images, one level) or `lstm`
+      (the LSTM sentence decoder, z -> initial state and input at every step; text).
+    conv_blocks: conv encoder: residual blocks, each followed by a stride-2 convolution.
+    conv_channels: conv encoder: channels of every block.
+    pixelcnn_layers: pixelcnn: gated layers.
+    pixelcnn_channels: pixelcnn: channels of every layer.
+    pixelcnn_kernel_sizes: pixelcnn: one kernel size per layer, or one for all; empty: 9 down
+      to 3 (the reference's 9,9,9,7,7,7,5,5,5,3,3,3 for 12 layers).
+    latent_feature_maps: pixelcnn: feature maps that z is linearly mapped to.
+    embedding_size: lstm: word embedding size (encoder and decoder).
+    lstm_hidden_size: lstm: LSTM units (encoder and decoder).
+    text_dropout: lstm: decoder dropout on the word embeddings and the LSTM outputs.
+    word_dropout: lstm: probability of replacing a decoder input word by `<unk>`.
+  """
+  likelihood: str = "bernoulli"
+  latent_sizes: tuple = (64,)
+  hidden_units: tuple = (512,)
+  num_hidden_layers: int = 2
+  deterministic_sizes: tuple = ()
+  activation: str = "elu"
+  encoder_connection: str = "highway"
+  decoder_connection: str = "sequential"
+  batch_norm: bool = False
+  gaussian_variance: str = "global"
+  encoder: str = "mlp"
+  decoder: str = "mlp"
+  conv_blocks: int = 3
+  conv_channels: int = 64
+  pixelcnn_layers: int = 12
+  pixelcnn_channels: int = 32
+  pixelcnn_kernel_sizes: tuple = ()
+  latent_feature_maps: int = 4
+  embedding_size: int = 512
+  lstm_hidden_size: int = 1024
+  text_dropout: float = 0.5
+  word_dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+  """Attributes:
+    procedure: `amortized` (a standard encoder), `iterative` (an iterative
+      inference model, Marino et al. 2018) or `semi_amortized` (an encoder, or
+      none, refined by differentiable SVI steps, Kim et al. 2018: the `svi_*` fields).
+    posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
+      rank-one-plus-diagonal precision), `point` (a Dirac point estimate), `planar` or
+      `iaf` (a diagonal Gaussian pushed through a planar / inverse autoregressive flow),
+      or `categorical` (discrete latents: `latent_sizes` one-hot units in groups of
+      `num_categories`).
+    flow_length: planar/iaf: number of flow steps.
+    flow_hidden_units: iaf: hidden units of each step's autoregressive network (and the
+      size of the encoder's context vector).
+    num_categories: categorical: classes per categorical latent variable.
+    num_iterations: iterative: refinement steps T in training (and by default at test time).
+    iterative_inputs: iterative: what the model encodes, from `data`, `params`,
+      `gradient` (per-example ELBO gradients) and `error` (prediction errors).
+    gradient_encoding: iterative: `log_sign`, `scaled_log_sign`, `standardized` or `raw`.
+    gradient_scale: iterative: alpha of `scaled_log_sign`.
+    error_encoding: iterative: `residual` (x - mu_x, z - mu_p; the paper's experiments) or
+      `normalized` (times the precisions).
+    recurrent: iterative: an LSTM over iterations (backpropagation through time).
+    update: iterative: `gated` (eq. 62) or `residual`.
+    learned_initialization: iterative: start from a learned constant instead of N(0, I).
+    inference_learning_rate: learning rate of the inference optimizer (0: `learning_rate`).
+    svi_training: semi_amortized: `savae` (gradients through the SVI steps), `vae+svi`,
+      `vae+svi+kl` or `svi` (no encoder), see tf_lti/inference/semi_amortized.py.
+    svi_steps: semi_amortized: SVI steps K in training (and by default at test time).
+    svi_mean_step_size: semi_amortized: per-example SVI step size of the means.
+    svi_variance_step_size: semi_amortized: per-example SVI step size of the log-variances.
+    svi_momentum: semi_amortized: SVI momentum rho.
+    svi_clip_norm: semi_amortized: per-group SVI gradient clip norm, per example (0: none).
+    svi_clip_scope: semi_amortized: `example` or `batch` (Kim et al.'s coupled clipping).
+    svi_backward: semi_amortized: `reverse` (adjoint sweep with exact Hessian-vector
+      products, memory flat in K), `unrolled` (nested tapes) or `finite_difference` (the paper's).
+    hvp: semi_amortized: exact HVP form of `reverse`: `backward_over_backward` or
+      `forward_over_backward`.
+    fd_epsilon: semi_amortized: step r of finite-difference HVPs.
+    adjoint_clip_norm: semi_amortized: clip the adjoint and each H_theta,lambda v to this norm
+      in the backward sweep, as the reference code does with 5 (0: exact).
+  """
+  procedure: str = "amortized"
+  posterior: str = "diagonal"
+  flow_length: int = 4
+  flow_hidden_units: int = 256
+  num_categories: int = 10
+  num_iterations: int = 5
+  iterative_inputs: tuple = ("data", "params", "gradient")
+  gradient_encoding: str = "log_sign"
+  gradient_scale: float = 0.1
+  error_encoding: str = "residual"
+  recurrent: bool = False
+  update: str = "gated"
+  learned_initialization: bool = False
+  inference_learning_rate: float = 0.0
+  svi_training: str = "savae"
+  svi_steps: int = 20
+  svi_mean_step_size: float = SVI_STEP_SIZE
+  svi_variance_step_size: float = SVI_STEP_SIZE
+  svi_momentum: float = 0.5
+  svi_clip_norm: float = SVI_CLIP_NORM
+  svi_clip_scope: str = "example"
+  svi_backward: str = "reverse"
+  hvp: str = "backward_over_backward"
+  fd_epsilon: float = 1e-5
+  adjoint_clip_norm: float = 0.0
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+  """Attributes:
+    bound: training bound, `elbo` or `iw` (importance weighted, Burda et al.).
+    num_samples: S samples for the ELBO, K for the IW bound.
+    kl: `analytic` (closed form, one-level models) or `sample` (Monte Carlo).
+    kl_warmup_epochs: epochs of linear KL warm-up, counted in batches (0: none).
+    kl_initial_weight: KL weight at the start of the warm-up.
+    estimator: gradient estimator: `reparameterization`; `stl` ("sticking the landing":
+      drops the score term of log q; ELBO with `kl=sample`); `dreg` (doubly reparameterized
+      gradients of the IW bound, `bound=iw`); for `posterior=categorical`:
+      `gumbel_softmax` (relaxed one-hot samples), `straight_through` (hard one-hot forward,
+      relaxed gradient) or `score_function` (REINFORCE with a baseline, unbiased).
+    temperature: gumbel_softmax/straight_through: initial relaxation temperature tau_0.
+    min_temperature: the floor of the annealed temperature.
+    temperature_decay: per-step rate r of tau_t = max(min_temperature, tau_0 exp(-r t))
+      (Jang et al.: 1e-5; 0: constant).
+  """
+  bound: str = "elbo"
+  num_samples: int = 1
+  kl: str = "analytic"
+  kl_warmup_epochs: float = 0.0
+  kl_initial_weight: float = 1.0
+  estimator: str = "reparameterization"
+  temperature: float = 1.0
+  min_temperature: float = 0.5
+  temperature_decay: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Attributes:
+    epochs: passes over the training set.
+    max_steps: stop after this many steps in total (0: no limit).
+    optimizer: `adam` or `sgd` (plain SGD, the reference's text models), for both.
+    learning_rate: learning rate of both optimizers.
+    lr_decay_per_epoch: learning rate factor per epoch (Marino: 0.999).
+    clip_norm: global gradient-norm clipping per optimizer (0: none).
+    seed: seeds data order, binarization and every sample.
+    jit_compile: compile the training step with XLA (it is never on by default on CPU).
+    checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
+    log_every_steps: TensorBoard scalar period in steps.
+    keep_checkpoints: checkpoints kept by the manager.
+    deterministic: TensorFlow op determinism
+      (`tf.config.experimental.enable_op_determinism`): a rerun, or an
+      interrupted run resumed from its checkpoint, ends with bit-identical
+      parameters and metrics. Slower; global to the process.
+    on_nonfinite: what a NaN/Inf in a step's loss, posterior parameters or
+      gradients does: `stop` (the run ends with an error naming the step, the
+      quantities and the inference procedure; no checkpoint holds that step, so
+      the last good one is kept) or `skip` (the step applies nothing -- a
+      conditional update, slower without XLA -- and is counted).
+  """
+  epochs: int = 10
+  max_steps: int = 0
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  lr_decay_per_epoch: float = 1.0
+  clip_norm: float = 0.0
+  seed: int = 0
+  jit_compile: bool = True
+  checkpoint_every_steps: int = 1000
+  log_every_steps: int = 50
+  keep_checkpoints: int = 3
+  deterministic: bool = False
+  on_nonfinite: str = "stop"
+
+
+@dataclasses.dataclass
+class EvalConfig:
+  """Attributes:
+    num_importance_samples: K for the test log p(x) estimate (0: skip it).
+    eval_batch_size: examples per evaluation batch.
+    eval_chunk_size: importance samples per chunk (bounds memory).
+    eval_max_examples: evaluate on a fixed random subset of N test examples (0: all).
+    eval_svi_steps: SVI steps at test time (-1: as trained). A semi-amortized model uses this
+      K instead of its training K; any other model is refined by K SVI steps on top of its
+      own posterior ("VAE + SVI"), with the `svi_*` settings.
+    eval_jit_compile: compile evaluation with XLA. Off by default: for the large
+      importance-sampling matmuls TF's default CPU kernels measured faster than XLA's
+      (docs/benchmarks.md).
+  """
+  num_importance_samples: int = 5000
+  eval_batch_size: int = 50
+  eval_chunk_size: int = 200
+  eval_max_examples: int = 0
+  eval_svi_steps: int = -1
+  eval_jit_compile: bool = False
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """The whole experiment: data, model, inference, objective, training, evaluation."""
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+  objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+  def override(self, values):
+    """Sets flat `{field: value}` overrides in place; unknown fields are an error."""
+    index = field_index()
+    for name, value in values.items():
+      if name not in index:
+        raise ValueError(f"Unknown config field `{name}`; known fields: {sorted(index)}.")
+      section, field = index[name]
+      if field.type is tuple or isinstance(field.default, tuple):
+        value = tuple(value)
+      setattr(getattr(self, section), name, value)
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  def to_json(self):
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values):
+    config = cls()
+    for fields in values.values():
+      config.override(fields)
+    return config
+
+  def validate(self):
+    """Raises `ValueError` naming the field and the value for any bad setting."""
+    return validation.validate_experiment(self)
+
+
+def field_index():
+  """`{field name: (section name, dataclasses.Field)}` over the whole config tree."""
+  index = {}
+  for section in dataclasses.fields(ExperimentConfig):
+    for field in dataclasses.fields(section.default_factory):
+      index[field.name] = (section.name, field)
+  return index
+
+
+# Kim et al.'s image batch size: their step size 1 and clip norm 5 on batch means, per example.
+SVI_REFERENCE_BATCH_SIZE = 50

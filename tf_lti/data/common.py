@@ -1,0 +1,34 @@
+"""What every data module shares: `DataError`, the split names and seed/choice checks."""
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["DataError", "SPLITS", "check_choice", "check_seed", "stateless_seed"]
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+  """Bad data or a bad argument of this module (every error it raises).
+
+  The one-line message names the source (file or dataset), the key or split,
+  and the problem; or the argument and its bad value.
+  """
+
+
+def check_choice(name, value, choices):
+  if value not in choices:
+    raise DataError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_seed(seed):
+  if not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise DataError(f"seed must be a non-negative int, got {seed!r}")
+
+
+def stateless_seed(seed, stream, *data) -> tf.Tensor:
+  """int64 `[2]` stateless seed for `stream`, folded with each of `data` (ints or scalars)."""
+  folded = tf.constant([seed, stream], tf.int64)
+  for datum in data:
+    folded = tf.random.experimental.stateless_fold_in(folded, tf.cast(datum, tf.int64))
+  return folded

@@ -1,0 +1,19 @@
+"""Posterior families: flat parameters `params` `[B, P]` -> a distribution over `z` `[Z]`.
+
+`base` holds the contract and the registry; `gaussian`, `rank_one`,
+`categorical` and `flows` (with its `bijectors`) the families. Importing this
+package imports every family module, so all families (and their KLs) are
+registered: look families up with `posteriors.get_family`. May import config
+and distributions only.
+"""
+
+# Imported for their registrations: the families (and their KLs) and the flow factories.
+from tf_lti.posteriors import categorical  # pylint: disable=unused-import
+from tf_lti.posteriors import flows  # pylint: disable=unused-import
+from tf_lti.posteriors import gaussian  # pylint: disable=unused-import
+from tf_lti.posteriors import rank_one  # pylint: disable=unused-import
+from tf_lti.posteriors.base import PosteriorFamily
+from tf_lti.posteriors.base import get_family
+from tf_lti.posteriors.base import register_family
+
+__all__ = ["PosteriorFamily", "get_family", "register_family"]

@@ -1,0 +1,99 @@
+"""TensorBoard writing, image grids and the plain-text results table; no math lives here."""
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+__all__ = ["image_grid", "write_hparams", "write_images", "write_scalars", "write_text"]
+
+
+def image_grid(images, image_shape, columns):
+  """Tiles flat images into one picture.
+
+  Args:
+    images: `np.ndarray` `[N, D]` with values in [0, 1], D = H * W.
+    image_shape: (H, W).
+    columns: images per row.
+
+  Returns:
+    grid: float32 `np.ndarray` `[rows * (H + 1) - 1, columns * (W + 1) - 1]`,
+    images separated by one-pixel white lines.
+  """
+  height, width = image_shape
+  images = np.asarray(images, np.float32).reshape(-1, height, width)
+  rows = -(-len(images) // columns)
+  grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1), np.float32)
+  for index, image in enumerate(images):
+    row, column = divmod(index, columns)
+    grid[row * (height + 1):row * (height + 1) + height,
+         column * (width + 1):column * (width + 1) + width] = image
+  return grid
+
+
+def write_scalars(writer, scalars, step):
+  """Writes `{name: float}` as TF2 scalar summaries at `step`."""
+  with writer.as_default(step=step):
+    for name, value in scalars.items():
+      tf.summary.scalar(name, float(value))
+
+
+def write_images(writer, images, step):
+  """Writes `{name: picture}` as image summaries at `step`.
+
+  A picture is a grayscale grid `[H, W]` or a colour image `[H, W, 3]`, values in [0, 1].
+  """
+  with writer.as_default(step=step):
+    for name, picture in images.items():
+      picture = np.asarray(picture, np.float32)
+      if picture.ndim == 2:
+        picture = picture[:, :, None]
+      tf.summary.image(name, picture[None], max_outputs=1)
+
+
+def write_text(writer, name, lines, step):
+  """Writes a list of strings (e.g. sampled sentences) as one text summary; nothing if empty."""
+  if not lines:
+    return
+  with writer.as_default(step=step):
+    tf.summary.text(name, tf.constant(list(lines)))
+
+
+def write_hparams(writer, config):
+  """Records a nested config dict as TensorBoard hparams (`section.field` names).
+
+  Tuples become strings; `None` becomes `"none"` (hparams take bool, number or string).
+  """
+  values = {}
+  for section, fields in config.items():
+    for name, value in fields.items():
+      if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+      values[f"{section}.{name}"] = "none" if value is None else value
+  with writer.as_default():
+    hparams_api.hparams(values)
+
+
+def format_table(metrics, prefix="test"):
+  """A plain-text results table of the headline `<prefix>_*` metrics."""
+  rows = [("dataset", metrics["dataset"]), ("steps", metrics["steps"])]
+  if "train_seconds" in metrics:
+    rows.append(("train seconds", f"{metrics['train_seconds']:.1f}"))
+  for key, label in (("log_likelihood", "log p(x) (IW)"), ("elbo", "ELBO"), ("kl", "KL"),
+                     ("perplexity", "perplexity (IW)"), ("perplexity_bound", "perplexity <= (ELBO)"),
+                     ("num_words", "words"),
+                     ("log_likelihood_term", "E_q log p(x|z)"),
+                     ("log_likelihood_bits_per_dim", "bits/dim (IW)"),
+                     ("elbo_bits_per_dim", "bits/dim (ELBO)"),
+                     ("active_units", "active units"), ("num_examples", "examples")):
+    if f"{prefix}_{key}" in metrics:
+      value = metrics[f"{prefix}_{key}"]
+      rows.append((f"{prefix} {label}", f"{value:.3f}" if isinstance(value, float) else str(value)))
+  if f"{prefix}_elbo_trajectory" in metrics:
+    trajectory = metrics[f"{prefix}_elbo_trajectory"]
+    rows.append((f"{prefix} ELBO by iteration", " ".join(f"{v:.2f}" for v in trajectory)))
+  if "valid_elbo" in metrics and prefix != "valid":
+    rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
+  width = max(len(label) for label, _ in rows)
+  lines = ["", "Results (nats per example)", "-" * (width + 14)]
+  lines += [f"{label:<{width}}  {value:>12}" for label, value in rows]
+  return "\n".join(lines)

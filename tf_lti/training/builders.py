@@ -1,0 +1,203 @@
+"""Builds models from an `ExperimentConfig`.
+
+The trainer, the evaluator, the benchmark and the exporter all construct
+models here, so a checkpoint written by one restores into the others
+(optimizers: `training.optimizers`; checkpoints: `training.workdir`).
+"""
+
+import warnings
+
+import keras
+
+from tf_lti import posteriors
+from tf_lti.inference import amortized
+from tf_lti.inference import base
+from tf_lti.inference import iterative
+from tf_lti.inference import semi_amortized
+from tf_lti.inference import svi
+from tf_lti.models import dlgm
+from tf_lti.models import lstm
+from tf_lti.models import pixelcnn
+from tf_lti.objectives import estimators
+from tf_lti.training import vae as vae_lib
+
+__all__ = [
+    "build_encoder", "build_generative", "build_inference", "build_model", "svi_settings",
+    "with_test_time_svi",
+]
+
+# Activations with kinks: finite-difference HVPs across a kink are O(1/r) wrong.
+_NON_SMOOTH_ACTIVATIONS = ("relu", "elu", "selu", "leaky_relu", "relu6")
+
+
+def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_shape=None):
+  """A compiled-ready `vae.VAE` for `config` and data of `event_size` dimensions.
+
+  Args:
+    config: a validated `config.schema.ExperimentConfig`.
+    event_size: D, the flattened data size (the vocabulary size V for text).
+    image_shape: (H, W) of the images, needed by the convolutional encoder and the
+      PixelCNN decoder. Default value: `None`.
+    num_bins: 256 for a Gaussian likelihood on dequantized 8-bit data, else `None`.
+    steps_per_epoch: converts the KL warm-up from epochs to steps. Default value: 1.
+
+  Returns:
+    model: a `vae.VAE` (weights not yet created; see `VAE.build_all`). Weights
+    are initialized reproducibly from `config.train.seed`: this resets Keras'
+    global seed (`keras.utils.set_random_seed`).
+  """
+  keras.utils.set_random_seed(config.train.seed)
+  model_config = config.model
+  family = posteriors.get_family(config.inference.posterior,
+                                 num_categories=config.inference.num_categories,
+                                 flow_length=config.inference.flow_length,
+                                 flow_hidden_units=config.inference.flow_hidden_units,
+                                 latent_size=sum(model_config.latent_sizes))
+  image_shape = _image_shape(config, event_size, image_shape)
+  generative = build_generative(config, event_size, num_bins=num_bins, image_shape=image_shape)
+  objective = estimators.Objective(
+      bound=config.objective.bound, num_samples=config.objective.num_samples,
+      kl=config.objective.kl, estimator=config.objective.estimator,
+      temperature=config.objective.temperature,
+      min_temperature=config.objective.min_temperature,
+      temperature_decay=config.objective.temperature_decay)
+  inference = build_inference(config, family, objective, image_shape=image_shape,
+                              vocab_size=event_size)
+  return vae_lib.VAE(generative, inference, objective,
+                     kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
+                     kl_initial_weight=config.objective.kl_initial_weight,
+                     seed=config.train.seed, skip_nonfinite=config.train.on_nonfinite == "skip",
+                     name="vae")
+
+
+def _image_shape(config, event_size, image_shape):
+  if (config.model.encoder in ("mlp", "lstm")
+      and config.model.decoder in ("mlp", "lstm")):
+    return image_shape
+  if image_shape is None or len(image_shape) != 2 or image_shape[0] * image_shape[1] != event_size:
+    raise ValueError(f"`encoder={config.model.encoder}`/`decoder={config.model.decoder}` need "
+                     f"single-channel images of {event_size} pixels; the data's image shape is "
+                     f"{image_shape}.")
+  return tuple(image_shape)
+
+
+def build_generative(config, event_size, *, num_bins=None, image_shape=None):
+  """The generative model `config.model.decoder` names."""
+  model_config = config.model
+  if model_config.decoder == "lstm":
+    return lstm.LSTMDecoder(
+        event_size, embedding_size=model_config.embedding_size,
+        hidden_size=model_config.lstm_hidden_size, latent_size=model_config.latent_sizes[0],
+        dropout=model_config.text_dropout, word_dropout=model_config.word_dropout,
+        name="generative")
+  if model_config.decoder == "pixelcnn":
+    kernels = model_config.pixelcnn_kernel_sizes
+    return pixelcnn.GatedPixelCNN(
+        image_shape, model_config.latent_sizes[0], num_layers=model_config.pixelcnn_layers,
+        channels=model_config.pixelcnn_channels,
+        kernel_sizes=(kernels[0] if len(kernels) == 1 else kernels) or None,
+        latent_feature_maps=model_config.latent_feature_maps, name="generative")
+  return dlgm.GenerativeModel(
+      event_size, model_config.latent_sizes, model_config.hidden_units,
+      num_hidden_layers=model_config.num_hidden_layers,
+      deterministic_sizes=model_config.deterministic_sizes or None,
+      likelihood=model_config.likelihood, gaussian_variance=model_config.gaussian_variance,
+      num_bins=num_bins, activation=model_config.activation,
+      connection=model_config.decoder_connection, batch_norm=model_config.batch_norm,
+      num_categories=(config.inference.num_categories
+                      if config.inference.posterior == "categorical" else None),
+      name="generative")
+
+
+def build_encoder(config, family, *, name, image_shape=None, vocab_size=None):
+  """The standard encoder `config.model.encoder` names (MLP, convolutional or LSTM)."""
+  model_config = config.model
+  if model_config.encoder == "lstm":
+    return amortized.LSTMEncoder(family, vocab_size, embedding_size=model_config.embedding_size,
+                                 hidden_size=model_config.lstm_hidden_size,
+                                 latent_size=model_config.latent_sizes[0], name=name)
+  if model_config.encoder == "conv":
+    return amortized.ConvEncoder(family, model_config.latent_sizes[0], image_shape,
+                                 num_blocks=model_config.conv_blocks,
+                                 channels=model_config.conv_channels, name=name)
+  return amortized.AmortizedEncoder(
+      family, model_config.latent_sizes, model_config.hidden_units,
+      num_hidden_layers=model_config.num_hidden_layers, activation=model_config.activation,
+      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm, name=name)
+
+
+def build_inference(config, family, objective, *, image_shape=None, vocab_size=None):
+  """The inference procedure `config.inference.procedure` names.
+
+  A model without latent variables (the LSTM language model, `latent_sizes=0`)
+  gets `base.NoLatentInference`.
+  """
+  model_config, inference_config = config.model, config.inference
+  encoder_kwargs = dict(image_shape=image_shape, vocab_size=vocab_size)
+  if sum(model_config.latent_sizes) == 0:
+    return base.NoLatentInference(family, name="inference")
+  common = dict(num_hidden_layers=model_config.num_hidden_layers,
+                activation=model_config.activation, connection=model_config.encoder_connection,
+                batch_norm=model_config.batch_norm, name="inference")
+  if inference_config.procedure == "amortized":
+    return build_encoder(config, family, name="inference", **encoder_kwargs)
+  if inference_config.procedure == "semi_amortized":
+    settings = svi_settings(config)
+    if settings.backward == "finite_difference" and model_config.activation in _NON_SMOOTH_ACTIVATIONS:
+      warnings.warn(f"`svi_backward=finite_difference` with the non-smooth activation "
+                    f"{model_config.activation!r}: a perturbation that crosses a kink makes the "
+                    "finite-difference Hessian-vector product O(1/fd_epsilon) wrong; prefer "
+                    "`svi_backward=reverse` (exact) or a smooth activation such as tanh.",
+                    stacklevel=2)
+    encoder = None
+    if inference_config.svi_training != "svi":
+      encoder = build_encoder(config, family, name="encoder", **encoder_kwargs)
+    return semi_amortized.SemiAmortizedInference(
+        family, sum(model_config.latent_sizes), objective, settings,
+        mode=inference_config.svi_training, encoder=encoder, name="inference")
+  return iterative.IterativeInferenceModel(
+      family, model_config.latent_sizes, model_config.hidden_units, objective,
+      num_iterations=inference_config.num_iterations, inputs=inference_config.iterative_inputs,
+      gradient_encoding=inference_config.gradient_encoding,
+      gradient_scale=inference_config.gradient_scale,
+      error_encoding=inference_config.error_encoding, recurrent=inference_config.recurrent,
+      update=inference_config.update,
+      learned_initialization=inference_config.learned_initialization, **common)
+
+
+def svi_settings(config, num_steps=None):
+  """The `svi.SVISettings` of `config.inference` (`num_steps` overrides `svi_steps`)."""
+  inference = config.inference
+  return svi.SVISettings(
+      num_steps=inference.svi_steps if num_steps is None else num_steps,
+      mean_step_size=inference.svi_mean_step_size,
+      variance_step_size=inference.svi_variance_step_size, momentum=inference.svi_momentum,
+      clip_norm=inference.svi_clip_norm, clip_scope=inference.svi_clip_scope,
+      backward=inference.svi_backward, hvp=inference.hvp, fd_epsilon=inference.fd_epsilon,
+      adjoint_clip_norm=inference.adjoint_clip_norm)
+
+
+def with_test_time_svi(model, config, num_steps):
+  """A `vae.VAE` sharing `model`'s weights whose posterior is refined by `num_steps` SVI steps.
+
+  A semi-amortized model keeps its encoder and runs `num_steps` instead of its
+  training K; any other procedure (standard encoder, iterative model) becomes
+  the initializer of SVI ("VAE + SVI"). SVI maximizes the model's training
+  bound (KL weight 1) with the `svi_*` settings of `config`.
+  """
+  inference = model.inference
+  if isinstance(inference, semi_amortized.SemiAmortizedInference):
+    initializer, mode = inference.encoder, inference.mode
+  else:
+    initializer, mode = inference, "savae"
+  refined = semi_amortized.SemiAmortizedInference(
+      model.family, inference.latent_size, model.objective, svi_settings(config, num_steps),
+      mode=mode, encoder=initializer, name="test_time_svi")
+  return vae_lib.VAE(model.generative, refined, model.objective, seed=model.seed, name="vae")
+
+
+def evaluation_model(model, config):
+  """`model`, or a copy sharing its weights refined by `eval_svi_steps` SVI steps (if >= 0)."""
+  if config.eval.eval_svi_steps < 0:
+    return model
+  return with_test_time_svi(model, config, config.eval.eval_svi_steps)

@@ -1,0 +1,371 @@
+"""The training loops: `train_and_evaluate` in a work directory, resumably; `train_in_memory`.
+
+The work directory (config, checkpoints, summaries, history, plots, metrics) is
+described in `training.workdir`. Image data come as `data.images.DataSplits`
+arrays; a text source (`ptb:DIR`, `text:TRAIN,VALID,TEST`) comes as a
+`data.text.TextSplits` corpus, trained in length-bucketed padded token batches
+int32 `[B, T]` (one step function for every length) and evaluated in perplexity
+as well as nats per sentence; `data.base` hides the difference.
+
+Rerunning the same command continues from the latest checkpoint: the epoch's
+data order is a function of (seed, epoch), so the batches already seen in an
+interrupted epoch are skipped and the run continues where it stopped. Every
+step's noise comes from the stateless seed (seed, step) and the checkpoint holds
+the metric sums, so with `deterministic=True` a run killed at any point (even
+SIGKILL) and rerun ends with the same parameters and metrics as one that never
+stopped. History lines past the restored step are dropped on resume.
+
+Reliability: SIGTERM and Ctrl-C are deferred to the end of the current step,
+which is then checkpointed (`faults.TrainingInterrupted`). A checkpoint is
+written by TensorFlow to temporary files and only then named in the
+directory's `checkpoint` index, so a crash mid-save leaves the previous one in
+force; a checkpoint that fails to restore (truncated, corrupt) is reported and
+the next older one is used (`workdir.restore_checkpoint`). A step with a NaN/Inf
+in its loss, posterior parameters or gradients applies nothing
+(`vae.VAE.train_step`); the run then stops with `faults.NumericalFault` or, with
+`on_nonfinite=skip`, counts the skipped step and goes on. config.json,
+metrics.json, samples.txt and the plots are written atomically; history.jsonl is
+appended a line per epoch (and rewritten atomically when a resume drops lines
+past the restored step).
+
+With a `tf.distribute` strategy (`distribute.make_strategy`) the model and its
+optimizers live in the strategy's scope, each step runs on every replica's shard
+of the global batch, and validation and test evaluation shard whole batches
+across the replicas. Only the chief writes into the work dir; other workers
+checkpoint into temporary directories and resume from the chief's checkpoints.
+
+`train_in_memory` is the plain loop of the oracle experiment: epochs of
+`train_step` over in-memory token arrays, with optional model selection on a
+validation bound, and no work directory.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_lti.config import validation
+from tf_lti.data import base as data_lib
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.reporting import summary
+from tf_lti.training import distribute
+from tf_lti.training import faults
+from tf_lti.training import vae as vae_lib
+from tf_lti.training import workdir as workdir_lib
+
+__all__ = ["train_and_evaluate", "train_in_memory"]
+
+
+def _learning_rate(optimizer):
+  rate = optimizer.learning_rate
+  return float(rate.numpy() if hasattr(rate, "numpy") else rate)
+
+
+def _validator(model, batches, *, seed, strategy):
+  """A callable returning validation metrics (means per example) over `batches`: `elbo`, `kl`,
+  `log_likelihood` (E_q log p(x|z)), `bound_step_t` (refining procedures) and, for text,
+  `perplexity_bound`."""
+  evaluator = metrics_lib.make_evaluator(model, batches, num_importance_samples=0, seed=seed,
+                                         strategy=strategy, posterior_means=False)
+
+  def validate():
+    results = evaluator()
+    logs = {"elbo": results["elbo"], "kl": results["kl"],
+            "log_likelihood": results["log_likelihood_term"]}
+    for t, bound in enumerate(results.get("elbo_trajectory", [])):
+      logs[f"bound_step_{t}"] = bound
+    if "perplexity_bound" in results:
+      logs["perplexity_bound"] = results["perplexity_bound"]
+    return logs
+
+  return validate
+
+
+def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
+  """Trains `config` in `workdir` (resuming if it has a checkpoint), then evaluates on test.
+
+  Args:
+    config: an `ExperimentConfig`; validated here.
+    workdir: output directory (see the module docstring).
+    verbose: print progress bars and the results table. Default value: `True`.
+    strategy: a `tf.distribute.Strategy` (`distribute.make_strategy`). Default
+      value: `None`, the default strategy (one device).
+
+  Returns:
+    metrics: the dict written to `workdir/metrics.json` (on a non-chief worker
+    the same dict, not written).
+  """
+  config.validate()
+  strategy = strategy or tf.distribute.get_strategy()
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  splits = data_lib.load_data(config)
+  train_config = config.train
+  jit_compile = distribute.check_supported(strategy, is_text=data_lib.is_text(splits),
+                                           jit_compile=train_config.jit_compile)
+  distributed = distribute.is_distributed(strategy)
+  if distributed:
+    distribute.check_batch_size(config.data.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
+  verbose = verbose and chief
+  batch_size = config.data.batch_size
+  steps_per_epoch = data_lib.steps_per_epoch(splits, batch_size)
+  if steps_per_epoch < 1:
+    raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
+                     f"({len(splits.train)} examples of {splits.name}).")
+  if chief:
+    workdir_lib.prepare_workdir(config, workdir)
+  total_steps = config.train.epochs * steps_per_epoch
+  if train_config.max_steps:
+    total_steps = min(total_steps, train_config.max_steps)
+
+  with strategy.scope():
+    model, checkpoint = workdir_lib.build(config, splits, steps_per_epoch)
+  # Every worker resumes from the chief's checkpoints.
+  workdir_lib.restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints"))
+  step = int(model.generative_optimizer.iterations.numpy())
+  if verbose:
+    shape = (f"sentences, {splits.vocabulary.size} token ids" if data_lib.is_text(splits)
+             else f"examples of {splits.event_shape}")
+    devices = (f"; {distribute.num_replicas(strategy)} replicas "
+               f"({distribute.strategy_name(strategy)})" if distributed else "")
+    print(f"tf_lti: {splits.name}: {len(splits.train)} train / {len(splits.valid)} valid / "
+          f"{len(splits.test)} test {shape}; "
+          f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
+          f"({steps_per_epoch} steps per epoch){devices}.", flush=True)
+
+  with distribute.worker_directory(workdir, strategy) as output_dir:
+    step = _train(config, model, checkpoint, splits, strategy, output_dir, step=step,
+                  total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  jit_compile=jit_compile, verbose=verbose)
+    return workdir_lib.final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
+                                        verbose)
+
+
+def _make_train_step(model, strategy, splits, jit_compile):
+  """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
+  if not distribute.is_distributed(strategy):
+    return tf.function(model.train_step, jit_compile=jit_compile,
+                       input_signature=[data_lib.batch_spec(splits)])
+
+  @tf.function
+  def distributed_train_step(x):
+    logs = strategy.run(model.train_step, args=(x,))
+    results = model.results(model.train_metric_names)  # Trackers summed across replicas.
+    results["nonfinite"] = strategy.experimental_local_results(logs["nonfinite"])[0]  # All equal.
+    return results
+
+  return distributed_train_step
+
+
+def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, total_steps,
+           steps_per_epoch, jit_compile, verbose):
+  """The training loop from `step` to `total_steps`; returns the final step.
+
+  Raises:
+    faults.TrainingInterrupted: after checkpointing, on SIGTERM or SIGINT.
+    faults.NumericalFault: on a NaN/Inf step with `on_nonfinite=stop`.
+  """
+  train_config = config.train
+  batch_size = config.data.batch_size
+  chief = distribute.is_chief(strategy)
+  distributed = distribute.is_distributed(strategy)
+  train_seconds = checkpoint.train_seconds
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
+                                       max_to_keep=train_config.keep_checkpoints)
+  train_step = _make_train_step(model, strategy, splits, jit_compile)
+  if chief:
+    train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+    valid_writer = tf.summary.create_file_writer(os.path.join(output_dir, "validation"))
+    summary.write_hparams(train_writer, config.to_dict())
+  else:
+    train_writer = valid_writer = tf.summary.create_noop_writer()
+  history_path = os.path.join(output_dir, "history.jsonl")
+  # A run stopped after an epoch's last step was checkpointed but before the epoch's end was
+  # (`epoch` is set there) finishes that end first, from the restored metric sums.
+  end_pending = (step > 0 and _ends_epoch(step, steps_per_epoch, total_steps)
+                 and int(checkpoint.epoch.numpy()) < math.ceil(step / steps_per_epoch))
+  workdir_lib.truncate_history(history_path, step - 1 if end_pending else step)
+  validate = _validator(model, data_lib.eval_batches(splits, "valid", config.eval.eval_batch_size),
+                        seed=train_config.seed, strategy=strategy)
+  if end_pending:
+    train_logs = {name: float(value)
+                  for name, value in model.results(model.train_metric_names).items()}
+    _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+               valid_writer, history_path, verbose=verbose, chief=chief)
+
+  with faults.interruptible() as pending_signal:
+    while step < total_steps:
+      epoch, start_batch = divmod(step, steps_per_epoch)
+      # The training order and dynamic binarization follow the training seed.
+      if distributed:
+        batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
+                                           epoch=epoch, start_batch=start_batch)
+      else:
+        batches = data_lib.train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
+                                         start_batch=start_batch)
+      progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
+                                     verbose=1 if verbose else 0)
+      if verbose:
+        print(f"Epoch {epoch + 1}/{config.train.epochs}")
+      progress.update(start_batch)
+      if start_batch == 0:  # A resumed epoch keeps its restored metric sums.
+        model.reset_metrics()
+      window_start, window_steps = time.perf_counter(), 0
+      for x in batches:
+        if step >= total_steps:
+          break
+        logs = train_step(x if distributed else tf.convert_to_tensor(x))
+        step += 1
+        window_steps += 1
+        _check_finite(int(logs.pop("nonfinite")), step, config, checkpoint, manager)
+        if step % train_config.log_every_steps == 0 or step == total_steps:
+          elapsed = time.perf_counter() - window_start
+          train_seconds.assign_add(elapsed)
+          examples_per_sec = window_steps * batch_size / max(elapsed, 1e-9)
+          scalars = {name: float(value) for name, value in logs.items()}
+          scalars.update(examples_per_sec=examples_per_sec,
+                         generative_learning_rate=_learning_rate(model.generative_optimizer),
+                         inference_learning_rate=_learning_rate(model.inference_optimizer),
+                         skipped_steps=float(checkpoint.skipped_steps.numpy()))
+          summary.write_scalars(train_writer, scalars, step)
+          progress.update(step - epoch * steps_per_epoch,
+                          [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
+                           ("ex/s", examples_per_sec)])
+          window_start, window_steps = time.perf_counter(), 0
+        if step % train_config.checkpoint_every_steps == 0:
+          manager.save(checkpoint_number=step)
+        signum = pending_signal()
+        if signum is not None:
+          train_seconds.assign_add(time.perf_counter() - window_start)
+          manager.save(checkpoint_number=step)
+          raise faults.TrainingInterrupted(signum, step)
+      train_seconds.assign_add(time.perf_counter() - window_start)
+      train_logs = {name: float(value) for name, value in logs.items()}
+      if _ends_epoch(step, steps_per_epoch, total_steps):
+        _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+                   valid_writer, history_path, verbose=verbose, chief=chief)
+  return step
+
+
+def _ends_epoch(step, steps_per_epoch, total_steps):
+  """Whether `step` is an epoch's last (or the run's last, mid-epoch)."""
+  return step % steps_per_epoch == 0 or step == total_steps
+
+
+def _check_finite(mask, step, config, checkpoint, manager):
+  """Acts on a step's `nonfinite` mask: nothing if 0, else stop or count the skipped step."""
+  if not mask:
+    return
+  quantities = vae_lib.nonfinite_quantities(mask)
+  procedure = config.inference.procedure
+  if config.inference.procedure == "semi_amortized":
+    procedure += f" ({config.inference.svi_training})"
+  if config.train.on_nonfinite == "stop":
+    raise faults.NumericalFault(step, quantities, procedure, manager.latest_checkpoint)
+  checkpoint.skipped_steps.assign_add(1)
+  print(f"\nwarning: skipped step {step}: non-finite {', '.join(quantities)} (inference "
+        f"procedure {procedure!r}); {int(checkpoint.skipped_steps.numpy())} skipped so far.",
+        file=sys.stderr, flush=True)
+
+
+def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+               valid_writer, history_path, *, verbose, chief):
+  """Validation, summaries, the history line and a checkpoint, in that order.
+
+  The epoch's end is complete once its checkpoint (with `epoch` set) is
+  saved; a run resumed from an earlier state redoes it, and `truncate_history`
+  drops an orphaned line first.
+  """
+  valid_logs = validate()
+  summary.write_scalars(valid_writer, valid_logs, step)
+  sentences = []
+  if chief:
+    summary.write_images(valid_writer, workdir_lib.epoch_images(model, splits, step), step)
+    sentences = workdir_lib.epoch_sentences(model, splits, step)
+    summary.write_text(valid_writer, "samples", sentences, step)
+  checkpoint.epoch.assign(
+      math.ceil(step / data_lib.steps_per_epoch(splits, config.data.batch_size)))
+  record = {"epoch": int(checkpoint.epoch.numpy()), "step": step,
+            "train_elbo": train_logs["elbo"], "valid_elbo": valid_logs["elbo"],
+            "valid_kl": valid_logs["kl"], "skipped_steps": int(checkpoint.skipped_steps.numpy())}
+  if "perplexity_bound" in valid_logs:
+    record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
+  if chief:
+    with open(history_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+  manager.save(checkpoint_number=step)
+  if verbose:
+    ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
+           if "perplexity_bound" in valid_logs else "")
+    print(f"  validation elbo {valid_logs['elbo']:.3f}  kl {valid_logs['kl']:.3f}{ppl}",
+          flush=True)
+    for sentence in sentences[:3]:
+      print(f"  sample: {sentence}")
+
+
+def train_in_memory(model, x_train, *, epochs, batch_size, seed, validate=None, jit_compile=True):
+  """Epochs of `model.train_step` over shuffled batches of `x_train` (a partial batch is dropped).
+
+  With `validate`, model selection follows Kim et al.'s reference code, simplified:
+  after every epoch whose validation bound is not the best so far both learning
+  rates are halved, and at the end the weights of the best epoch (0: the initial
+  weights) are restored.
+
+  A model without trainable variables (SVI against the fixed oracle) has
+  nothing to learn and takes no step.
+
+  Args:
+    model: a compiled `vae.VAE`.
+    x_train: int32 `np.ndarray` `[N, T]`.
+    epochs: passes over the data (>= 0).
+    batch_size: B <= N.
+    seed: Python int; epoch e's order is `default_rng((seed, e))`'s permutation.
+    validate: `() -> float`, the mean validation negative bound, or `None`.
+    jit_compile: XLA-compile the step. Default value: `True`.
+
+  Returns:
+    Dict: `steps`, `seconds` (wall-clock, including compilation and validation),
+    `train_loss` `[epochs]` (each epoch's mean negative training bound) and, with
+    `validate`, `valid_bound` `[epochs + 1]` (before training, then per epoch) and
+    `best_epoch`.
+  """
+  validation.check_int("epochs", epochs, minimum=0)
+  validation.check_int("batch_size", batch_size)
+  if batch_size > len(x_train):
+    raise ValueError(f"`batch_size` must be <= the {len(x_train)} training examples; got "
+                     f"{batch_size}.")
+  if not model.trainable_variables:
+    return {"steps": 0, "seconds": 0.0, "train_loss": []}
+  step = tf.function(model.train_step, jit_compile=jit_compile)
+
+  start, losses = time.perf_counter(), []
+  history = {}
+  if validate is not None:
+    history = {"valid_bound": [float(validate())], "best_epoch": 0}
+    best_weights = [v.numpy() for v in model.trainable_variables]
+  for epoch in range(epochs):
+    order = np.random.default_rng((seed, epoch)).permutation(len(x_train))
+    model.reset_metrics()
+    for first in range(0, len(x_train) - batch_size + 1, batch_size):
+      logs = step(tf.constant(x_train[order[first:first + batch_size]]))
+    losses.append(float(logs["loss"]))
+    if validate is None:
+      continue
+    history["valid_bound"].append(float(validate()))
+    if history["valid_bound"][-1] < min(history["valid_bound"][:-1]):
+      history["best_epoch"] = epoch + 1
+      best_weights = [v.numpy() for v in model.trainable_variables]
+    else:
+      for optimizer in (model.generative_optimizer, model.inference_optimizer):
+        optimizer.learning_rate = 0.5 * float(optimizer.learning_rate)
+  if validate is not None:
+    for variable, value in zip(model.trainable_variables, best_weights):
+      variable.assign(value)
+  return dict(history, steps=int(model.generative_optimizer.iterations.numpy()),
+              seconds=time.perf_counter() - start, train_loss=losses)

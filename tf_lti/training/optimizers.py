@@ -1,0 +1,86 @@
+"""The optimizers of a config: Adam or SGD, clipping the global norm after aggregation.
+
+`build_optimizers(config, steps_per_epoch)` returns the generative and the
+inference optimizer (learning rates decayed per epoch). Their gradients are
+clipped by global norm after the cross-replica sum (`ClipAfterAggregation`),
+so a distributed step applies the clipped gradient of the global batch, as on
+one device.
+"""
+
+import keras
+import tensorflow as tf
+
+__all__ = ["ClipAfterAggregation", "build_optimizers", "make_optimizer"]
+
+
+class ClipAfterAggregation:
+  """Optimizer mixin: clips gradients by their global norm after the cross-replica sum.
+
+  Keras 3 clips (`global_clipnorm`) each replica's gradients before summing
+  them; tf.keras's documented order -- aggregate, then clip -- is the one that
+  makes a step on N replicas equal to a step on the global batch. On one device
+  both are the same.
+  """
+
+  def __init__(self, *args, aggregated_clipnorm=None, **kwargs):
+    super().__init__(*args, **kwargs)
+    if aggregated_clipnorm is not None and aggregated_clipnorm <= 0:
+      raise ValueError(f"`clip_norm` must be > 0 (or None); got {aggregated_clipnorm}.")
+    self.aggregated_clipnorm = aggregated_clipnorm
+
+  def _all_reduce_sum_gradients(self, grads_and_vars):
+    grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
+    if not self.aggregated_clipnorm:
+      return grads_and_vars
+    present = [(g, v) for g, v in grads_and_vars if g is not None]
+    clipped, _ = tf.clip_by_global_norm([g for g, _ in present], self.aggregated_clipnorm)
+    clipped = iter(clipped)
+    return [(None if g is None else next(clipped), v) for g, v in grads_and_vars]
+
+  def get_config(self):
+    return dict(super().get_config(), aggregated_clipnorm=self.aggregated_clipnorm)
+
+
+class _Adam(ClipAfterAggregation, keras.optimizers.Adam):
+  pass
+
+
+class _SGD(ClipAfterAggregation, keras.optimizers.SGD):
+  pass
+
+
+_OPTIMIZERS = {"adam": _Adam, "sgd": _SGD}
+
+
+def make_optimizer(kind, learning_rate, *, clip_norm=0.0, name=None):
+  """An Adam or SGD optimizer that clips aggregated gradients to `clip_norm` (0: no clipping)."""
+  if kind not in _OPTIMIZERS:
+    raise ValueError(f"`optimizer` must be one of {sorted(_OPTIMIZERS)}; got {kind!r}.")
+  return _OPTIMIZERS[kind](learning_rate, aggregated_clipnorm=clip_norm or None, name=name)
+
+
+def build_optimizers(config, steps_per_epoch):
+  """Optimizers (`config.train.optimizer`: Adam or plain SGD) for the generative model and the
+  inference procedure.
+
+  The inference optimizer uses `inference_learning_rate` when it is set. The
+  learning rate decays by `lr_decay_per_epoch` once per epoch (staircase);
+  `clip_norm` > 0 clips each optimizer's gradients by their global norm, after
+  their sum over replicas (`ClipAfterAggregation`).
+
+  Returns:
+    (generative_optimizer, inference_optimizer): two `keras.optimizers.Optimizer`.
+  """
+  train = config.train
+
+  def make(name, learning_rate):
+    if train.lr_decay_per_epoch < 1.0:
+      learning_rate = keras.optimizers.schedules.ExponentialDecay(
+          learning_rate, decay_steps=steps_per_epoch, decay_rate=train.lr_decay_per_epoch,
+          staircase=True)
+    return make_optimizer(train.optimizer, learning_rate, clip_norm=train.clip_norm,
+                          name=name)
+
+  return (make("generative_optimizer", train.learning_rate),
+          make("inference_optimizer",
+               config.inference.inference_learning_rate or train.learning_rate))

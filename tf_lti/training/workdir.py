@@ -1,0 +1,283 @@
+"""The work directory of a run: its config, checkpoints, history and final report.
+
+```none
+workdir/
+  config.json          the resolved config (a rerun must match it)
+  checkpoints/         tf.train.CheckpointManager: model, both optimizers, epoch
+  train/ validation/   TensorBoard summaries (scalars, images, hparams)
+  history.jsonl        one line of train/validation metrics per epoch (appended)
+  plots/               PNG: samples, reconstructions, training curves
+                       (text: samples.txt, sampled sentences, and training curves)
+  metrics.json         final test metrics (written atomically)
+```
+
+`build` makes the model and its checkpoint (`build_checkpoint`: variable keys
+by layer path, never by Python class), `restore_model` rebuilds the model of a
+work dir and restores it strictly, `restore_checkpoint` falls back to older
+checkpoints when the newest does not restore, and `final_evaluation` writes the
+test metrics, plots and summaries at the end of training (`training.loop`).
+"""
+
+import glob
+import hashlib
+import json
+import os
+import re
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_lti.config import schema
+from tf_lti.data import base as data_lib
+from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.reporting import files
+from tf_lti.reporting import plots
+from tf_lti.reporting import summary
+from tf_lti.training import builders
+from tf_lti.training import distribute
+from tf_lti.training import faults
+from tf_lti.training import optimizers
+
+__all__ = [
+    "build", "build_checkpoint", "epoch_images", "epoch_sentences", "final_evaluation",
+    "parameter_fingerprint", "prepare_workdir", "restore_checkpoint", "restore_model",
+    "truncate_history",
+]
+
+
+def prepare_workdir(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:  # Fields added since the run started take their defaults.
+      existing = json.loads(schema.ExperimentConfig.from_dict(json.load(f)).to_json())
+    current = json.loads(config.to_json())
+    if existing != current:
+      changed = sorted(
+          name for section, fields in existing.items() for name, value in fields.items()
+          if current.get(section, {}).get(name) != value)
+      raise ValueError(f"`workdir` {workdir!r} holds a run with a different config (fields "
+                       f"{changed} differ); use a new --workdir or the same settings to resume.")
+  else:
+    files.write_json(path, config.to_dict())
+
+
+def restore_model(workdir, splits=None):
+  """Rebuilds the model of a work directory and restores its latest checkpoint strictly.
+
+  Returns:
+    (config, splits, model, step): the config, the data, the restored `vae.VAE`
+    and the restored step.
+
+  Raises:
+    FileNotFoundError: when `workdir` has no config or no checkpoint.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"`workdir` {workdir!r} has no config.json: not a training work dir.")
+  with open(path) as f:
+    config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
+  splits = splits or data_lib.load_data(config)
+  model, checkpoint = build(config, splits,
+                            data_lib.steps_per_epoch(splits, config.data.batch_size))
+  if restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints")) is None:
+    raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint to restore.")
+  return config, splits, model, int(model.generative_optimizer.iterations.numpy())
+
+
+def _checkpoint_paths(directory):
+  """Checkpoint prefixes in `directory`, newest first: from its `checkpoint` index, or by
+  scanning `ckpt-N.index` files if the index is missing or unreadable."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception:  # pylint: disable=broad-except  (a corrupt index: scan the files instead)
+    state = None
+  if state is not None and state.all_model_checkpoint_paths:
+    # `get_checkpoint_state` has already joined relative entries with `directory`.
+    return list(state.all_model_checkpoint_paths)[::-1]
+  found = glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))
+  numbered = [(int(match.group(1)), path[:-len(".index")]) for path in found
+              if (match := re.search(r"ckpt-(\d+)\.index$", path))]
+  return [path for _, path in sorted(numbered, reverse=True)]
+
+
+def restore_checkpoint(checkpoint, directory):
+  """Restores the newest checkpoint in `directory` that restores completely.
+
+  A checkpoint that fails (truncated or corrupt files, missing variables) is
+  reported on stderr and the next older one is tried.
+
+  Args:
+    checkpoint: a `tf.train.Checkpoint` (`build_checkpoint`).
+    directory: a `CheckpointManager` directory.
+
+  Returns:
+    The restored checkpoint's prefix, or `None` if `directory` has none.
+
+  Raises:
+    faults.CheckpointError: if there are checkpoints but none restores.
+  """
+  failures = []
+  for path in _checkpoint_paths(directory):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except Exception as error:  # pylint: disable=broad-except  (TF raises OpError, IndexError, ...)
+      reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+      failures.append(f"{os.path.basename(path)} ({reason})")
+      print(f"warning: checkpoint {path} cannot be restored ({reason}); trying an older one.",
+            file=sys.stderr, flush=True)
+      continue
+    return path
+  if failures:
+    raise faults.CheckpointError(
+        f"no checkpoint in {directory!r} can be restored: {'; '.join(failures)}.")
+  return None
+
+
+def build(config, splits, steps_per_epoch):
+  """The compiled, fully built model for `config` on `splits` and its checkpoint."""
+  model = builders.build_model(config, data_lib.event_size(splits),
+                               num_bins=data_lib.num_bins(splits),
+                               image_shape=getattr(splits, "image_shape", None),
+                               steps_per_epoch=steps_per_epoch)
+  model.compile(*optimizers.build_optimizers(config, steps_per_epoch))
+  model.build_all(data_lib.eval_batches(splits, "valid", 2, max_examples=2)[0])
+  return model, build_checkpoint(model)
+
+
+def epoch_images(model, splits, step):
+  """Reconstructions of 8 validation examples and 32 samples, as grids in [0, 1] (none for text)."""
+  if data_lib.is_text(splits):
+    return {}
+  x = tf.constant(splits.valid[:8])
+  params = model.infer(x, seed=tf.constant([0, 0])).params
+  mean = model.family.distribution(params).mean()
+  reconstructions = model.generative.reconstruction_mean(x, mean[None])[0].numpy()
+  _, samples = model.generative.sample(32, tf.constant([model.seed, step], tf.int32))
+  return {
+      "reconstructions": summary.image_grid(np.concatenate([splits.valid[:8], reconstructions]),
+                                            splits.image_shape, 8),
+      "samples": summary.image_grid(samples.numpy(), splits.image_shape, 8),
+  }
+
+
+def epoch_sentences(model, splits, step, count=5):
+  """`count` sampled sentences (text; none for images), as strings."""
+  if not data_lib.is_text(splits):
+    return []
+  _, tokens = model.generative.sample(count, tf.constant([model.seed, step], tf.int32))
+  return [" ".join(splits.vocabulary.decode(row)) for row in tokens.numpy()]
+
+
+def parameter_fingerprint(model):
+  """A short SHA-256 of the values of every model variable: equal fingerprints, equal weights."""
+  digest = hashlib.sha256()
+  for variable in model.generative.variables + model.inference.variables:
+    digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def truncate_history(path, step):
+  """Drops history lines past `step` (written after the checkpoint a rerun resumes from, or
+  the line of an epoch end about to be redone)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) < len(lines):
+    files.write_text(path, "".join(kept))
+
+
+def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step, verbose):
+  """Test-set evaluation (on every worker); plots, hparams summary and metrics.json (chief)."""
+  eval_config = config.eval
+  batches = data_lib.eval_batches(splits, "test", eval_config.eval_batch_size,
+                         max_examples=eval_config.eval_max_examples, seed=config.data.data_seed)
+  num_examples = sum(len(x) for x in batches)
+  if verbose:
+    print(f"Evaluating on {num_examples} test examples "
+          f"(K={eval_config.num_importance_samples} importance samples) ...", flush=True)
+  progress = keras.utils.Progbar(num_examples, verbose=1 if verbose else 0)
+  results = metrics_lib.evaluate(
+      builders.evaluation_model(model, config), batches,
+      num_importance_samples=eval_config.num_importance_samples,
+      chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
+      jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy)
+  results.pop("per_example")
+  metrics = {f"test_{name}": value for name, value in results.items()}
+  metrics.update(train_seconds=float(checkpoint.train_seconds.numpy()), steps=step,
+                 skipped_steps=int(checkpoint.skipped_steps.numpy()), dataset=splits.name,
+                 strategy=distribute.strategy_name(strategy), replicas=distribute.num_replicas(strategy),
+                 parameter_fingerprint=parameter_fingerprint(model), config=config.to_dict())
+  if not distribute.is_chief(strategy):
+    resolver = strategy.cluster_resolver
+    print(f"tf_lti: {resolver.task_type} {resolver.task_id} finished at step {step}; "
+          f"parameter fingerprint {metrics['parameter_fingerprint']}.", flush=True)
+    return metrics
+
+  plot_dir = os.path.join(workdir, "plots")
+  os.makedirs(plot_dir, exist_ok=True)
+  with open(os.path.join(workdir, "history.jsonl")) as f:
+    history = [json.loads(line) for line in f]
+  metrics["valid_elbo"] = history[-1]["valid_elbo"]
+  for name, grid in epoch_images(model, splits, step).items():
+    plots.save_image_grid(grid, os.path.join(plot_dir, f"{name}.png"), name)
+  sentences = epoch_sentences(model, splits, step, count=20)
+  if sentences:
+    files.write_text(os.path.join(plot_dir, "samples.txt"), "\n".join(sentences) + "\n")
+  plots.save_training_curves(history, os.path.join(plot_dir, "training_curves.png"))
+  files.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  test_writer = tf.summary.create_file_writer(os.path.join(workdir, "validation"))
+  summary.write_scalars(test_writer, {f"test_{name}": value for name, value in results.items()
+                                      if isinstance(value, float)}, step)
+  if verbose:
+    print(summary.format_table(metrics))
+    print(f"parameter fingerprint {metrics['parameter_fingerprint']}", flush=True)
+  return metrics
+
+
+def _stateful(variables):
+  """`variables` without Keras' `SeedGenerator` states.
+
+  Keras' LSTM creates a seed generator for its (unused) dropout; every random
+  draw of this library is stateless, so the state carries nothing, and its path
+  (`seed_generator_<n>`) depends on how many were created before in the process.
+  """
+  return [v for v in variables if not v.path.endswith("seed_generator_state")]
+
+
+def build_checkpoint(model):
+  """A `tf.train.Checkpoint` over the model's variables, its optimizers and the run's counters.
+
+  The model's variables -- trainable and not (batch-norm statistics) -- are
+  checkpointed by owner (generative model, inference procedure) and Keras path: Keras 3 layers kept in Python lists are not
+  checkpoint children of their parent, so saving `model` itself would reach
+  trainable weights only through the optimizers' positional lists and would drop
+  non-trainable state. The step counter is the generative optimizer's
+  `iterations`; the checkpoint also holds the metric trackers' sums (so a run
+  resumed mid-epoch reports the same epoch means) and `epoch` (int64),
+  `train_seconds` (float64) and `skipped_steps` (int64, steps skipped for a
+  NaN/Inf) variables, reachable as its attributes.
+
+  Raises:
+    ValueError: if two variables share a path (they could not be told apart).
+  """
+  owners = {"generative": _stateful(model.generative.variables),
+            "inference": _stateful(model.inference.variables)}
+  owned = {id(v) for group in owners.values() for v in group}
+  owners["model"] = _stateful([v for v in model.variables if id(v) not in owned])
+  variables = {f"{owner}.{variable.path.replace('/', '.')}": variable
+               for owner, group in owners.items() for variable in group}
+  if len(variables) != sum(len(group) for group in owners.values()):
+    raise ValueError("The model has variables with duplicate paths; checkpoints need unique ones.")
+  return tf.train.Checkpoint(
+      model_variables=variables, generative_optimizer=model.generative_optimizer,
+      inference_optimizer=model.inference_optimizer,
+      metric_variables={f"{metric.name}.{variable.name}": variable
+                        for metric in model.metrics for variable in metric.variables},
+      epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
+      train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"),
+      skipped_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps"))
