@@ -63,9 +63,7 @@ def test_a_tensor_iteration_count_equals_the_static_one(num_iterations):
   # Eager kernels against a traced loop: two float32 implementations of one computation, so
   # the tolerance is derived from it (tests/README.md); the widest layer (32) is the longest
   # reduction. One iteration more or fewer exceeds it by orders of magnitude.
-  variables = [v for v in inference.variables if tf.as_dtype(v.dtype).is_floating]
-  tolerance = testing.rounding_tolerance(variables, run, reduction_length=32)
-  actual = run()
+  actual, tolerance = testing.rounding_tolerance(inference.variables, run, reduction_length=32)
   np.testing.assert_allclose(actual["params"], static.params, rtol=0, atol=tolerance["params"])
   np.testing.assert_allclose(actual["trajectory"], static.bound_trajectory, rtol=0,
                              atol=tolerance["trajectory"])
@@ -120,15 +118,13 @@ def test_flat_memory_gradients_equal_autodiff_of_the_averaged_losses(inputs):
     result = method(inference, x, generative, objective, seed=SEED, kl_weight=0.7)
     return dict(enumerate([result.loss] + result.inference + result.generative))
 
-  flat = gradients(type(inference).training_gradients)
   generic = gradients(base.InferenceProcedure.training_gradients)
   # Two float32 implementations of one computation (one backward pass per iteration against
   # autodiff of the averaged losses): the tolerance is derived from it (tests/README.md). The
   # longest reduction is a weight gradient's sum over 3 iterations x 2 samples x 10 examples.
-  variables = [v for v in inference.variables + generative.variables
-               if tf.as_dtype(v.dtype).is_floating]
-  tolerance = testing.rounding_tolerance(
-      variables, lambda: gradients(type(inference).training_gradients), reduction_length=60)
+  flat, tolerance = testing.rounding_tolerance(
+      inference.variables + generative.variables,
+      lambda: gradients(type(inference).training_gradients), reduction_length=60)
   for key, value in flat.items():
     np.testing.assert_allclose(value, generic[key], rtol=0, atol=tolerance[key], err_msg=key)
 

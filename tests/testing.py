@@ -195,15 +195,16 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
   exceed it (e.g. tests/export_test.py).
 
   Args:
-    variables: the float variables `run` reads (restored to their values afterwards).
+    variables: the variables `run` reads; the floating ones are perturbed (and restored).
     run: a function of no arguments returning `{name: array}`.
     reduction_length: N, the longest reduction in the computation.
     seed: seed of the random signs.
 
   Returns:
-    `{name: absolute tolerance}`.
+    `(run(), {name: absolute tolerance})`: the unperturbed answer and its tolerances.
   """
   gamma = float32_reduction_bound(reduction_length)
+  variables = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
   reference = {name: np.asarray(value) for name, value in run().items()}
   rng = np.random.default_rng(seed)
   saved = [variable.numpy() for variable in variables]
@@ -215,6 +216,6 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
   finally:
     for variable, value in zip(variables, saved):
       variable.assign(value)
-  return {name: 2.0 * float(np.max(np.abs(perturbed[name] - value), initial=0.0))
-                + gamma * float(np.max(np.abs(value), initial=0.0))
-          for name, value in reference.items()}
+  return reference, {name: 2.0 * float(np.max(np.abs(perturbed[name] - value), initial=0.0))
+                           + gamma * float(np.max(np.abs(value), initial=0.0))
+                     for name, value in reference.items()}
