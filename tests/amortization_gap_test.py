@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests import testing
+from tf_lti.config import settings as settings_lib
 from tf_lti.evaluation import amortization_gap as gap_lib
 from tf_lti.inference import base
 from tf_lti.inference import iterative
@@ -124,7 +125,8 @@ def test_refining_procedures_start_from_their_encoder():
   model32 = testing.LinearGaussian(model.weights.numpy(), model.bias.numpy(), 0.5, tf.float32)
   batches32 = [batch.astype(np.float32) for batch in batches]
   iterative_model = iterative.IterativeInferenceModel(
-      FAMILY, (3,), (16,), estimators.Objective(), num_iterations=2)
+      FAMILY, (3,), (16,), estimators.Objective(),
+      settings=settings_lib.IterativeSettings(num_iterations=2))
   report = gap_lib.amortization_gap(vae_lib.VAE(model32, iterative_model, estimators.Objective()),
                                     batches32, **SETTINGS)
   # (a) is the bound at lambda_0 = N(0, I) (closed form for the linear model).

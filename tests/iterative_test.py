@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tests import testing
 from tf_lti.config import presets
+from tf_lti.config import settings as settings_lib
 from tf_lti.inference import base
 from tf_lti.inference import iterative
 from tf_lti.models import dlgm
@@ -24,9 +25,11 @@ def _linear_model_and_data(batch_size=64, dtype=tf.float32):
   return model, testing.data_from(model, batch_size)
 
 
-def _iterative(objective, latent_sizes=(2,), hidden_units=(32,), **kwargs):
-  return iterative.IterativeInferenceModel(gaussian.DiagonalGaussian(), latent_sizes,
-                                           hidden_units, objective, **kwargs)
+def _iterative(objective, latent_sizes=(2,), hidden_units=(32,), batch_norm=False, **settings):
+  """An iterative model with `settings.IterativeSettings(**settings)`."""
+  return iterative.IterativeInferenceModel(
+      gaussian.DiagonalGaussian(), latent_sizes, hidden_units, objective,
+      settings=settings_lib.IterativeSettings(**settings), batch_norm=batch_norm)
 
 
 def test_encoded_gradient_equals_the_analytic_per_example_gradient():
@@ -231,9 +234,9 @@ def test_error_encodings_pick_residuals_or_precision_weighted_errors(error_encod
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(num_iterations=0), "`num_iterations` must be >= 1"),
+    (dict(num_iterations=0), "`num_iterations` must be > 0; got 0."),
     (dict(error_encoding="scaled"), "`error_encoding` must be one of"),
-    (dict(inputs=("data", "curvature")), "`inputs` must be a non-empty subset"),
+    (dict(inputs=("data", "curvature")), "`iterative_inputs` must be a non-empty subset"),
     (dict(update="momentum"), "`update` must be one of"),
     (dict(hidden_units=(8, 8)), "`hidden_units` needs one entry per latent level"),
 ])
@@ -245,7 +248,8 @@ def test_iterative_model_rejects_bad_arguments(kwargs, match):
 
 
 def test_error_encoding_needs_the_elbo():
-  with pytest.raises(ValueError, match="'error' needs the ELBO"):
+  with pytest.raises(ValueError, match="`iterative_inputs` with error encoding needs `bound=elbo`; "
+                     "got 'iw'."):
     _iterative(estimators.Objective(bound="iw", num_samples=3), inputs=("error",))
 
 

@@ -33,6 +33,7 @@ import time
 
 from absl import flags
 
+from tf_lti.config import choices
 from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
@@ -150,9 +151,7 @@ def _hvp_runners(tf, model, x, jit_compile):
       return tf.add_n([tf.reduce_sum(h) for h in [hvp_params] + hvp_variables])
     return lambda: product().numpy()
 
-  return {"gradient": lambda: gradient().numpy(),
-          "backward_over_backward": hvp("backward_over_backward"),
-          "forward_over_backward": hvp("forward_over_backward")}
+  return {"gradient": lambda: gradient().numpy(), **{form: hvp(form) for form in choices.HVP_MODES}}
 
 
 def _run_one(config, jit_compile, strategy):
@@ -214,8 +213,7 @@ def _run_one(config, jit_compile, strategy):
     medians = {name: statistics.median(values) for name, values in times.items()}
     result.update({f"{name}_ms_median": 1e3 * value for name, value in medians.items()})
     result.update({f"{name}_cost_ratio_to_gradient": medians[name] / medians["gradient"]
-                   for name in ("backward_over_backward", "forward_over_backward")
-                   if name in medians})
+                   for name in choices.HVP_MODES if name in medians})
   else:
     num_samples = config.eval.num_importance_samples
     chunk = config.eval.eval_chunk_size

@@ -18,10 +18,11 @@ import os
 
 from absl import flags
 
+from tf_lti.config import choices
 from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
-flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate.")
+flags.DEFINE_enum("split", "test", choices.HELD_OUT_SPLITS, "Which split to evaluate.")
 flags.DEFINE_integer("num_importance_samples", 5000, "K for the IW estimate of log p(x) (0: skip).")
 flags.DEFINE_integer("eval_batch_size", 50, "Examples per evaluation batch.")
 flags.DEFINE_integer("eval_chunk_size", 200, "Importance samples per chunk (bounds memory).")

@@ -43,7 +43,7 @@ flags.DEFINE_integer("num_examples", 100, "Test examples (a fixed random subset)
 flags.DEFINE_integer("num_shown", 10, "Examples (columns) in the image grid.")
 flags.DEFINE_enum("show", "mean", ["mean", "sample"],
                   "What the grid shows in the missing pixels: E[x | z] or the draw of p(x | z).")
-flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to impute.")
+flags.DEFINE_enum("split", "test", choices.HELD_OUT_SPLITS, "Which split to impute.")
 flags.DEFINE_integer("seed", 0, "Seed of the masks, the fill and the chain.")
 flags.DEFINE_string("output_dir", None, "Output directory (default: <workdir>/imputation).")
 flags.mark_flag_as_required("workdir")

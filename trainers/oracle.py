@@ -24,7 +24,8 @@ import time
 
 from absl import flags
 
-from tf_lti.config import schema
+from tf_lti.config import choices
+from tf_lti.config import settings as settings_lib
 from tf_lti.reporting import files
 from trainers import flags as flags_lib
 
@@ -50,11 +51,11 @@ flags.DEFINE_float("inference_learning_rate", None,
                    "SGD learning rate of the encoders (default: oracle.INFERENCE_LEARNING_RATE).")
 flags.DEFINE_float("clip_norm", 5.0, "Global gradient-norm clip of each optimizer (0: none).")
 flags.DEFINE_integer("svi_steps", 20, "SVI steps K of SVI and SA-VAE, in training and test.")
-flags.DEFINE_float("svi_step_size", schema.SVI_STEP_SIZE,
+flags.DEFINE_float("svi_step_size", settings_lib.SVI_STEP_SIZE,
                    "Per-example SVI step size of means and log-variances (Kim et al.'s 1 on "
                    "batch means of 50).")
 flags.DEFINE_float("svi_momentum", 0.5, "SVI momentum.")
-flags.DEFINE_float("svi_clip_norm", schema.SVI_CLIP_NORM,
+flags.DEFINE_float("svi_clip_norm", settings_lib.SVI_CLIP_NORM,
                    "Per-example SVI gradient clip norm (Kim et al.'s 5 on batch means of 50).")
 flags.DEFINE_float("adjoint_clip_norm", 0.0,
                    "SA-VAE: clip the adjoint and each H_theta,lambda v to this norm in the "
@@ -183,7 +184,7 @@ def format_table(table, true_nll, paper_bounds, paper_true_nll):
            f"{'':10}{'ours':>11}{'paper':>11}{'ours':>11}{'paper':>11}"]
   for method, name in _NAMES.items():
     cells = "".join(f"{table[generator][method]:>11.2f}{paper_bounds[generator][method]:>11.2f}"
-                    for generator in ("oracle", "learned"))
+                    for generator in choices.ORACLE_GENERATORS)
     lines.append(f"{name:10}{cells}")
   lines.append(f"{'true NLL':10}{true_nll:>11.2f}{paper_true_nll:>11.2f}")
   return "\n".join(lines)
@@ -195,7 +196,6 @@ def main():
   # Slow imports after flag parsing.
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf_lti.config import choices  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import likelihood as likelihood_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.experiments import oracle  # pylint: disable=g-import-not-at-top
   from tf_lti.inference import svi  # pylint: disable=g-import-not-at-top

@@ -13,18 +13,13 @@ import dataclasses
 import json
 from typing import Optional
 
+from tf_lti.config import settings
 from tf_lti.config import validation
 
 __all__ = [
     "DataConfig", "EvalConfig", "ExperimentConfig", "InferenceConfig", "ModelConfig",
-    "ObjectiveConfig", "SVI_CLIP_NORM", "SVI_REFERENCE_BATCH_SIZE", "SVI_STEP_SIZE",
-    "TrainConfig", "field_index",
+    "ObjectiveConfig", "TrainConfig", "field_index",
 ]
-
-# Kim et al.'s SVI step size 1 and clip norm 5 act on batch means at batch 50; per example
-# they are 1/50 and 5 sqrt(50) (see tf_lti/inference/svi.py).
-SVI_STEP_SIZE = 1.0 / 50
-SVI_CLIP_NORM = 5.0 * 50 ** 0.5
 
 
 @dataclasses.dataclass
@@ -171,10 +166,10 @@ class InferenceConfig:
   inference_learning_rate: float = 0.0
   svi_training: str = "savae"
   svi_steps: int = 20
-  svi_mean_step_size: float = SVI_STEP_SIZE
-  svi_variance_step_size: float = SVI_STEP_SIZE
+  svi_mean_step_size: float = settings.SVI_STEP_SIZE
+  svi_variance_step_size: float = settings.SVI_STEP_SIZE
   svi_momentum: float = 0.5
-  svi_clip_norm: float = SVI_CLIP_NORM
+  svi_clip_norm: float = settings.SVI_CLIP_NORM
   svi_clip_scope: str = "example"
   svi_backward: str = "reverse"
   hvp: str = "backward_over_backward"
@@ -320,6 +315,3 @@ def field_index():
       index[field.name] = (section.name, field)
   return index
 
-
-# Kim et al.'s image batch size: their step size 1 and clip norm 5 on batch means, per example.
-SVI_REFERENCE_BATCH_SIZE = 50

@@ -2,43 +2,37 @@
 
 `validate_experiment(config)` is what `ExperimentConfig.validate()` runs: it
 rejects bad values and bad combinations of an experiment config with messages
-that name the field and the value. `check_int`, `check_positive_number` and
-`check_positive_int` are the argument checks shared by library modules.
+that name the field and the value. The fields of a settings object
+(`config.settings`: SVI, the objective, the iterative model) are validated by
+building it, which checks them once; the rest here, with the same `checks`.
+`check_int`, `check_positive_number` and `check_positive_int` are the argument
+checks shared by library modules.
 """
 
 import numpy as np
 
+from tf_lti.config import checks
 from tf_lti.config import choices
+from tf_lti.config import settings
 
 __all__ = ["check_int", "check_positive_int", "check_positive_number", "validate_experiment"]
 
 
 def _validate_iterative(config):
   """Iterative inference settings; error encoding needs the ELBO's prediction errors."""
-  inference = config.inference
-  _one_of("gradient_encoding", inference.gradient_encoding, choices.GRADIENT_ENCODINGS)
-  _one_of("update", inference.update, choices.UPDATES)
-  _one_of("error_encoding", inference.error_encoding, choices.ERROR_ENCODINGS)
-  _positive("num_iterations", inference.num_iterations)
-  inputs = inference.iterative_inputs
-  if not inputs or any(name not in choices.ITERATIVE_INPUTS for name in inputs):
-    raise ValueError("`iterative_inputs` must be a non-empty subset of "
-                     f"{choices.ITERATIVE_INPUTS}; "
-                     f"got {list(inputs)}.")
-  if (inference.procedure == "iterative" and "error" in inputs
-      and config.objective.bound != "elbo"):
-    raise ValueError("`iterative_inputs` with error encoding needs `bound=elbo`; got "
-                     f"{config.objective.bound!r}.")
+  iterative = settings.IterativeSettings.from_config(config.inference)
+  if config.inference.procedure == "iterative":
+    iterative.check_bound(config.objective.bound)
 
 
 def _validate_image_model(config):
   """The convolutional encoder and PixelCNN decoder: one latent level, binary images."""
   model = config.model
-  _one_of("encoder", model.encoder, choices.ENCODERS)
-  _one_of("decoder", model.decoder, choices.DECODERS)
+  checks.one_of("encoder", model.encoder, choices.ENCODERS)
+  checks.one_of("decoder", model.decoder, choices.DECODERS)
   for name in ("conv_blocks", "conv_channels", "pixelcnn_layers", "pixelcnn_channels",
                "latent_feature_maps"):
-    _positive(name, getattr(model, name))
+    checks.positive(name, getattr(model, name))
   kernels = model.pixelcnn_kernel_sizes
   if kernels and (len(kernels) not in (1, model.pixelcnn_layers) or min(kernels) < 1):
     raise ValueError(f"`pixelcnn_kernel_sizes` needs one positive size or one per layer "
@@ -68,9 +62,9 @@ def _validate_text_model(config):
   """Text sources go with the LSTM decoder (and encoder); `latent_sizes=0` is the LSTM LM."""
   model, data, inference = config.model, config.data, config.inference
   for name in ("embedding_size", "lstm_hidden_size"):
-    _positive(name, getattr(model, name))
-  _non_negative("text_max_length", data.text_max_length)
-  _non_negative("text_vocab_size", data.text_vocab_size)
+    checks.positive(name, getattr(model, name))
+  checks.non_negative("text_max_length", data.text_max_length)
+  checks.non_negative("text_vocab_size", data.text_vocab_size)
   if not 0.0 <= model.text_dropout < 1.0:
     raise ValueError(f"`text_dropout` must be in [0, 1); got {model.text_dropout!r}.")
   if not 0.0 <= model.word_dropout <= 1.0:
@@ -107,15 +101,8 @@ def _validate_text_model(config):
 def _validate_posterior_and_estimator(config):
   """Flows, discrete latents and the gradient estimators: what each works with."""
   inference, objective = config.inference, config.objective
-  _one_of("estimator", objective.estimator, choices.ESTIMATORS)
-  _positive("flow_length", inference.flow_length)
-  _positive("flow_hidden_units", inference.flow_hidden_units)
-  _positive("temperature", objective.temperature)
-  _positive("min_temperature", objective.min_temperature)
-  _non_negative("temperature_decay", objective.temperature_decay)
-  if objective.min_temperature > objective.temperature:
-    raise ValueError(f"`min_temperature` must be <= `temperature`; got min_temperature="
-                     f"{objective.min_temperature!r}, temperature={objective.temperature!r}.")
+  checks.positive("flow_length", inference.flow_length)
+  checks.positive("flow_hidden_units", inference.flow_hidden_units)
   posterior, estimator = inference.posterior, objective.estimator
   if posterior in choices.FLOW_POSTERIORS or posterior == "categorical":
     if len(config.model.latent_sizes) != 1 or config.model.decoder == "lstm":
@@ -143,7 +130,7 @@ def _validate_posterior_and_estimator(config):
                      f"estimator {choices.DISCRETE_ESTIMATORS}, and those only with it; got "
                      f"posterior={posterior!r}, estimator={estimator!r}.")
   if posterior == "categorical":
-    _positive("num_categories", inference.num_categories)
+    checks.positive("num_categories", inference.num_categories)
     if inference.num_categories < 2 or config.model.latent_sizes[0] % inference.num_categories:
       raise ValueError(f"`posterior=categorical` needs `num_categories` >= 2 dividing "
                        f"`latent_sizes` (one-hot units); got num_categories="
@@ -152,9 +139,6 @@ def _validate_posterior_and_estimator(config):
     if estimator == "score_function" and objective.num_samples < 2:
       raise ValueError(f"`estimator=score_function` uses a leave-one-out baseline over the "
                        f"samples: `num_samples` must be >= 2; got {objective.num_samples!r}.")
-    if objective.bound != "elbo":
-      raise ValueError(f"Discrete latents train on the ELBO: `bound` must be elbo with "
-                       f"`posterior=categorical`; got {objective.bound!r}.")
   if estimator == "reparameterization":
     return
   if inference.procedure != "amortized":
@@ -164,30 +148,13 @@ def _validate_posterior_and_estimator(config):
     raise ValueError(f"`estimator={estimator}` evaluates log q at its own samples with the "
                      f"parameters held fixed, which needs a closed-form density: `posterior` "
                      f"must be diagonal or rank_one; got {posterior!r}.")
-  if estimator == "stl" and (objective.bound != "elbo" or objective.kl != "sample"):
-    raise ValueError(f"`estimator=stl` is an ELBO estimator with a sampled KL: use "
-                     f"`bound=elbo` and `kl=sample`; got bound={objective.bound!r}, "
-                     f"kl={objective.kl!r}.")
-  if estimator == "dreg" and objective.bound != "iw":
-    raise ValueError(f"`estimator=dreg` estimates the gradient of the IW bound: use "
-                     f"`bound=iw`; got {objective.bound!r}.")
 
 
 def _validate_svi(config):
   """SVI settings and what SVI refinement cannot work with."""
   inference = config.inference
-  _one_of("svi_training", inference.svi_training, choices.SVI_TRAINING_MODES)
-  _one_of("svi_backward", inference.svi_backward, choices.SVI_BACKWARD_MODES)
-  _one_of("hvp", inference.hvp, choices.HVP_MODES)
-  _one_of("svi_clip_scope", inference.svi_clip_scope, choices.SVI_CLIP_SCOPES)
-  _non_negative("svi_steps", inference.svi_steps)
-  _positive("svi_mean_step_size", inference.svi_mean_step_size)
-  _positive("svi_variance_step_size", inference.svi_variance_step_size)
-  _non_negative("svi_clip_norm", inference.svi_clip_norm)
-  _non_negative("adjoint_clip_norm", inference.adjoint_clip_norm)
-  _positive("fd_epsilon", inference.fd_epsilon)
-  if not 0.0 <= inference.svi_momentum < 1.0:
-    raise ValueError(f"`svi_momentum` must be in [0, 1); got {inference.svi_momentum}.")
+  checks.one_of("svi_training", inference.svi_training, choices.SVI_TRAINING_MODES)
+  settings.SVISettings.from_config(inference)
   if config.eval.eval_svi_steps < -1:
     raise ValueError(f"`eval_svi_steps` must be >= -1 (-1: as trained); got "
                      f"{config.eval.eval_svi_steps}.")
@@ -195,21 +162,6 @@ def _validate_svi(config):
     raise ValueError("SVI steps evaluate the decoder many times per training batch, so batch-norm "
                      "statistics would mix them: `batch_norm` must be False with "
                      "`procedure=semi_amortized`.")
-
-
-def _one_of(name, value, allowed):
-  if value not in allowed:
-    raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
-
-
-def _positive(name, value):
-  if not value > 0:
-    raise ValueError(f"`{name}` must be > 0; got {value!r}.")
-
-
-def _non_negative(name, value):
-  if not value >= 0:
-    raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
 
 
 def check_positive_int(name, value):
@@ -232,44 +184,42 @@ def check_positive_number(name, value):
 def validate_experiment(config):
   """Raises `ValueError` naming the field and the value for any bad setting of an
   `ExperimentConfig`; returns `config`."""
-  _one_of("binarization", config.data.binarization, choices.BINARIZATIONS)
-  _one_of("likelihood", config.model.likelihood, choices.LIKELIHOODS)
-  _one_of("encoder_connection", config.model.encoder_connection, choices.CONNECTIONS)
-  _one_of("decoder_connection", config.model.decoder_connection, choices.CONNECTIONS)
-  _one_of("gaussian_variance", config.model.gaussian_variance, choices.GAUSSIAN_VARIANCES)
+  checks.one_of("binarization", config.data.binarization, choices.BINARIZATIONS)
+  checks.one_of("likelihood", config.model.likelihood, choices.LIKELIHOODS)
+  checks.one_of("encoder_connection", config.model.encoder_connection, choices.CONNECTIONS)
+  checks.one_of("decoder_connection", config.model.decoder_connection, choices.CONNECTIONS)
+  checks.one_of("gaussian_variance", config.model.gaussian_variance, choices.GAUSSIAN_VARIANCES)
   _validate_image_model(config)
   _validate_text_model(config)
-  _one_of("procedure", config.inference.procedure, choices.PROCEDURES)
-  _one_of("posterior", config.inference.posterior, choices.POSTERIORS)
-  _one_of("bound", config.objective.bound, choices.BOUNDS)
-  _one_of("kl", config.objective.kl, choices.KL_MODES)
+  checks.one_of("procedure", config.inference.procedure, choices.PROCEDURES)
+  checks.one_of("posterior", config.inference.posterior, choices.POSTERIORS)
+  settings.ObjectiveSettings.from_config(config.objective)
   _validate_iterative(config)
   _validate_svi(config)
   _validate_posterior_and_estimator(config)
-  _non_negative("inference_learning_rate", config.inference.inference_learning_rate)
-  _positive("batch_size", config.data.batch_size)
-  _positive("num_hidden_layers", config.model.num_hidden_layers)
-  _positive("num_samples", config.objective.num_samples)
-  _positive("epochs", config.train.epochs)
-  _positive("learning_rate", config.train.learning_rate)
-  _positive("checkpoint_every_steps", config.train.checkpoint_every_steps)
-  _positive("log_every_steps", config.train.log_every_steps)
-  _positive("keep_checkpoints", config.train.keep_checkpoints)
-  _positive("eval_batch_size", config.eval.eval_batch_size)
-  _positive("eval_chunk_size", config.eval.eval_chunk_size)
-  _non_negative("max_steps", config.train.max_steps)
-  _non_negative("num_importance_samples", config.eval.num_importance_samples)
-  _non_negative("eval_max_examples", config.eval.eval_max_examples)
-  _non_negative("clip_norm", config.train.clip_norm)
-  _non_negative("kl_warmup_epochs", config.objective.kl_warmup_epochs)
+  checks.non_negative("inference_learning_rate", config.inference.inference_learning_rate)
+  checks.positive("batch_size", config.data.batch_size)
+  checks.positive("num_hidden_layers", config.model.num_hidden_layers)
+  checks.positive("epochs", config.train.epochs)
+  checks.positive("learning_rate", config.train.learning_rate)
+  checks.positive("checkpoint_every_steps", config.train.checkpoint_every_steps)
+  checks.positive("log_every_steps", config.train.log_every_steps)
+  checks.positive("keep_checkpoints", config.train.keep_checkpoints)
+  checks.positive("eval_batch_size", config.eval.eval_batch_size)
+  checks.positive("eval_chunk_size", config.eval.eval_chunk_size)
+  checks.non_negative("max_steps", config.train.max_steps)
+  checks.non_negative("num_importance_samples", config.eval.num_importance_samples)
+  checks.non_negative("eval_max_examples", config.eval.eval_max_examples)
+  checks.non_negative("clip_norm", config.train.clip_norm)
+  checks.non_negative("kl_warmup_epochs", config.objective.kl_warmup_epochs)
   if not 0.0 < config.train.lr_decay_per_epoch <= 1.0:
     raise ValueError("`lr_decay_per_epoch` must be in (0, 1]; got "
                      f"{config.train.lr_decay_per_epoch}.")
   if not 0.0 <= config.objective.kl_initial_weight <= 1.0:
     raise ValueError("`kl_initial_weight` must be in [0, 1]; got "
                      f"{config.objective.kl_initial_weight}.")
-  _one_of("optimizer", config.train.optimizer, choices.OPTIMIZERS)
-  _one_of("on_nonfinite", config.train.on_nonfinite, choices.NONFINITE_ACTIONS)
+  checks.one_of("optimizer", config.train.optimizer, choices.OPTIMIZERS)
+  checks.one_of("on_nonfinite", config.train.on_nonfinite, choices.NONFINITE_ACTIONS)
   levels = len(config.model.latent_sizes)
   if levels == 0 or min(config.model.latent_sizes) < 1 and not _is_language_model(config):
     raise ValueError("`latent_sizes` must be positive sizes, one per level; got "

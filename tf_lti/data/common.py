@@ -3,9 +3,11 @@
 import numpy as np
 import tensorflow as tf
 
+from tf_lti.config import choices
+
 __all__ = ["DataError", "SPLITS", "check_choice", "check_seed", "stateless_seed"]
 
-SPLITS = ("train", "valid", "test")
+SPLITS = choices.SPLITS
 
 
 class DataError(ValueError):

@@ -358,9 +358,10 @@ def _random_split(source, x, validation_size, seed) -> dict[str, np.ndarray]:
 def _fix_sampled_splits(arrays, binarization, dequantize, seed) -> dict[str, np.ndarray]:
   """Samples once what must be fixed: valid/test noise, or every split under static."""
   if dequantize:
-    sampled, sample, stream = ("valid", "test"), _dequantize, _Stream.DEQUANTIZE
+    sampled, sample, stream = choices.HELD_OUT_SPLITS, _dequantize, _Stream.DEQUANTIZE
   else:
-    sampled = {"none": (), "static": common.SPLITS, "dynamic": ("valid", "test")}[binarization]
+    sampled = {"none": (), "static": common.SPLITS,
+               "dynamic": choices.HELD_OUT_SPLITS}[binarization]
     sample, stream = binarize, _Stream.BINARIZE
   return {split: (sample(x, common.stateless_seed(seed, stream, common.SPLITS.index(split))).numpy()
                   if split in sampled else x)

@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 
 from tf_lti.config import choices
+from tf_lti.config import settings as settings_lib
 from tf_lti.inference import base
 from tf_lti.models import layers
 
@@ -65,69 +66,47 @@ class IterativeInferenceModel(base.InferenceProcedure):
     objective: the `objectives.estimators.Objective` whose ELBO is refined at test time
       (training uses the objective `training_gradients` is given).
     num_hidden_layers: hidden layers per network. Default value: 2.
-    num_iterations: T, refinement steps in training and by default in `infer`.
-      Default value: 5.
-    inputs: subset of `choices.ITERATIVE_INPUTS`, concatenated in that order.
-      Default value: `("data", "params", "gradient")`.
-    gradient_encoding: one of `choices.GRADIENT_ENCODINGS`. Default value: `"log_sign"`.
-    gradient_scale: alpha of `scaled_log_sign`. Default value: 0.1.
-    error_encoding: a key of `ERROR_PARTS`. Default value: `"residual"`.
-    recurrent: an LSTM over iterations after each level's MLP (state reset per
-      batch, trained by backpropagation through time). Default value: `False`.
-    update: one of `choices.UPDATES`. Default value: `"gated"`.
-    learned_initialization: start from a learned constant instead of N(0, I);
-      it is trained by the bound at the initial estimate. Default value: `False`.
+    settings: a `config.settings.IterativeSettings`: T (`num_iterations`, refinement steps
+      in training and by default in `infer`), the `inputs` (concatenated in the order of
+      `choices.ITERATIVE_INPUTS`), their gradient and error encodings, `recurrent` (an LSTM
+      over iterations after each level's MLP, state reset per batch, trained by
+      backpropagation through time), the `update`, and `learned_initialization` (start from
+      a learned constant instead of N(0, I), trained by the bound at the initial estimate).
+      Default value: `IterativeSettings()`.
     activation, connection, batch_norm: see `layers.MLP`.
   """
 
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
-               num_iterations=5, inputs=("data", "params", "gradient"),
-               gradient_encoding="log_sign", gradient_scale=0.1, error_encoding="residual",
-               recurrent=False,
-               update="gated", learned_initialization=False, activation="elu",
+               settings=settings_lib.IterativeSettings(), activation="elu",
                connection="highway", batch_norm=False, **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
     if len(hidden_units) != len(latent_sizes):
       raise ValueError(f"`hidden_units` needs one entry per latent level ({len(latent_sizes)}); "
                        f"got {list(hidden_units)}.")
-    if num_iterations < 1:
-      raise ValueError(f"`num_iterations` must be >= 1; got {num_iterations}.")
-    unknown = [name for name in inputs if name not in choices.ITERATIVE_INPUTS]
-    if not inputs or unknown:
-      raise ValueError(f"`inputs` must be a non-empty subset of {choices.ITERATIVE_INPUTS}; got "
-                       f"{list(inputs)}.")
-    if gradient_encoding not in choices.GRADIENT_ENCODINGS:
-      raise ValueError(f"`gradient_encoding` must be one of {choices.GRADIENT_ENCODINGS}; "
-                       f"got {gradient_encoding!r}.")
-    if error_encoding not in choices.ERROR_ENCODINGS:
-      raise ValueError(f"`error_encoding` must be one of {choices.ERROR_ENCODINGS}; "
-                       f"got {error_encoding!r}.")
-    if update not in choices.UPDATES:
-      raise ValueError(f"`update` must be one of {choices.UPDATES}; got {update!r}.")
-    if "error" in inputs and objective.bound != "elbo":
-      raise ValueError(f"`inputs` with 'error' needs the ELBO as bound; got {objective.bound!r}.")
+    settings.check_bound(objective.bound)
     self.latent_sizes = tuple(latent_sizes)
     self.objective = objective
-    self.num_iterations = int(num_iterations)
-    self.inputs = tuple(name for name in choices.ITERATIVE_INPUTS if name in inputs)
-    self.gradient_encoding = gradient_encoding
-    self.gradient_scale = gradient_scale
-    self._error_names = ERROR_PARTS[error_encoding]
-    self.recurrent = recurrent
-    self.update = update
+    self.num_iterations = int(settings.num_iterations)
+    self.inputs = tuple(name for name in choices.ITERATIVE_INPUTS if name in settings.inputs)
+    self.gradient_encoding = settings.gradient_encoding
+    self.gradient_scale = settings.gradient_scale
+    self._error_names = ERROR_PARTS[settings.error_encoding]
+    self.recurrent = settings.recurrent
+    self.update = settings.update
     self._num_groups = len(family.param_groups)
     # Each iteration's inputs have their own statistics: batch norm keeps one set per iteration.
     self._torsos = [layers.MLP(units, num_hidden_layers, activation, connection, batch_norm,
                                num_iterations=self.num_iterations, name=f"torso_{level}")
                     for level, units in enumerate(hidden_units)]
     self._cells = ([keras.layers.LSTMCell(units, name=f"lstm_{level}")
-                    for level, units in enumerate(hidden_units)] if recurrent else None)
+                    for level, units in enumerate(hidden_units)] if self.recurrent else None)
     self._proposals = [keras.layers.Dense(self._num_groups * size, name=f"proposal_{level}")
                        for level, size in enumerate(latent_sizes)]
     self._gates = ([keras.layers.Dense(self._num_groups * size, name=f"gate_{level}")
-                    for level, size in enumerate(latent_sizes)] if update == "gated" else None)
+                    for level, size in enumerate(latent_sizes)] if self.update == "gated" else None)
     self._initial = (self.add_weight(shape=(self.num_params,), initializer="zeros",
-                                     name="initial_params") if learned_initialization else None)
+                                     name="initial_params")
+                     if settings.learned_initialization else None)
 
   @property
   def needs_gradient(self):

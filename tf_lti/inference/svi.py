@@ -46,13 +46,10 @@ reference's (its outer loss is a batch mean too), so their optional clip norms
 [2] Domke. Generic Methods for Optimization-Based Modeling. AISTATS 2012.
 """
 
-import dataclasses
-import math
-
 import tensorflow as tf
 
 from tf_lti.config import choices
-from tf_lti.config import schema
+from tf_lti.config import settings as settings_lib
 
 __all__ = [
     "SVISettings", "clip_gradient", "hessian_vector_product", "hvp_method", "refine",
@@ -61,57 +58,8 @@ __all__ = [
 
 _CLIP_EPSILON = 1e-6
 
-
-@dataclasses.dataclass(frozen=True)
-class SVISettings:
-  """SVI refinement: K momentum-SGD steps on each example's negative bound.
-
-  Attributes:
-    num_steps: K >= 0.
-    mean_step_size: alpha for the first parameter group (the mean), per example.
-    variance_step_size: alpha for the other groups (log sigma^2), per example.
-    momentum: rho in [0, 1).
-    clip_norm: per-group gradient clip norm (0: none), in per-example units.
-    clip_scope: `"example"` (each example's group gradient) or `"batch"` (the RMS
-      over the batch, Kim et al.'s coupling).
-    backward: how gradients cross the SVI steps, one of `choices.SVI_BACKWARD_MODES`.
-    hvp: exact Hessian-vector product form for `backward="reverse"`, one of `choices.HVP_MODES`.
-    fd_epsilon: r of the finite-difference HVP.
-    adjoint_clip_norm: clip the adjoint lambda-bar and each H_theta,lambda u jointly to this
-      norm after every reverse step, as the reference does (0: exact, no clipping).
-  """
-  num_steps: int = 20
-  mean_step_size: float = 1.0 / schema.SVI_REFERENCE_BATCH_SIZE
-  variance_step_size: float = 1.0 / schema.SVI_REFERENCE_BATCH_SIZE
-  momentum: float = 0.5
-  clip_norm: float = 5.0 * math.sqrt(schema.SVI_REFERENCE_BATCH_SIZE)
-  clip_scope: str = "example"
-  backward: str = "reverse"
-  hvp: str = "backward_over_backward"
-  fd_epsilon: float = 1e-5
-  adjoint_clip_norm: float = 0.0
-
-  def __post_init__(self):
-    if self.num_steps < 0:
-      raise ValueError(f"`svi_steps` must be >= 0; got {self.num_steps}.")
-    for name in ("mean_step_size", "variance_step_size"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"`svi_{name}` must be > 0; got {getattr(self, name)}.")
-    if not 0.0 <= self.momentum < 1.0:
-      raise ValueError(f"`svi_momentum` must be in [0, 1); got {self.momentum}.")
-    if self.clip_norm < 0 or self.adjoint_clip_norm < 0:
-      raise ValueError(f"`svi_clip_norm` and `adjoint_clip_norm` must be >= 0; got "
-                       f"{self.clip_norm} and {self.adjoint_clip_norm}.")
-    if self.clip_scope not in choices.SVI_CLIP_SCOPES:
-      raise ValueError(f"`svi_clip_scope` must be one of {choices.SVI_CLIP_SCOPES}; got "
-                       f"{self.clip_scope!r}.")
-    if self.backward not in choices.SVI_BACKWARD_MODES:
-      raise ValueError(f"`svi_backward` must be one of {choices.SVI_BACKWARD_MODES}; got "
-                       f"{self.backward!r}.")
-    if self.hvp not in choices.HVP_MODES:
-      raise ValueError(f"`hvp` must be one of {choices.HVP_MODES}; got {self.hvp!r}.")
-    if not self.fd_epsilon > 0:
-      raise ValueError(f"`fd_epsilon` must be > 0; got {self.fd_epsilon}.")
+# The settings are TF-free (config validates them): `config.settings.SVISettings`.
+SVISettings = settings_lib.SVISettings
 
 
 def step_sizes(settings, num_groups, latent_size, dtype=tf.float32, *, mean_step_size=None,

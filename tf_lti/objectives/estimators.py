@@ -45,6 +45,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lti.config import choices
+from tf_lti.config import settings as settings_lib
 from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.objectives import bounds as bounds_lib
 
@@ -97,54 +98,14 @@ def dreg_iw_bound(x, generative, posterior, *, seed, num_samples, training=False
 
 
 @dataclasses.dataclass(frozen=True)
-class Objective:
+class Objective(settings_lib.ObjectiveSettings):
   """The training bound and its estimator settings; scores any model/posterior pair.
 
-  Estimators change the gradient of `bound`, never its value.
-
-  Attributes:
-    bound: `"elbo"` or `"iw"` (the importance-weighted bound of Burda et al.).
-    num_samples: S (ELBO) or K (IW) draws per example.
-    kl: KL estimator for the ELBO, one of `KL_MODES`.
-    estimator: gradient estimator, one of `ESTIMATORS`: `reparameterization`;
-      `stl` (sticking the landing, ELBO with `kl="sample"`); `dreg` (doubly
-      reparameterized IW gradients, `bound="iw"`); for discrete latents
-      (`posteriors.categorical.CategoricalFamily`) `gumbel_softmax`, `straight_through` or
-      `score_function` (see `tf_lti/objectives/estimators.py`).
-    temperature: initial relaxation temperature tau_0 of the relaxed estimators.
-    min_temperature: floor of the annealed temperature.
-    temperature_decay: r in tau_t = max(min_temperature, tau_0 exp(-r t)), per step.
+  The fields, their defaults and their validation are `config.settings.ObjectiveSettings`'s
+  (`Objective.from_config(config.objective)` builds one from a config). Estimators change
+  the gradient of `bound`, never its value; the discrete ones (`gumbel_softmax`,
+  `straight_through`, `score_function`) go with `posteriors.categorical.CategoricalFamily`.
   """
-  bound: str = "elbo"
-  num_samples: int = 1
-  kl: str = "analytic"
-  estimator: str = "reparameterization"
-  temperature: float = 1.0
-  min_temperature: float = 0.5
-  temperature_decay: float = 0.0
-
-  def __post_init__(self):
-    if self.bound not in choices.BOUNDS:
-      raise ValueError(f"`bound` must be one of {choices.BOUNDS}; got {self.bound!r}.")
-    if self.kl not in choices.KL_MODES:
-      raise ValueError(f"`kl` must be one of {choices.KL_MODES}; got {self.kl!r}.")
-    if self.num_samples < 1:
-      raise ValueError(f"`num_samples` must be >= 1; got {self.num_samples}.")
-    if self.estimator not in choices.ESTIMATORS:
-      raise ValueError(f"`estimator` must be one of {choices.ESTIMATORS}; got {self.estimator!r}.")
-    if self.estimator == "stl" and (self.bound, self.kl) != ("elbo", "sample"):
-      raise ValueError(f"`estimator='stl'` needs `bound='elbo'` and `kl='sample'`; got "
-                       f"bound={self.bound!r}, kl={self.kl!r}.")
-    if self.estimator == "dreg" and self.bound != "iw":
-      raise ValueError(f"`estimator='dreg'` needs `bound='iw'`; got {self.bound!r}.")
-    if self.estimator in choices.DISCRETE_ESTIMATORS and self.bound != "elbo":
-      raise ValueError(f"`estimator={self.estimator!r}` needs `bound='elbo'`; got "
-                       f"{self.bound!r}.")
-    if not 0.0 < self.min_temperature <= self.temperature or self.temperature_decay < 0.0:
-      raise ValueError(f"Need 0 < `min_temperature` <= `temperature` and "
-                       f"`temperature_decay` >= 0; got min_temperature={self.min_temperature!r}, "
-                       f"temperature={self.temperature!r}, "
-                       f"temperature_decay={self.temperature_decay!r}.")
 
   def temperature_at(self, step):
     """tau_t = max(min_temperature, temperature * exp(-temperature_decay * t)), float32 scalar."""

@@ -10,6 +10,7 @@ import warnings
 import keras
 
 from tf_lti import posteriors
+from tf_lti.config import settings as settings_lib
 from tf_lti.inference import amortized
 from tf_lti.inference import base
 from tf_lti.inference import iterative
@@ -55,12 +56,7 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_s
                                  latent_size=sum(model_config.latent_sizes))
   image_shape = _image_shape(config, event_size, image_shape)
   generative = build_generative(config, event_size, num_bins=num_bins, image_shape=image_shape)
-  objective = estimators.Objective(
-      bound=config.objective.bound, num_samples=config.objective.num_samples,
-      kl=config.objective.kl, estimator=config.objective.estimator,
-      temperature=config.objective.temperature,
-      min_temperature=config.objective.min_temperature,
-      temperature_decay=config.objective.temperature_decay)
+  objective = estimators.Objective.from_config(config.objective)
   inference = build_inference(config, family, objective, image_shape=image_shape,
                               vocab_size=event_size)
   return vae_lib.VAE(generative, inference, objective,
@@ -157,24 +153,13 @@ def build_inference(config, family, objective, *, image_shape=None, vocab_size=N
         mode=inference_config.svi_training, encoder=encoder, name="inference")
   return iterative.IterativeInferenceModel(
       family, model_config.latent_sizes, model_config.hidden_units, objective,
-      num_iterations=inference_config.num_iterations, inputs=inference_config.iterative_inputs,
-      gradient_encoding=inference_config.gradient_encoding,
-      gradient_scale=inference_config.gradient_scale,
-      error_encoding=inference_config.error_encoding, recurrent=inference_config.recurrent,
-      update=inference_config.update,
-      learned_initialization=inference_config.learned_initialization, **common)
+      settings=settings_lib.IterativeSettings.from_config(inference_config), **common)
 
 
 def svi_settings(config, num_steps=None):
   """The `svi.SVISettings` of `config.inference` (`num_steps` overrides `svi_steps`)."""
-  inference = config.inference
-  return svi.SVISettings(
-      num_steps=inference.svi_steps if num_steps is None else num_steps,
-      mean_step_size=inference.svi_mean_step_size,
-      variance_step_size=inference.svi_variance_step_size, momentum=inference.svi_momentum,
-      clip_norm=inference.svi_clip_norm, clip_scope=inference.svi_clip_scope,
-      backward=inference.svi_backward, hvp=inference.hvp, fd_epsilon=inference.fd_epsilon,
-      adjoint_clip_norm=inference.adjoint_clip_norm)
+  overrides = {} if num_steps is None else dict(num_steps=num_steps)
+  return svi.SVISettings.from_config(config.inference, **overrides)
 
 
 def with_test_time_svi(model, config, num_steps):
