@@ -129,7 +129,7 @@ class ServingModule(tf.Module):
 
   Args:
     model: a restored `vae.VAE` whose generative model is a
-      `models.dlgm.GenerativeModel` (a closed-form E[x given z] for `decode`).
+      `models.dlgm.DLGM` (a closed-form E[x given z] for `decode`).
     num_importance_samples: default K of `log_likelihood`.
       Default value: `DEFAULT_IMPORTANCE_SAMPLES`.
     chunk_size: importance samples per chunk at most (bounds memory, as in
@@ -143,8 +143,8 @@ class ServingModule(tf.Module):
   def __init__(self, model, *, num_importance_samples=DEFAULT_IMPORTANCE_SAMPLES, chunk_size=200,
                name="tf_lti_serving"):
     super().__init__(name=name)
-    if not isinstance(model.generative, dlgm.GenerativeModel):
-      raise ValueError(f"Export serves a `GenerativeModel` decoder (closed-form E[x | z]); got "
+    if not isinstance(model.generative, dlgm.DLGM):
+      raise ValueError(f"Export serves a `DLGM` decoder (closed-form E[x | z]); got "
                        f"{type(model.generative).__name__}.")
     if not 1 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
       raise ValueError(f"`num_importance_samples` must be in [1, {MAX_IMPORTANCE_SAMPLES}]; got "

@@ -214,7 +214,7 @@ def test_score_function_baseline_is_leave_one_out():
 def test_estimators_change_gradients_not_values():
   # A real decoder with the categorical prior: every estimator's terms equal the plain
   # Monte-Carlo ELBO over the same hard samples (bounds.elbo, as the test step computes it).
-  generative = dlgm.GenerativeModel(10, (12,), (16,), num_categories=3)
+  generative = dlgm.DLGM(10, (12,), (16,), num_categories=3)
   x = tf.cast(tf.random.stateless_uniform([5, 10], [7, 8]) > 0.5, tf.float32)
   posterior = categorical_lib.IndependentOneHotCategorical(_logits(5, 12), 3)
   reference = bounds_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3)
@@ -247,7 +247,7 @@ def test_objective_dispatches_with_the_annealed_temperature():
 
 
 def test_generative_model_with_the_categorical_prior():
-  generative = dlgm.GenerativeModel(10, (12,), (16,), num_categories=4)
+  generative = dlgm.DLGM(10, (12,), (16,), num_categories=4)
   prior = generative.prior()
   assert isinstance(prior, categorical_lib.IndependentOneHotCategorical)
   z, x_mean = generative.sample(7, SEED)
@@ -257,7 +257,7 @@ def test_generative_model_with_the_categorical_prior():
   _, log_prior = generative.log_joint_parts(tf.zeros([7, 10]), z[None])
   np.testing.assert_allclose(log_prior, np.full([1, 7], expected), rtol=1e-6)
   # Without `num_categories` the top level stays N(0, I).
-  gaussian = dlgm.GenerativeModel(10, (12,), (16,))
+  gaussian = dlgm.DLGM(10, (12,), (16,))
   assert isinstance(gaussian.prior().distribution, tfd.Normal)
   np.testing.assert_allclose(gaussian.log_joint_parts(tf.zeros([7, 10]), z[None])[1],
                              models_base.standard_normal_log_prob(z)[None], rtol=1e-6)
@@ -342,7 +342,7 @@ def test_bad_arguments_name_the_argument():
     gaussian = gaussian_lib.DiagonalGaussian().distribution(tf.zeros([2, 12]))
     _elbo(generative, gaussian, "gumbel_softmax")
   with pytest.raises(ValueError, match="categorical prior"):
-    _elbo(dlgm.GenerativeModel(1, (6,), (8,)), posterior, "gumbel_softmax")
+    _elbo(dlgm.DLGM(1, (6,), (8,)), posterior, "gumbel_softmax")
   with pytest.raises(ValueError, match="num_categories"):
     categorical_lib.IndependentOneHotCategorical(tf.zeros([2, 7]), 3)
   with pytest.raises(ValueError, match="num_categories"):
@@ -350,9 +350,9 @@ def test_bad_arguments_name_the_argument():
   with pytest.raises(ValueError, match="num_categories"):
     categorical.CategoricalFamily(num_categories=4).num_params(6)
   with pytest.raises(ValueError, match="num_categories"):
-    dlgm.GenerativeModel(10, (6,), (8,), num_categories=4)
+    dlgm.DLGM(10, (6,), (8,), num_categories=4)
   with pytest.raises(ValueError, match="num_categories"):
-    dlgm.GenerativeModel(10, (8, 4), (8, 8), num_categories=4)
+    dlgm.DLGM(10, (8, 4), (8, 8), num_categories=4)
 
 
 def test_discrete_mnist_preset_is_jang_et_al_setting():

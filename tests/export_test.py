@@ -555,7 +555,7 @@ def test_serving_module_rejects_other_decoders_and_bad_settings():
                                              pixelcnn_layers=2, pixelcnn_channels=4,
                                              latent_feature_maps=1))
   model = builders.build_model(config, 64, image_shape=(8, 8))
-  with pytest.raises(ValueError, match=r"`GenerativeModel` decoder .* got GatedPixelCNN"):
+  with pytest.raises(ValueError, match=r"`DLGM` decoder .* got GatedPixelCNN"):
     exporter.ServingModule(model)
   model = builders.build_model(_config("standard"), 64)
   with pytest.raises(ValueError, match=r"`num_importance_samples` must be in \[1, 100000\]; got 0"):

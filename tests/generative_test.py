@@ -1,4 +1,4 @@
-"""Generative models: shapes, log-densities against hand computations, hierarchy."""
+"""Generative models: the contract, shapes, log-densities against hand computations, hierarchy."""
 
 import math
 
@@ -7,8 +7,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+import tf_lti
+from tf_lti.evaluation import likelihood
+from tf_lti.models import base
 from tf_lti.models import dlgm
 from tf_lti.models import likelihoods
+from tf_lti.models import lstm
+from tf_lti.models import pixelcnn
+from tests import testing
 
 tfd = tfp.distributions
 
@@ -86,7 +92,7 @@ def test_gaussian_head_shapes_and_clamp(variance):
 
 
 def test_one_level_log_joint_is_likelihood_plus_standard_normal_prior():
-  model = dlgm.GenerativeModel(10, [3], [8])
+  model = dlgm.DLGM(10, [3], [8])
   z = tf.random.stateless_normal([2, 4, 3], [0, 6])
   x = tf.cast(tf.random.stateless_uniform([4, 10], [0, 7]) < 0.5, tf.float32)
   log_likelihood, log_prior = model.log_joint_parts(x, z)
@@ -100,8 +106,8 @@ def test_one_level_log_joint_is_likelihood_plus_standard_normal_prior():
 
 
 def test_hierarchical_log_prior_matches_manual_conditionals():
-  model = dlgm.GenerativeModel(10, [3, 2], [8, 5], deterministic_sizes=[4, 0],
-                               connection="highway", batch_norm=True)
+  model = dlgm.DLGM(10, [3, 2], [8, 5], deterministic_sizes=[4, 0],
+                    connection="highway", batch_norm=True)
   z = tf.random.stateless_normal([5, 5], [0, 8])
   model(z)
   _, log_prior, latent_errors = model.decode(z)
@@ -123,7 +129,7 @@ def test_hierarchical_log_prior_matches_manual_conditionals():
 
 
 def test_sample_is_seeded_and_shaped():
-  model = dlgm.GenerativeModel(10, [3, 2], [8, 5])
+  model = dlgm.DLGM(10, [3, 2], [8, 5])
   z, mean = model.sample(6, tf.constant([1, 2]))
   z_again, _ = model.sample(6, tf.constant([1, 2]))
   assert z.shape == (6, 5) and mean.shape == (6, 10)
@@ -141,7 +147,7 @@ def test_generative_model_rejects_bad_arguments(kwargs, match):
   arguments = dict(event_size=10, latent_sizes=[3], hidden_units=[8])
   arguments.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    dlgm.GenerativeModel(**arguments)
+    dlgm.DLGM(**arguments)
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
@@ -172,3 +178,102 @@ def test_mlp_tracks_every_sublayer_weight():
   # 2 dense + 2 gates + input projection (kernel, bias each); 5 batch norms (gamma, beta).
   assert len(mlp.trainable_variables) == 2 * 5 + 2 * 5
   assert len(mlp.non_trainable_variables) == 2 * 5  # moving mean and variance
+
+
+def test_every_model_is_a_generative_model_with_its_capabilities():
+  models = {
+      "dlgm": dlgm.DLGM(10, [3, 2], [8, 5]),
+      "gaussian": dlgm.DLGM(10, [4], [8], likelihood="gaussian", num_bins=256),
+      "pixelcnn": pixelcnn.GatedPixelCNN((4, 5), 3, num_layers=1, channels=2),
+      "lstm": lstm.LSTMDecoder(10, embedding_size=4, hidden_size=4, latent_size=3),
+      "linear": testing.diagonal_model(latent_size=2, data_size=6),
+  }
+  assert tf_lti.GenerativeModel is base.GenerativeModel and tf_lti.DLGM is dlgm.DLGM
+  assert all(isinstance(model, base.GenerativeModel) for model in models.values())
+  found = {name: (model.latent_sizes, model.latent_size, model.num_levels, model.event_size,
+                  model.likelihood, model.num_bins, model.factorized_likelihood)
+           for name, model in models.items()}
+  assert found == {
+      "dlgm": ((3, 2), 5, 2, 10, "bernoulli", None, True),
+      "gaussian": ((4,), 4, 1, 10, "gaussian", 256, True),
+      "pixelcnn": ((3,), 3, 1, 20, "bernoulli", None, False),
+      "lstm": ((3,), 3, 1, 10, "categorical", None, False),
+      "linear": ((2,), 2, 1, 6, "gaussian", None, False),
+  }
+  # A Bernoulli model reports no bins whatever it was given (no bits per dimension).
+  assert dlgm.DLGM(10, [4], [8], num_bins=256).num_bins is None
+
+
+class _Minimal(base.GenerativeModel):
+  """Only the abstract members: p(z) = N(0, I_2), log p(x | z) = 0."""
+
+  latent_sizes = (2,)
+  event_size = 6
+  likelihood = "gaussian"
+
+  def log_joint_parts(self, x, z, training=False, with_errors=False, seed=None):
+    return tf.zeros(tf.shape(z)[:2]), base.standard_normal_log_prob(z)
+
+  def sample(self, num_samples, seed):
+    return tf.zeros([num_samples, 2]), tf.zeros([num_samples, 6])
+
+
+def test_the_base_refuses_instantiation_and_incomplete_subclasses():
+  with pytest.raises(TypeError, match="abstract"):
+    base.GenerativeModel()  # pylint: disable=abstract-class-instantiated
+
+  class NoSample(_Minimal):
+    sample = base.GenerativeModel.sample
+
+  with pytest.raises(TypeError, match="abstract method sample"):
+    NoSample()  # pylint: disable=abstract-class-instantiated
+
+
+def test_optional_members_have_their_documented_defaults():
+  model = _Minimal()
+  assert model.num_bins is None and not model.factorized_likelihood
+  z = tf.random.stateless_normal([3, 4, 2], [0, 13])
+  np.testing.assert_allclose(model.log_joint(tf.zeros([4, 6]), z),
+                             -0.5 * tf.reduce_sum(z ** 2, -1) - math.log(2 * math.pi), rtol=1e-6)
+  for call, message in [(model.prior, "prior over z; use a sampled KL"),
+                        (lambda: model.mean(z), "mean of p"),
+                        (lambda: model.conditional_distribution(z), "p"),
+                        (lambda: model.reconstruction_mean(None, z), "mean of p")]:
+    with pytest.raises(NotImplementedError, match=f"^_Minimal has no closed-form {message}"):
+      call()
+  with pytest.raises(NotImplementedError, match="^GatedPixelCNN has no closed-form mean"):
+    pixelcnn.GatedPixelCNN((4, 5), 3, num_layers=1).mean(tf.zeros([1, 3]))
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_dlgm_mean_and_conditional_distribution_are_its_head_at_the_decoded_parameters(name):
+  model = dlgm.DLGM(10, [3, 2], [8, 5], likelihood=name)
+  z = tf.random.stateless_normal([2, 4, 5], [0, 11])
+  x = tf.random.stateless_uniform([4, 10], [0, 12])
+  params = model.decode(z)[0]  # [2, 4, P]
+  np.testing.assert_array_equal(model.mean(z), model.head.mean(params))
+  np.testing.assert_array_equal(model.reconstruction_mean(x, z), model.head.mean(params))
+  distribution = model.conditional_distribution(z)
+  assert distribution.batch_shape == (2, 4) and distribution.event_shape == (10,)
+  np.testing.assert_allclose(distribution.mean(), model.head.mean(params), rtol=1e-6)
+  if name == "gaussian":  # the head's density (no bins), so the same log-density
+    np.testing.assert_allclose(distribution.log_prob(x), model.head.log_prob(x, params),
+                               rtol=1e-5)
+
+
+def test_iw_log_likelihood_of_a_user_model_is_its_closed_form():
+  # With the exact posterior as proposal every weight p(x, z) / q(z | x) is p(x): the estimate
+  # equals the evidence up to float64 rounding, whatever the draws.
+  model = testing.diagonal_model()
+  x = testing.data_from(model, 8)
+  mean, covariance = model.posterior(x)
+  scale = tf.linalg.cholesky(covariance)
+  seed = tf.constant([3, 4])
+  estimate = likelihood.iw_log_likelihood(x, model, tfd.MultivariateNormalTriL(mean, scale),
+                                          seed=seed, num_samples=64, chunk_size=16)
+  np.testing.assert_allclose(estimate, model.log_evidence(x), rtol=0, atol=1e-10)
+  # A proposal off by 0.5 standard deviations misses it by far more than that tolerance.
+  shifted = likelihood.iw_log_likelihood(
+      x, model, tfd.MultivariateNormalTriL(mean + 0.5 * tf.linalg.diag_part(scale), scale),
+      seed=seed, num_samples=64, chunk_size=16)
+  assert np.max(np.abs(model.log_evidence(x) - shifted)) > 1e-2

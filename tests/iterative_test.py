@@ -111,7 +111,7 @@ def test_no_gradient_flows_through_encoded_inputs_or_the_old_estimate():
 @pytest.mark.parametrize("inputs", [("data", "params", "gradient"), ("data", "params", "error")],
                          ids=["gradient", "error"])
 def test_flat_memory_gradients_equal_autodiff_of_the_averaged_losses(inputs):
-  generative = dlgm.GenerativeModel(12, [3], [16])
+  generative = dlgm.DLGM(12, [3], [16])
   objective = estimators.Objective(num_samples=2)
   inference = _iterative(objective, latent_sizes=(3,), hidden_units=(16,), inputs=inputs,
                          num_iterations=3)
@@ -177,7 +177,7 @@ def test_batch_norm_keeps_statistics_per_iteration(inputs):
   whose inputs are the prior's parameters and large gradients, wrongly.
   """
   keras.utils.set_random_seed(1)
-  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  generative = dlgm.DLGM(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
   x = tf.cast(tf.random.stateless_uniform([64, 12], [5, 6]) < 0.5, tf.float32)
   inference = _iterative(estimators.Objective(num_samples=2, kl="sample"), latent_sizes=(4, 3),
                          hidden_units=(16, 8), num_iterations=3, inputs=inputs, batch_norm=True)
@@ -198,7 +198,7 @@ def test_batch_norm_keeps_statistics_per_iteration(inputs):
 
 
 def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
-  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
+  generative = dlgm.DLGM(12, [4, 3], [16, 8], deterministic_sizes=[5, 0])
   objective = estimators.Objective(num_samples=2, kl="sample")
   inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
                          inputs=("data", "params", "error"))
@@ -218,7 +218,7 @@ def test_hierarchical_errors_and_inputs_have_the_documented_shapes():
 
 @pytest.mark.parametrize("error_encoding", ["residual", "normalized"])
 def test_error_encodings_pick_residuals_or_precision_weighted_errors(error_encoding):
-  generative = dlgm.GenerativeModel(12, [4, 3], [16, 8])
+  generative = dlgm.DLGM(12, [4, 3], [16, 8])
   objective = estimators.Objective(num_samples=1, kl="sample")
   inference = _iterative(objective, latent_sizes=(4, 3), hidden_units=(16, 8),
                          inputs=("error",), error_encoding=error_encoding)

@@ -100,7 +100,7 @@ def test_streaming_chunks_match_one_shot_logsumexp():
 
 def test_compiled_likelihood_keeps_the_iw_estimate():
   # An XLA cluster for log p(x | z) inside a plain graph: the same estimate, up to rounding.
-  model = dlgm.GenerativeModel(12, [3], [16])
+  model = dlgm.DLGM(12, [3], [16])
   x = tf.cast(tf.random.stateless_uniform([5, 12], [0, 7]) < 0.4, tf.float32)
   posterior = tfd.Independent(tfd.Normal(tf.zeros([5, 3]), tf.ones([5, 3])), 1)
 

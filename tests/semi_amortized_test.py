@@ -34,8 +34,8 @@ def _float64():
 def small_model(seed=0, latent_size=2, data_size=6):
   """A smooth (tanh) float64 decoder and encoder with built weights, and binary data."""
   keras.utils.set_random_seed(seed)
-  generative = dlgm.GenerativeModel(data_size, (latent_size,), (8,), num_hidden_layers=1,
-                                    activation="tanh", connection="sequential")
+  generative = dlgm.DLGM(data_size, (latent_size,), (8,), num_hidden_layers=1,
+                         activation="tanh", connection="sequential")
   encoder = amortized.AmortizedEncoder(FAMILY, (latent_size,), (8,), num_hidden_layers=1,
                                        activation="tanh", connection="sequential")
   x = tf.constant(np.random.default_rng(seed).integers(0, 2, size=(4, data_size)), tf.float64)

@@ -6,8 +6,8 @@ p(x) = N(b, W W^T + s2 I)                                  (exact log-evidence)
 p(z | x) = N(m, S),  S = (I + W^T W / s2)^-1,  m = S W^T (x - b) / s2   (exact posterior)
 ```
 
-`LinearGaussian` implements the part of the `GenerativeModel` interface the
-objectives use (`log_joint_parts`, `log_joint`, `prior`), so every bound can be
+`LinearGaussian` is a minimal `models.base.GenerativeModel` (its abstract
+members and the closed-form `prior`), so every bound and evaluation can be
 checked against closed forms.
 """
 
@@ -25,6 +25,7 @@ import tensorflow_probability as tfp
 
 from tf_lti.config import presets
 from tf_lti.config import schema
+from tf_lti.models import base as models_base
 from tf_lti.training import builders
 from tf_lti.training import loop
 from tf_lti.training import optimizers
@@ -44,7 +45,7 @@ def shared_data(name):
   return path
 
 
-class LinearGaussian:
+class LinearGaussian(models_base.GenerativeModel):
   """Factor analysis p(x, z) with exact evidence and posterior (float64 by default)."""
 
   def __init__(self, weights, bias, noise_variance, dtype=tf.float64):
@@ -52,9 +53,19 @@ class LinearGaussian:
     self.bias = tf.constant(bias, dtype)  # [D]
     self.noise_variance = tf.constant(noise_variance, dtype)
     self.dtype = dtype
-    self.latent_size = int(self.weights.shape[1])
-    self.num_levels = 1
     self.trainable_variables = []  # a fixed model: nothing to train
+
+  @property
+  def latent_sizes(self):
+    return (int(self.weights.shape[1]),)
+
+  @property
+  def event_size(self):
+    return int(self.weights.shape[0])
+
+  @property
+  def likelihood(self):
+    return "gaussian"
 
   def elbo_gradient(self, x, loc, log_variance):
     """Exact per-example gradient of the analytic ELBO of a diagonal q (Marino eqs. 58-59).
@@ -84,13 +95,13 @@ class LinearGaussian:
     return parts + ({"data_residual": x - mean, "data_error": (x - mean) / self.noise_variance,
                      "latent_residual": z, "latent_error": z},)
 
-  def log_joint(self, x, z, training=False):
-    log_likelihood, log_prior = self.log_joint_parts(x, z, training)
-    return log_likelihood + log_prior
+  def sample(self, num_samples, seed):
+    """z ~ N(0, I) `[N, Z]` and the mean W z + b `[N, D]` of p(x | z)."""
+    z = tf.random.stateless_normal([num_samples, self.latent_size], seed, dtype=self.dtype)
+    return z, tf.matmul(z, self.weights, transpose_b=True) + self.bias
 
-  def prior(self, dtype):
-    zeros = tf.zeros([self.latent_size], dtype)
-    return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
+  def prior(self, dtype=tf.float32):
+    return models_base.standard_normal(self.latent_size, dtype)
 
   def log_evidence(self, x):
     """Exact log p(x): `[B, D]` -> `[B]`."""

@@ -31,7 +31,7 @@ def elbo_landscape(x, generative, family, grid, *, seed, num_samples=1):
 
   Args:
     x: float `Tensor` `[1, D]`.
-    generative: a two-dimensional-latent `GenerativeModel`.
+    generative: a `models.base.GenerativeModel` with a two-dimensional latent.
     family: a `posteriors.base.PosteriorFamily`.
     grid: float `np.ndarray` `[G, 2]` of means.
     seed: stateless seed `[2]`.
@@ -145,7 +145,7 @@ def refinement_trajectory(model, x, *, seed, num_iterations=None):
 def likelihood_means(model, params):
   """Likelihood means at the posterior means of `params` `[..., B, P]` -> `[..., B, D]`."""
   mean = model.family.distribution(tf.constant(params)).mean()
-  return model.generative.head.mean(model.generative.decode(mean)[0]).numpy()
+  return model.generative.mean(mean).numpy()
 
 
 def _make_optimizer(name, learning_rate):

@@ -27,9 +27,9 @@ sample_error_rate_t = mean_{missing} [ x_t != x ]                 (binary data o
 running_mean_mse_t  = mean_{missing} (mean_{s=1..t} E[x | z_s] - x)^2   (chain average)
 ```
 
-Only decoders with a factorized likelihood (a `head` with `mean` and
-`distribution`, as `models.dlgm.GenerativeModel`) are supported; Gaussian draws
-are clipped to the data range [0, 1].
+Only generative models with a `factorized_likelihood` (`mean(z)` and
+`conditional_distribution(z)`, as `models.dlgm.DLGM`) are supported; draws of
+a likelihood other than Bernoulli are clipped to the data range [0, 1].
 """
 
 import dataclasses
@@ -171,11 +171,11 @@ class ImputationResult:
 
 
 def check_decoder(generative):
-  """Raises `ValueError` unless `generative` has a factorized likelihood head."""
-  head = getattr(generative, "head", None)
-  if head is None or not hasattr(head, "distribution") or not hasattr(generative, "decode"):
-    raise ValueError(f"Imputation needs a decoder with a factorized likelihood (a `head`); "
-                     f"got a {type(generative).__name__} decoder.")
+  """Raises `ValueError` unless `generative` (a `models.base.GenerativeModel`) has a
+  `factorized_likelihood`."""
+  if not generative.factorized_likelihood:
+    raise ValueError(f"Imputation needs a decoder with a factorized likelihood "
+                     f"(`factorized_likelihood`); got a {type(generative).__name__} decoder.")
 
 
 def impute(model, x, mask, *, num_iterations, seed, fill="half"):
@@ -203,17 +203,15 @@ def impute(model, x, mask, *, num_iterations, seed, fill="half"):
   generative = model.generative
   binary = _is_binary(x.numpy())
   seeds = tf.random.experimental.stateless_split(seed, num_iterations + 1)
-  clip = getattr(generative, "likelihood", "bernoulli") != "bernoulli"
+  clip = generative.likelihood != "bernoulli"
 
   @tf.function
   def step(x_current, step_seed):
     infer_seed, z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 3))
     params = model.infer(x_current, seed=infer_seed, training=False).params
     z = model.family.distribution(params).sample(seed=z_seed)  # [B, Z]
-    likelihood_params = generative.decode(z)[0]
-    mean = generative.head.mean(likelihood_params)
-    sample = tf.cast(generative.head.distribution(likelihood_params).sample(seed=x_seed),
-                     x.dtype)
+    mean = generative.mean(z)
+    sample = tf.cast(generative.conditional_distribution(z).sample(seed=x_seed), x.dtype)
     if clip:
       sample = tf.clip_by_value(sample, 0.0, 1.0)
     return tf.where(mask, sample, x), tf.where(mask, mean, x)

@@ -48,7 +48,7 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
 
   Args:
     x: `Tensor` `[B, ...]`: float `[B, D]`, or int32 tokens `[B, T]` for text.
-    generative: a `models.dlgm.GenerativeModel` (or any decoder with `log_joint_parts`).
+    generative: a `models.base.GenerativeModel`.
     posterior: `tfd.Distribution`, batch `[B]`, event `[Z]`.
     seed: stateless seed, int `Tensor` `[2]`; chunk i uses a seed derived from (seed, i).
     num_samples: K, a Python int or a scalar int32 `Tensor` (e.g. a serving

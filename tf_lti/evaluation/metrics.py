@@ -188,7 +188,7 @@ def _summarize(model, batches, per_example, num_importance_samples):
   summary.update(num_examples=done, num_importance_samples=int(num_importance_samples))
   if means is not None:
     summary["active_units"] = active_units(means)
-  if getattr(getattr(model.generative, "head", None), "num_bins", None):
+  if model.generative.num_bins:
     num_dims = model.generative.event_size
     for name in ("elbo", "log_likelihood"):
       if name in summary:

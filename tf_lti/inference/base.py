@@ -134,7 +134,7 @@ class InferenceProcedure(keras.layers.Layer):
 
     Args:
       x: float `Tensor` `[B, D]`.
-      generative: a `models.dlgm.GenerativeModel`.
+      generative: a `models.base.GenerativeModel`.
       objective: an `objectives.estimators.Objective`.
       seed: stateless seed, int `Tensor` `[2]`.
       kl_weight: scalar KL weight (annealing).

@@ -1,11 +1,12 @@
-"""What every generative model shares: the standard normal prior and the one-level contract.
+"""The contract of every generative model p(x, z), and the standard normal prior.
 
-`standard_normal_log_prob` and `standard_normal` are the N(0, I) prior of z;
-`OneLevel` is the base of decoders with a single latent level (`pixelcnn`,
-`lstm`): they need no level bookkeeping, and `models.dlgm.GenerativeModel` is
-the hierarchy that does.
+`GenerativeModel` is the abstract base that objectives, inference and
+evaluation program against: `dlgm.DLGM`, `pixelcnn.GatedPixelCNN` and
+`lstm.LSTMDecoder` subclass it, and so can a user's model.
+`standard_normal_log_prob` and `standard_normal` are the N(0, I) prior of z.
 """
 
+import abc
 import math
 
 import tensorflow as tf
@@ -13,7 +14,7 @@ import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 
-__all__ = ["OneLevel", "standard_normal", "standard_normal_log_prob"]
+__all__ = ["GenerativeModel", "standard_normal", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z):
@@ -27,22 +28,130 @@ def standard_normal(latent_size, dtype=tf.float32):
   return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
 
 
-class OneLevel:
-  """Mixin of decoders with a single latent level of size `self._latent_size` (PixelCNN, LSTM).
+class GenerativeModel(abc.ABC):
+  """p(x, z) = p(z) p(x | z), as objectives, inference and evaluation use it.
 
-  Gives them `GenerativeModel`'s level interface: `latent_size`, `latent_sizes`, `num_levels`.
+  All latent levels are concatenated into one vector z `[..., Z]`
+  (Z = sum(latent_sizes)), so posterior families and inference procedures see
+  a single latent vector. The contract needs no Keras: a trainable model
+  subclasses it together with Keras, `class M(GenerativeModel,
+  keras.layers.Layer)` (this base first; it defines no Keras attribute), so
+  its variables and their checkpoint paths are the layer's.
+
+  A subclass must define `latent_sizes`, `event_size`, `likelihood`,
+  `log_joint_parts` and `sample` (instantiation fails otherwise). Optional
+  features have defaults: `prior` and, unless `factorized_likelihood` is
+  true, `mean` and `conditional_distribution` raise `NotImplementedError`;
+  `num_bins` is `None`.
   """
 
   @property
-  def latent_size(self):
-    """Z, the size of z."""
-    return self._latent_size
+  @abc.abstractmethod
+  def latent_sizes(self):
+    """Sizes of the latent levels z_1 ... z_L, bottom (next to x) first: tuple of ints."""
 
   @property
-  def latent_sizes(self):
-    """`(Z,)`: one latent level."""
-    return (self._latent_size,)
+  def latent_size(self):
+    """Z, the size of the concatenated latent vector."""
+    return sum(self.latent_sizes)
 
   @property
   def num_levels(self):
-    return 1
+    """L, the number of latent levels."""
+    return len(self.latent_sizes)
+
+  @property
+  @abc.abstractmethod
+  def event_size(self):
+    """D, the flattened data size (the vocabulary size for token models)."""
+
+  @property
+  @abc.abstractmethod
+  def likelihood(self):
+    """Name of the observation model p(x | z): `"bernoulli"`, `"gaussian"`, `"categorical"`."""
+
+  @property
+  def num_bins(self):
+    """Quantization levels of dequantized data (log p(x) is then a log-mass, reported in bits
+    per dimension), else `None`. Default value: `None`."""
+    return None
+
+  @property
+  def factorized_likelihood(self):
+    """Whether p(x | z) has a closed form given z alone (no autoregression over x): then
+    `mean` and `conditional_distribution` are defined (imputation and export need them).
+    Default value: `False`."""
+    return False
+
+  @abc.abstractmethod
+  def log_joint_parts(self, x, z, training=False, with_errors=False, seed=None):
+    """log p(x | z) and log p(z) from one decoder pass.
+
+    Args:
+      x: `Tensor` `[B, ...]`: float `[B, D]`, or int32 tokens `[B, T]`.
+      z: float `Tensor` `[S, B, Z]`.
+      training: batch-norm or dropout mode. Default value: `False`.
+      with_errors: also return the dict of prediction errors iterative
+        inference models encode (`data_residual`, `data_error` `[S, B, D]`;
+        `latent_residual`, `latent_error` `[S, B, Z]`); a model without them
+        raises `ValueError`. Default value: `False`.
+      seed: stateless seed `[2]` of a stochastic decoder (dropout); ignored by
+        deterministic ones. Default value: `None`.
+
+    Returns:
+      log_likelihood: `[S, B]`.
+      log_prior: `[S, B]`.
+      errors (only `with_errors`): dict of tensors, see `with_errors`.
+    """
+
+  def log_joint(self, x, z, training=False, seed=None):
+    """log p(x, z) = log p(x | z) + log p(z): `x` `[B, ...]`, `z` `[S, B, Z]` -> `[S, B]`."""
+    log_likelihood, log_prior = self.log_joint_parts(x, z, training, seed=seed)
+    return log_likelihood + log_prior
+
+  @abc.abstractmethod
+  def sample(self, num_samples, seed):
+    """Ancestral samples.
+
+    Args:
+      num_samples: N, a Python int.
+      seed: stateless seed, int `Tensor` `[2]`.
+
+    Returns:
+      z: `[N, Z]`.
+      x: `[N, ...]`: the mean of p(x | z) when `factorized_likelihood`, else a
+        draw x ~ p(x | z).
+    """
+
+  def prior(self, dtype=tf.float32):
+    """p(z) as a `tfd.Distribution` with event `[Z]`, for closed-form KL terms.
+
+    Raises:
+      NotImplementedError: by default (estimate the KL term by sampling).
+    """
+    raise NotImplementedError(f"{type(self).__name__} has no closed-form prior over z; use a "
+                              "sampled KL (`kl='sample'`).")
+
+  def mean(self, z, training=False):
+    """E[x | z]: `z` `[..., Z]` -> `[..., D]`.
+
+    Raises:
+      NotImplementedError: unless `factorized_likelihood`.
+    """
+    raise NotImplementedError(f"{type(self).__name__} has no closed-form mean of p(x | z).")
+
+  def conditional_distribution(self, z, training=False):
+    """p(x | z) as a `tfd.Distribution`, batch `[...]` and event `[D]`, for `z` `[..., Z]`.
+
+    Raises:
+      NotImplementedError: unless `factorized_likelihood`.
+    """
+    raise NotImplementedError(f"{type(self).__name__} has no closed-form p(x | z).")
+
+  def reconstruction_mean(self, x, z, training=False):
+    """What reconstructions show: E[x | z], `[S, B, D]` for `x` `[B, D]` and `z` `[S, B, Z]`.
+
+    Defaults to `mean(z)` (`x` unused); autoregressive decoders override it.
+    """
+    del x
+    return self.mean(z, training)

@@ -16,10 +16,10 @@ optional batch norm and highway connections in every network.
 All latent levels are concatenated bottom-up into one vector
 `z = concat(z_1, ..., z_L)` `[..., Z]`, Z = sum(latent_sizes), so every
 posterior family and inference procedure sees a single latent vector; the
-generative model alone knows the levels. The bounds in `objectives` evaluate it
-through `log_joint_parts`, which returns the two terms of `log_joint(x, z)`
-(log p(x | z) and log p(z)) from a single decoder pass, so that bounds can
-weight the KL term.
+generative model (`DLGM`, a `models.base.GenerativeModel`) alone knows the
+levels. The bounds in `objectives` evaluate it through `log_joint_parts`,
+which returns the two terms of `log_joint(x, z)` (log p(x | z) and log p(z))
+from a single decoder pass, so that bounds can weight the KL term.
 """
 
 import keras
@@ -33,7 +33,7 @@ from tf_lti.models import likelihoods
 
 tfd = tfp.distributions
 
-__all__ = ["GenerativeModel"]
+__all__ = ["DLGM"]
 
 # Range of the conditional prior log-variances of the lower levels.
 MIN_PRIOR_LOG_VARIANCE = -15.0
@@ -47,8 +47,8 @@ def _check_sizes(name, values, length):
     raise ValueError(f"`{name}` must be non-negative; got {list(values)}.")
 
 
-class GenerativeModel(keras.layers.Layer):
-  """p(x, z) for a one-level or hierarchical deep latent Gaussian model.
+class DLGM(models_base.GenerativeModel, keras.layers.Layer):
+  """p(x, z) for a one-level or hierarchical deep latent Gaussian model (MLP networks).
 
   Args:
     event_size: D, the flattened data size.
@@ -87,8 +87,8 @@ class GenerativeModel(keras.layers.Layer):
                        f"level; got num_categories={num_categories!r}, "
                        f"latent_sizes={list(latent_sizes)}.")
     self.num_categories = num_categories
-    self.event_size = int(event_size)
-    self.latent_sizes = latent_sizes
+    self._event_size = int(event_size)
+    self._latent_sizes = latent_sizes
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.num_hidden_layers = int(num_hidden_layers)
     self.deterministic_sizes = deterministic_sizes[:-1] + (0,)
@@ -102,16 +102,33 @@ class GenerativeModel(keras.layers.Layer):
                            for level, size in enumerate(self.deterministic_sizes)]
     self.head = likelihoods.make_head(likelihood, self.event_size,
                                       gaussian_variance=gaussian_variance, num_bins=num_bins)
-    self.likelihood = likelihood
+    self._likelihood = likelihood
+    self._num_bins = num_bins if likelihood == "gaussian" else None
 
   @property
-  def latent_size(self):
-    """Z: the size of the concatenated latent vector."""
-    return sum(self.latent_sizes)
+  def latent_sizes(self):
+    """Sizes of z_1 ... z_L, bottom first."""
+    return self._latent_sizes
 
   @property
-  def num_levels(self):
-    return len(self.latent_sizes)
+  def event_size(self):
+    """D, the flattened data size."""
+    return self._event_size
+
+  @property
+  def likelihood(self):
+    """`"bernoulli"` or `"gaussian"` (`config.choices.LIKELIHOODS`)."""
+    return self._likelihood
+
+  @property
+  def num_bins(self):
+    """Quantization levels of a Gaussian likelihood on dequantized data, else `None`."""
+    return self._num_bins
+
+  @property
+  def factorized_likelihood(self):
+    """True: the likelihood head factorizes over x's dimensions given z."""
+    return True
 
   def split_latents(self, z):
     """`z` `[..., Z]` -> list of per-level `[..., Z_l]`, bottom first."""
@@ -217,15 +234,13 @@ class GenerativeModel(keras.layers.Layer):
               "data_error": self.head.prediction_error(x, params), **latent_errors}
     return log_likelihood, log_prior, errors
 
-  def log_joint(self, x, z, training=False):
-    """log p(x, z) = log p(x | z) + log p(z): `x` `[B, D]`, `z` `[S, B, Z]` -> `[S, B]`."""
-    log_likelihood, log_prior = self.log_joint_parts(x, z, training)
-    return log_likelihood + log_prior
-
-  def reconstruction_mean(self, x, z, training=False):
-    """E[x | z], `[S, B, D]` for `z` `[S, B, Z]` (`x` `[B, D]` is unused: no autoregression)."""
-    del x
+  def mean(self, z, training=False):
+    """E[x | z]: `z` `[*S, Z]` -> `[*S, D]`."""
     return self.head.mean(self.decode(z, training)[0])
+
+  def conditional_distribution(self, z, training=False):
+    """p(x | z) of the likelihood head: batch `[*S]`, event `[D]`, for `z` `[*S, Z]`."""
+    return self.head.distribution(self.decode(z, training)[0])
 
   def prior(self, dtype=tf.float32):
     """The prior as a `tfd.Distribution` (event `[Z]`) when it has a closed form.

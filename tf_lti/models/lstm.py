@@ -89,11 +89,12 @@ def _dropout(values, rate, seed):
   return tf.where(keep, values / (1.0 - rate), tf.zeros_like(values))
 
 
-class LSTMDecoder(models_base.OneLevel, keras.layers.Layer):
+class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_t p(w_t | w_<t, z), an LSTM over words (see the module).
 
-  Same interface as `models.dlgm.GenerativeModel` (one latent level; `training`
-  switches dropout instead of batch norm), with `x` int32 `[B, T]`.
+  A `models.base.GenerativeModel` with one latent level (`training` switches
+  dropout instead of batch norm) and `x` int32 `[B, T]`; autoregressive, so
+  without `mean(z)` or prediction errors.
 
   Build all weights with one call, e.g. `decoder((tf.zeros([1, 2], tf.int32),
   tf.zeros([1, Z])))` (`decoder(tf.zeros([1, 2], tf.int32))` for Z = 0).
@@ -157,6 +158,16 @@ class LSTMDecoder(models_base.OneLevel, keras.layers.Layer):
     `evaluation.metrics.num_words` instead.
     """
     return self.vocab_size
+
+  @property
+  def latent_sizes(self):
+    """`(Z,)`: one latent level (`(0,)` for the language model)."""
+    return (self._latent_size,)
+
+  @property
+  def likelihood(self):
+    """`"categorical"`: a softmax over the vocabulary at every position."""
+    return "categorical"
 
   def _check_inputs(self, x, z):
     if x.dtype not in (tf.int32, tf.int64):
@@ -268,11 +279,6 @@ class LSTMDecoder(models_base.OneLevel, keras.layers.Layer):
     mask = tf.cast(targets != text_data.PAD_ID, token_nll.dtype)
     log_likelihood = -tf.reduce_sum(token_nll * mask, axis=-1)
     return tf.reshape(log_likelihood, tf.shape(z)[:2]), models_base.standard_normal_log_prob(z)
-
-  def log_joint(self, x, z, training=False, seed=None):
-    """log p(x, z) = log p(x | z) + log p(z): `x` `[B, T]`, `z` `[S, B, Z]` -> `[S, B]`."""
-    log_likelihood, log_prior = self.log_joint_parts(x, z, training, seed=seed)
-    return log_likelihood + log_prior
 
   def log_prob(self, x, training=False, seed=None):
     """log p(x) of the language model (`latent_size=0`): `x` `[B, T]` -> `[B]`.

@@ -38,7 +38,7 @@ image as input (teacher forcing) gives every log p(x_d | x_<d, z) at once;
 sampling needs H * W sequential steps (see `GatedPixelCNN.conditional_sample`).
 
 The decoder has no batch norm or dropout: `training` is accepted for interface
-compatibility with `models.dlgm.GenerativeModel` and ignored. Initialization
+compatibility with `models.base.GenerativeModel` and ignored. Initialization
 follows the reference where it differs from Keras on purpose: the dense map
 from z is N(0, 2 / fan_in) ("He"); convolutions keep Keras' defaults.
 
@@ -99,15 +99,13 @@ def _per_layer(name, value, num_layers):
   return tuple(int(v) for v in values)
 
 
-class GatedPixelCNN(models_base.OneLevel, keras.layers.Layer):
+class GatedPixelCNN(models_base.GenerativeModel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_d Bernoulli(x_d | x_<d, z) with a gated PixelCNN.
 
-  Offers the interface of `models.dlgm.GenerativeModel` that objectives,
-  evaluation and inference use (`log_joint_parts`, `log_joint`, `prior`,
-  `sample`, `latent_size`, ...), except that there are no prediction errors
-  (`with_errors=True` raises), no `decode` and no `head`: likelihood
-  parameters depend on x too, so use `logits(x, z)` and
-  `reconstruction_mean(x, z)`.
+  A `models.base.GenerativeModel` with one latent level and no prediction
+  errors (`with_errors=True` raises) nor `factorized_likelihood`: the
+  likelihood parameters depend on x too, so there is no `mean(z)`; use
+  `logits(x, z)` and `reconstruction_mean(x, z)`.
 
   Weights: `build()` (no argument needed; every shape follows from the
   constructor) or one call `model((x, z))` creates all of them. Every other
@@ -172,6 +170,16 @@ class GatedPixelCNN(models_base.OneLevel, keras.layers.Layer):
   def event_size(self):
     """D = H * W."""
     return self._image_shape[0] * self._image_shape[1]
+
+  @property
+  def latent_sizes(self):
+    """`(Z,)`: one latent level."""
+    return (self._latent_size,)
+
+  @property
+  def likelihood(self):
+    """`"bernoulli"`: binary pixels."""
+    return "bernoulli"
 
   def build(self, input_shape=None):
     """Creates every weight; `input_shape` (of `call`'s `(x, z)`) is not needed."""
@@ -246,11 +254,6 @@ class GatedPixelCNN(models_base.OneLevel, keras.layers.Layer):
           "iterative inference models to encode.")
     log_likelihood = likelihoods.bernoulli_log_prob(x, self._tiled_logits(x, z, training))
     return log_likelihood, models_base.standard_normal_log_prob(z)
-
-  def log_joint(self, x, z, training=False):
-    """log p(x, z) = log p(x | z) + log p(z): `x` `[B, D]`, `z` `[S, B, Z]` -> `[S, B]`."""
-    log_likelihood, log_prior = self.log_joint_parts(x, z, training)
-    return log_likelihood + log_prior
 
   def reconstruction_mean(self, x, z, training=False):
     """Teacher-forced pixel probabilities p(x_d = 1 | x_<d, z).

@@ -61,7 +61,7 @@ def elbo(x, generative, posterior, *, seed, num_samples=1, kl="analytic", kl_wei
 
   Args:
     x: float `Tensor` `[B, D]`.
-    generative: a `models.dlgm.GenerativeModel`.
+    generative: a `models.base.GenerativeModel`.
     posterior: `tfd.Distribution`, batch `[B]`, event `[Z]`, reparameterized.
     seed: stateless seed, int `Tensor` `[2]`.
     num_samples: S. Default value: 1.
@@ -139,7 +139,7 @@ def iw_bound(x, generative, posterior, *, seed, num_samples, training=False):
 
   Args:
     x: float `Tensor` `[B, D]`.
-    generative: a `models.dlgm.GenerativeModel`.
+    generative: a `models.base.GenerativeModel`.
     posterior: `tfd.Distribution`, batch `[B]`, event `[Z]`.
     seed: stateless seed, int `Tensor` `[2]`.
     num_samples: K >= 1.

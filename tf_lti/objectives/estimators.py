@@ -213,7 +213,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
   Args:
     x: float `Tensor` `[B, D]`.
     generative: a generative model with `log_joint_parts` and the uniform
-      categorical `prior()` (`GenerativeModel(..., num_categories=K)`).
+      categorical `prior()` (`DLGM(..., num_categories=K)`).
     posterior: `IndependentOneHotCategorical`, batch `[B]`, event `[Z]`.
     seed: stateless seed, int `Tensor` `[2]`.
     num_samples: S (>= 2 for `score_function`).
@@ -235,7 +235,7 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
   prior = generative.prior(posterior.dtype)
   if not isinstance(prior, categorical_lib.IndependentOneHotCategorical):
     raise ValueError(f"Discrete latents need the generative model's uniform categorical prior "
-                     f"(`GenerativeModel(..., num_categories=K)`); its prior is "
+                     f"(`DLGM(..., num_categories=K)`); its prior is "
                      f"{type(prior).__name__}.")
   decoder_seed = tf.random.experimental.stateless_fold_in(seed, 1)  # as objectives.bounds.elbo's
 

@@ -93,7 +93,7 @@ def build_generative(config, event_size, *, num_bins=None, image_shape=None):
         channels=model_config.pixelcnn_channels,
         kernel_sizes=(kernels[0] if len(kernels) == 1 else kernels) or None,
         latent_feature_maps=model_config.latent_feature_maps, name="generative")
-  return dlgm.GenerativeModel(
+  return dlgm.DLGM(
       event_size, model_config.latent_sizes, model_config.hidden_units,
       num_hidden_layers=model_config.num_hidden_layers,
       deterministic_sizes=model_config.deterministic_sizes or None,

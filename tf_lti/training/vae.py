@@ -53,7 +53,7 @@ class VAE(keras.Model):
   """A deep latent-variable model trained with a chosen inference procedure.
 
   Args:
-    generative: a `models.dlgm.GenerativeModel`.
+    generative: a `models.base.GenerativeModel`.
     inference: an `inference.base.InferenceProcedure`.
     objective: an `objectives.estimators.Objective` (the training bound).
     kl_warmup_steps: steps of linear KL warm-up. Default value: 0 (none).
