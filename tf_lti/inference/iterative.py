@@ -83,8 +83,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
                num_iterations=5, inputs=("data", "params", "gradient"),
                gradient_encoding="log_sign", gradient_scale=0.1, error_encoding="residual",
-               recurrent=False,
-               update="gated", learned_initialization=False, activation="elu",
+               recurrent=False, update="gated", learned_initialization=False, activation="elu",
                connection="highway", batch_norm=False, **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
     if len(hidden_units) != len(latent_sizes):
@@ -128,6 +127,23 @@ class IterativeInferenceModel(base.InferenceProcedure):
                     for level, size in enumerate(latent_sizes)] if update == "gated" else None)
     self._initial = (self.add_weight(shape=(self.num_params,), initializer="zeros",
                                      name="initial_params") if learned_initialization else None)
+
+  refinement_name = "iterations"
+  stepwise = True
+
+  @property
+  def num_refinement_steps(self):
+    """T, the trained number of iterations."""
+    return self.num_iterations
+
+  @property
+  def refinement_controls(self):
+    return {"num_iterations": self.num_iterations}
+
+  def initial_estimate(self, x, generative, *, seed):
+    """lambda_0: N(0, I) parameters or the learned constant."""
+    del generative, seed  # lambda_0 does not depend on them.
+    return self.initial_params(tf.shape(x)[0], x.dtype)
 
   @property
   def needs_gradient(self):
