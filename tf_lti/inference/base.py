@@ -142,10 +142,10 @@ class InferenceProcedure(keras.layers.Layer):
   def refinement_controls(self):
     """`{name: trained value}` of `infer`'s keyword arguments that change the refinement.
 
-    A request may override them at test time (export exposes them as inputs):
-    `{}` for a single pass; `{"num_iterations": T}` (int32 scalar) for an
-    iterative model; `{"num_steps": K, "mean_step_size": ..., "variance_step_size": ...}`
-    (an int32 and float32 scalars; no variance step for a point estimate) for SVI.
+    A request may override them at test time (export serves them as int32 and
+    float32 scalar inputs): `{}` for a single pass; `{"num_iterations": T}` for
+    an iterative model; `{"num_steps": K, "mean_step_size": ...,
+    "variance_step_size": ...}` for SVI (no variance step for a point estimate).
     """
     return {}
 
