@@ -55,8 +55,6 @@ import uuid
 import tensorflow as tf
 
 from tf_lti.evaluation import likelihood as likelihood_lib
-from tf_lti.inference import iterative
-from tf_lti.inference import semi_amortized
 from tf_lti.models import dlgm
 from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.reporting import files
@@ -191,16 +189,7 @@ class ServingModule(tf.Module):
 
   def _encode_defaults(self):
     """The refinement controls of the model's procedure and their trained values."""
-    procedure = self._model.value.inference
-    if isinstance(procedure, iterative.IterativeInferenceModel):
-      return {"num_iterations": procedure.num_iterations}
-    if isinstance(procedure, semi_amortized.SemiAmortizedInference):
-      settings = procedure.settings
-      defaults = {"num_steps": settings.num_steps, "mean_step_size": settings.mean_step_size}
-      if procedure.num_groups > 1:  # A point estimate has no variance parameters.
-        defaults["variance_step_size"] = settings.variance_step_size
-      return defaults
-    return {}
+    return self._model.value.inference.refinement_controls
 
   def _x_spec(self):
     return tf.TensorSpec([None, self.event_size], tf.float32, name="x")

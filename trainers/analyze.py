@@ -94,7 +94,7 @@ def _landscape(model, splits, tf, np, analysis, plots):
   paths = {"grid optimum": [optimum]}
   seed = tf.constant([FLAGS.seed, 1])
   results = {}
-  if hasattr(model.inference, "step"):
+  if model.inference.stepwise:
     params, _, _ = analysis.refinement_trajectory(model, x, seed=seed,
                                                   num_iterations=FLAGS.num_iterations)
     trajectory = params[:, 0, :2]

@@ -39,8 +39,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lti.evaluation import likelihood as likelihood_lib
-from tf_lti.inference import iterative
-from tf_lti.inference import semi_amortized
 from tf_lti.objectives import bounds as bounds_lib
 
 __all__ = [
@@ -63,13 +61,7 @@ def encoder_params(model, x, *, seed):
   Returns:
     `[B, P]`, or `None` for a single-pass procedure (lambda_a = lambda_b).
   """
-  inference = model.inference
-  if isinstance(inference, semi_amortized.SemiAmortizedInference):
-    init_seed = tf.random.experimental.stateless_split(seed, 3)[0]  # as `infer` splits it
-    return inference.initial_params(x, model.generative, seed=init_seed, training=False)
-  if isinstance(inference, iterative.IterativeInferenceModel):
-    return inference.initial_params(tf.shape(x)[0], x.dtype)
-  return None
+  return model.inference.initial_estimate(x, model.generative, seed=seed)
 
 
 def elbo_estimate(x, generative, family, params, *, seed, num_samples, kl="analytic",
@@ -307,7 +299,7 @@ def amortization_gap(model, batches, *, seed=0, num_elbo_samples=100, num_import
     per_example.update(approximation_gap=d - c, inference_gap=d - b)
   report = {name: float(np.mean(values)) for name, values in per_example.items()}
   report.update(
-      num_examples=done, num_refinement_steps=int(getattr(model.inference, "num_iterations", 0)),
+      num_examples=done, num_refinement_steps=model.inference.num_refinement_steps,
       procedure=type(model.inference).__name__,
       procedure_trajectory=(np.concatenate(trajectories).mean(axis=0).tolist()
                             if trajectories else None),

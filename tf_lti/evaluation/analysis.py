@@ -108,7 +108,7 @@ def refinement_trajectory(model, x, *, seed, num_iterations=None):
     seconds: `np.ndarray` `[T + 1]`, elapsed time when each bound was known.
   """
   inference = model.inference
-  if not hasattr(inference, "step"):
+  if not inference.stepwise:
     raise ValueError(f"`workdir` holds a {type(inference).__name__}; this analysis needs an "
                      "iterative inference model (`procedure=iterative`).")
   num_iterations = inference.num_iterations if num_iterations is None else num_iterations

@@ -291,8 +291,8 @@ def refinement_path(inference, generative, x, *, seed):
   Returns:
     `np.ndarray` `[K + 1, B, P]`.
   """
-  if not isinstance(inference, semi_amortized.SemiAmortizedInference):
-    raise ValueError(f"`inference` must be a SemiAmortizedInference; got "
+  if inference.refinement_name != "svi_steps":
+    raise ValueError(f"`inference` must refine by SVI steps (a SemiAmortizedInference); got "
                      f"{type(inference).__name__}.")
   init_seed, svi_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   initial = inference.initial_params(x, generative, seed=init_seed)

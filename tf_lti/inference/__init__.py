@@ -1,11 +1,13 @@
 """Inference procedures: everything that maps data x to posterior parameters.
 
 `base` defines the one interface (`InferenceProcedure`, `InferenceResult`,
-`TrainingLosses`, `TrainingGradients`); `amortized` holds the single-pass
-encoders (MLP, convolutional, LSTM); `iterative` the iterative inference models
-of Marino et al.; `semi_amortized` refines an encoder's output by
-differentiable SVI steps (Kim et al.), whose forward and backward passes live
-in `svi`. May import config, reporting, distributions, data, posteriors, models
+`TrainingLosses`, `TrainingGradients`), including what callers outside this
+package ask of a procedure (its refinement steps and their test-time controls,
+its initializer and initial estimate); `amortized` holds the single-pass
+encoders (`SinglePassEncoder`: MLP, convolutional, LSTM); `iterative` the
+iterative inference models of Marino et al.; `semi_amortized` refines an
+encoder's output by differentiable SVI steps (Kim et al.), whose forward and
+backward passes live in `svi`. May import config, reporting, distributions, data, posteriors, models
 and objectives; never evaluation, training or experiments.
 """
 

@@ -34,6 +34,9 @@ params = W h_{n+2} + b                               [2Z] = concat(loc, log_vari
 `h_{n+2}` is read at each sentence's own last token, so right-padding with
 `<pad>` = 0 does not change the result (the reference batches only sentences
 of one length and reads the last time step).
+
+The three encoders here (`AmortizedEncoder`, `ConvEncoder`, `LSTMEncoder`)
+derive from `SinglePassEncoder` and implement only their network, `encode`.
 """
 
 import keras
@@ -44,7 +47,9 @@ from tf_lti.inference import base
 from tf_lti.models import layers
 from tf_lti.models import lstm
 
-__all__ = ["AmortizedEncoder", "ConvEncoder", "LSTMEncoder", "ResidualBlock"]
+__all__ = [
+    "AmortizedEncoder", "ConvEncoder", "LSTMEncoder", "ResidualBlock", "SinglePassEncoder",
+]
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 on the new batch, eps 1e-5), as in the reference.
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
@@ -52,7 +57,27 @@ _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 _HE_NORMAL = layers.he_normal()
 
 
-class AmortizedEncoder(base.InferenceProcedure):
+class SinglePassEncoder(base.InferenceProcedure):
+  """Base of the encoders that give `params` in one deterministic pass (no refinement).
+
+  A subclass implements only its network, `encode(x, training)` -> `params`
+  `[B, P]` in the family's group layout; `infer` and `call` run it once.
+  """
+
+  def encode(self, x, training=False):
+    """`x` `[B, ...]` -> `params` `[B, P]`; implemented by each encoder."""
+    raise NotImplementedError(f"{type(self).__name__} must implement `encode`.")
+
+  def infer(self, x, generative, *, seed, training=False):
+    """`InferenceResult(params=encode(x))` (no `bound_trajectory`)."""
+    del generative, seed  # A single deterministic pass needs neither.
+    return base.InferenceResult(params=self.encode(x, training))
+
+  def call(self, x, training=False):
+    return self.encode(x, training)
+
+
+class AmortizedEncoder(SinglePassEncoder):
   """x -> params in a single pass.
 
   Args:
@@ -85,13 +110,6 @@ class AmortizedEncoder(base.InferenceProcedure):
       h = torso(h, training=training)
       per_level.append(head(h))
     return base.join_levels(per_level, self._num_groups)
-
-  def infer(self, x, generative, *, seed, training=False):
-    del generative, seed  # A single deterministic pass needs neither.
-    return base.InferenceResult(params=self.encode(x, training))
-
-  def call(self, x, training=False):
-    return self.encode(x, training)
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -145,7 +163,7 @@ class ResidualBlock(keras.layers.Layer):
     return tf.nn.relu(residual + branch)
 
 
-class ConvEncoder(base.InferenceProcedure):
+class ConvEncoder(SinglePassEncoder):
   """Images -> params in a single pass through a residual convolutional network.
 
   Args:
@@ -207,15 +225,8 @@ class ConvEncoder(base.InferenceProcedure):
       h = downsample(block(h, training=training))
     return self._head(tf.reshape(h, [-1, self._flat_size]))
 
-  def infer(self, x, generative, *, seed, training=False):
-    del generative, seed  # A single deterministic pass needs neither.
-    return base.InferenceResult(params=self.encode(x, training))
 
-  def call(self, x, training=False):
-    return self.encode(x, training)
-
-
-class LSTMEncoder(base.InferenceProcedure):
+class LSTMEncoder(SinglePassEncoder):
   """x -> posterior params in one LSTM pass, read at each sentence's last token.
 
   Build all weights with one call, e.g. `encoder(tf.zeros([1, 2], tf.int32))`.
@@ -263,10 +274,3 @@ class LSTMEncoder(base.InferenceProcedure):
     hidden = self._lstm(self._embedding(x))  # [B, T, H]
     last = tf.math.count_nonzero(x, axis=1, dtype=tf.int32) - 1  # index of </s>
     return self._head(tf.gather(hidden, last, axis=1, batch_dims=1))
-
-  def infer(self, x, generative, *, seed, training=False):
-    del generative, seed  # A single deterministic pass needs neither.
-    return base.InferenceResult(params=self.encode(x, training))
-
-  def call(self, x, training=False):
-    return self.encode(x, training)

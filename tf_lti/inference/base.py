@@ -119,6 +119,70 @@ class InferenceProcedure(keras.layers.Layer):
     """P, the width of `params`."""
     return self.family.num_params(self.latent_size)
 
+  # What callers outside `inference` may ask of any procedure. The defaults
+  # describe a single-pass procedure; refining procedures override them.
+
+  @property
+  def refinement_name(self):
+    """What one refinement step is called, or `None` for a single pass.
+
+    `"iterations"` (an iterative inference model's T updates) or `"svi_steps"`
+    (the K SVI steps of a semi-amortized procedure). A refining procedure's
+    `infer` returns a `bound_trajectory` `[num_refinement_steps + 1, B]`; a
+    single-pass one returns `None` there.
+    """
+    return None
+
+  @property
+  def num_refinement_steps(self):
+    """How often `infer` refines its first estimate by default (int): 0, T or K."""
+    return 0
+
+  @property
+  def refinement_controls(self):
+    """`{name: trained value}` of `infer`'s keyword arguments that change the refinement.
+
+    A request may override them at test time (export serves them as int32 and
+    float32 scalar inputs): `{}` for a single pass; `{"num_iterations": T}` for
+    an iterative model; `{"num_steps": K, "mean_step_size": ...,
+    "variance_step_size": ...}` for SVI (no variance step for a point estimate).
+    """
+    return {}
+
+  @property
+  def initializer(self):
+    """The procedure whose `params` `[B, P]` SVI refinement starts from (test-time SVI).
+
+    `self` for a procedure that does not run SVI; a semi-amortized procedure's
+    encoder, or `None` when it starts from zeros (plain SVI).
+    """
+    return self
+
+  @property
+  def stepwise(self):
+    """Whether the refinement can be run one step at a time (analyses time each step).
+
+    `True` for the iterative inference model, which exposes `initial_params`,
+    `initial_state`, `evaluate` and `step`.
+    """
+    return False
+
+  def initial_estimate(self, x, generative, *, seed):
+    """lambda_a `[B, P]`, the estimate before the procedure's refinement.
+
+    Args:
+      x: data `[B, ...]`.
+      generative: the generative model.
+      seed: the stateless seed `[2]` that `infer` would get; a procedure whose
+        initial estimate draws uses the same draws as `infer`.
+
+    Returns:
+      `[B, P]` (training-off mode), or `None` for a single pass (its `infer`
+      gives the estimate unrefined).
+    """
+    del x, generative, seed  # A single pass has no estimate before its output.
+    return None
+
   def infer(self, x, generative, *, seed, training=False):
     """Posterior parameters for `x` `[B, D]`: returns an `InferenceResult`."""
     raise NotImplementedError(f"{type(self).__name__} must implement `infer`.")

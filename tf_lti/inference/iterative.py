@@ -108,6 +108,23 @@ class IterativeInferenceModel(base.InferenceProcedure):
                                      name="initial_params")
                      if settings.learned_initialization else None)
 
+  refinement_name = "iterations"
+  stepwise = True
+
+  @property
+  def num_refinement_steps(self):
+    """T, the trained number of iterations."""
+    return self.num_iterations
+
+  @property
+  def refinement_controls(self):
+    return {"num_iterations": self.num_iterations}
+
+  def initial_estimate(self, x, generative, *, seed):
+    """lambda_0: N(0, I) parameters or the learned constant."""
+    del generative, seed  # lambda_0 does not depend on them.
+    return self.initial_params(tf.shape(x)[0], x.dtype)
+
   @property
   def needs_gradient(self):
     return "gradient" in self.inputs

@@ -75,14 +75,35 @@ class SemiAmortizedInference(base.InferenceProcedure):
     self.mode = mode
     self.encoder = encoder
 
+  refinement_name = "svi_steps"
+
   @property
-  def num_iterations(self):
-    """K, the refinement steps (validation tracks the bound after each)."""
+  def num_refinement_steps(self):
+    """K, the SVI steps (validation tracks the bound after each)."""
     return self.settings.num_steps
+
+  @property
+  def refinement_controls(self):
+    """`num_steps`, `mean_step_size` and (unless a point estimate) `variance_step_size`."""
+    settings = self.settings
+    controls = {"num_steps": settings.num_steps, "mean_step_size": settings.mean_step_size}
+    if self.num_groups > 1:  # A point estimate has no variance parameters.
+      controls["variance_step_size"] = settings.variance_step_size
+    return controls
+
+  @property
+  def initializer(self):
+    """The encoder giving lambda_0, or `None` (zeros)."""
+    return self.encoder
 
   @property
   def num_groups(self):
     return len(self.family.param_groups)
+
+  def initial_estimate(self, x, generative, *, seed):
+    """lambda_0, from the encoder seed `infer` splits off `seed`."""
+    init_seed = tf.random.experimental.stateless_split(seed, 3)[0]  # as `infer` splits it
+    return self.initial_params(x, generative, seed=init_seed, training=False)
 
   def initial_params(self, x, generative, *, seed, training=False):
     """lambda_0 `[B, P]`: the encoder's params, or zeros."""

@@ -168,16 +168,14 @@ def with_test_time_svi(model, config, num_steps):
   A semi-amortized model keeps its encoder and runs `num_steps` instead of its
   training K; any other procedure (standard encoder, iterative model) becomes
   the initializer of SVI ("VAE + SVI"). SVI maximizes the model's training
-  bound (KL weight 1) with the `svi_*` settings of `config`.
+  bound (KL weight 1) with the `svi_*` settings of `config`. The copy only
+  infers; its training mode is `savae` (`svi` when SVI starts from zeros).
   """
   inference = model.inference
-  if isinstance(inference, semi_amortized.SemiAmortizedInference):
-    initializer, mode = inference.encoder, inference.mode
-  else:
-    initializer, mode = inference, "savae"
+  initializer = inference.initializer
   refined = semi_amortized.SemiAmortizedInference(
       model.family, inference.latent_size, model.objective, svi_settings(config, num_steps),
-      mode=mode, encoder=initializer, name="test_time_svi")
+      mode="svi" if initializer is None else "savae", encoder=initializer, name="test_time_svi")
   return vae_lib.VAE(model.generative, refined, model.objective, seed=model.seed, name="vae")
 
 

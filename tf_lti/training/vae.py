@@ -80,9 +80,10 @@ class VAE(keras.Model):
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
     self.skip_nonfinite = bool(skip_nonfinite)
-    # Validation also tracks the bound after each refinement step of iterative procedures.
-    self._trajectory_names = tuple(
-        f"bound_step_{t}" for t in range(getattr(inference, "num_iterations", -1) + 1))
+    # Validation also tracks the bound after each refinement step of refining procedures.
+    self._trajectory_names = (
+        tuple(f"bound_step_{t}" for t in range(inference.num_refinement_steps + 1))
+        if inference.refinement_name is not None else ())
     self._trackers = {name: keras.metrics.Mean(name=name)
                       for name in METRIC_NAMES + self._trajectory_names}
     # The relaxed discrete estimators also log their annealed temperature in training.
