@@ -593,7 +593,7 @@ def server(tmp_path_factory):
   config = presets.from_preset("quickstart").override(dict(
       procedure="iterative", num_iterations=2, iterative_inputs=("data", "params"),
       hidden_units=(8,), latent_sizes=(LATENT_SIZE,))).validate()
-  model = builders.build_model(config, EVENT_SIZE)
+  model = builders.build_model(config, testing.image_spec(EVENT_SIZE))
   model.build_all(np.zeros([2, EVENT_SIZE], np.float32))
   base = str(tmp_path_factory.mktemp("exports"))
   exporter.export_saved_model(exporter.ServingModule(model), base)
