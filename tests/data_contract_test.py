@@ -65,7 +65,8 @@ def test_bad_text_specs_and_files():
     data_lib.DataSpec.from_json("{kind", where="f.json")
   with pytest.raises(DataError, match=r"^f.json: must hold a JSON object .* got list$"):
     data_lib.DataSpec.from_json("[]", where="f.json")
-  with pytest.raises(DataError, match=r"unknown fields \['size'\] / missing fields \['num_train'\]"):
+  with pytest.raises(DataError,
+                     match=r"unknown fields \['size'\] / missing fields \['num_train'\]"):
     data_lib.DataSpec.from_json('{"kind": "text", "event_size": 6, "size": 1}', where="f.json")
 
 

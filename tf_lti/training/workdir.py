@@ -14,9 +14,10 @@ workdir/
 
 `build` makes the model and its checkpoint (`build_checkpoint`: variable keys
 by layer path, never by Python class), `restore_model` rebuilds the model of a
-work dir from its config and model spec (no data) and restores it strictly, `restore_checkpoint` falls back to older
-checkpoints when the newest does not restore, and `final_evaluation` writes the
-test metrics, plots and summaries at the end of training (`training.loop`).
+work dir from its config and model spec (reading no data) and restores it
+strictly, `restore_checkpoint` falls back to older checkpoints when the newest
+does not restore, and `final_evaluation` writes the test metrics, plots and
+summaries at the end of training (`training.loop`).
 """
 
 import dataclasses
