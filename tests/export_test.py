@@ -289,7 +289,7 @@ def round_trip(tmp_path_factory):
     else:
       assert exporter.export_from_workdir(workdirs[kind], base) == exports[kind]
   models, modules, defaults = {}, {}, {}
-  splits = data_lib.load_data(_config(KINDS[0]))  # Every kind trains on the same data.
+  splits = data_lib.load_data(_config("standard"))  # Every kind trains on the same data.
   for kind in KINDS:
     models[kind] = workdir_lib.restore_model(workdirs[kind])[2]
     # What `export_from_workdir` serves: the run's evaluation K is log_likelihood's default.
