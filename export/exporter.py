@@ -390,7 +390,7 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   Raises:
     ValueError: if `checkpoint` does not match the model, or for a bad
       `version`, `chunk_size` or `export_base` (nothing is written).
-    FileNotFoundError: for a missing work directory, checkpoint or data.
+    FileNotFoundError: for a missing work directory or checkpoint (no data are read).
   """
   _check_target(export_base, version)
   _check_chunk_size(chunk_size)

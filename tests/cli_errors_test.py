@@ -155,8 +155,8 @@ ERROR_INPUTS = ["--procedure=iterative", "--iterative_inputs=data,params,error"]
 EXPORT_TO = "--export_base={cases}/exports"
 
 # {cases}: a scratch directory with bad files (see `_bad_files`); {run}: the trained work
-# dir; {other}: one of a different model (wider networks); {hybrid}: {run}'s config with
-# {other}'s checkpoints; {config_only}: {run}'s config alone.
+# dir; {other}: one of a different model (wider networks); {hybrid}: {run}'s config and
+# model spec with {other}'s checkpoints; {config_only}: {run}'s config alone.
 CASES = {
     # Flags absl cannot parse: wrong types, unknown flags and values, missing, positional.
     "train-epochs-not-int": Case(TRAIN, [*QUICK, "--epochs=abc"], "flag --epochs=abc: invalid"),
@@ -435,6 +435,7 @@ def _runs(runs):
   hybrid = os.path.join(runs, "hybrid")
   os.makedirs(hybrid)
   shutil.copy(os.path.join(run, "config.json"), hybrid)
+  shutil.copy(os.path.join(run, "model_spec.json"), hybrid)
   shutil.copytree(os.path.join(other, "checkpoints"), os.path.join(hybrid, "checkpoints"))
   config_only = os.path.join(runs, "config_only")
   os.makedirs(config_only)
@@ -593,7 +594,7 @@ def server(tmp_path_factory):
   config = presets.from_preset("quickstart").override(dict(
       procedure="iterative", num_iterations=2, iterative_inputs=("data", "params"),
       hidden_units=(8,), latent_sizes=(LATENT_SIZE,))).validate()
-  model = builders.build_model(config, EVENT_SIZE)
+  model = builders.build_model(config, testing.image_spec(EVENT_SIZE))
   model.build_all(np.zeros([2, EVENT_SIZE], np.float32))
   base = str(tmp_path_factory.mktemp("exports"))
   exporter.export_saved_model(exporter.ServingModule(model), base)

@@ -295,7 +295,7 @@ def test_gumbel_softmax_training_improves_the_elbo():
   config = _digits_config(binarization="static", latent_sizes=(20,))
   splits = data_lib.load_data(config)
   train, held_out = splits.train[:200].astype(np.float32), splits.valid[:100]
-  model = builders.build_model(config, 64)
+  model = builders.build_model(config, splits.spec)
   model.compile(*optimizers.build_optimizers(config, 4))
   model.build_all(train[:2])
   test_step = tf.function(model.test_step, autograph=False)  # no tensor control flow: faster

@@ -58,9 +58,9 @@ def _config(procedure, **overrides):
 def _models(config, strategy):
   splits = data_lib.load_data(config)
   steps_per_epoch = len(splits.train) // config.data.batch_size
-  default_model, _ = workdir_lib.build(config, splits, steps_per_epoch)
+  default_model, _ = workdir_lib.build(config, splits.spec, steps_per_epoch)
   with strategy.scope():
-    mirrored_model, _ = workdir_lib.build(config, splits, steps_per_epoch)
+    mirrored_model, _ = workdir_lib.build(config, splits.spec, steps_per_epoch)
   return splits, default_model, mirrored_model
 
 
@@ -233,11 +233,12 @@ def test_mirrored_training_resumes_and_matches_its_single_device_evaluation(mirr
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["parameter_fingerprint"] == metrics["parameter_fingerprint"]
   # The checkpoint restores on one device, to the same weights and the same test numbers.
-  restored_config, splits, model, step = workdir_lib.restore_model(workdir)
+  restored_config, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 3
   assert workdir_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
-  batches = data_lib.eval_batches(splits, "test", restored_config.eval.eval_batch_size,
-                                  max_examples=40, seed=restored_config.data.data_seed)
+  batches = data_lib.load_data(restored_config).eval_batches(
+      "test", restored_config.eval.eval_batch_size, max_examples=40,
+      seed=restored_config.data.data_seed)
   single = metrics_lib.evaluate(model, batches, num_importance_samples=100,
                                 chunk_size=restored_config.eval.eval_chunk_size, seed=0)
   assert metrics["test_log_likelihood"] == pytest.approx(single["log_likelihood"], abs=1e-4)
@@ -266,10 +267,11 @@ def test_unsupported_runs_fail_with_clear_errors(mirrored, tmp_path):
     loop.train_and_evaluate(_config("amortized", batch_size=33, max_steps=1),
                             str(tmp_path / "odd"), verbose=False, strategy=mirrored)
   with pytest.raises(distribute.DistributionError, match="text corpora"):
-    distribute.check_supported(mirrored, is_text=True, jit_compile=False)
+    distribute.check_supported(mirrored, variable_length=True, jit_compile=False)
   with pytest.warns(UserWarning, match="without XLA"):
-    assert not distribute.check_supported(mirrored, is_text=False, jit_compile=True)
-  assert distribute.check_supported(tf.distribute.get_strategy(), is_text=True, jit_compile=True)
+    assert not distribute.check_supported(mirrored, variable_length=False, jit_compile=True)
+  assert distribute.check_supported(tf.distribute.get_strategy(), variable_length=True,
+                                    jit_compile=True)
   with pytest.raises(distribute.DistributionError, match="no TPU answers"):
     distribute.make_strategy("tpu", tpu=f"grpc://127.0.0.1:{_free_port()}")
   with pytest.raises(distribute.DistributionError, match="already initialized with 2"):
@@ -362,7 +364,8 @@ def test_two_worker_processes_train_identically_and_resume(tmp_path):
   assert metrics["parameter_fingerprint"] == _fingerprint(chief)
   # Only the chief wrote into the work dir; the worker's temporary directory is gone.
   assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "history.jsonl",
-                                         "metrics.json", "plots", "train", "validation"]
+                                         "metrics.json", "model_spec.json", "plots", "train",
+                                         "validation"]
   _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 3 and workdir_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
 

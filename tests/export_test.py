@@ -33,6 +33,7 @@ from export import latency_benchmark
 from export import rest_adapter
 from tests import testing
 from tf_lti.config import presets
+from tf_lti.data import base as data_lib
 from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.training import builders
@@ -288,8 +289,9 @@ def round_trip(tmp_path_factory):
     else:
       assert exporter.export_from_workdir(workdirs[kind], base) == exports[kind]
   models, modules, defaults = {}, {}, {}
+  splits = data_lib.load_data(_config("standard"))  # Every kind trains on the same data.
   for kind in KINDS:
-    _, splits, models[kind], _ = workdir_lib.restore_model(workdirs[kind])
+    models[kind] = workdir_lib.restore_model(workdirs[kind])[2]
     # What `export_from_workdir` serves: the run's evaluation K is log_likelihood's default.
     modules[kind] = exporter.ServingModule(
         models[kind], num_importance_samples=SMALL["num_importance_samples"])
@@ -543,7 +545,7 @@ def test_versions_are_never_overwritten_and_a_failed_export_leaves_nothing(round
 def test_point_estimates_export_without_log_likelihood_and_variance_step():
   config = _config("semi_amortized").override(
       dict(posterior="point", kl="sample", num_importance_samples=0)).validate()
-  module = exporter.ServingModule(builders.build_model(config, 64))
+  module = exporter.ServingModule(builders.build_model(config, testing.image_spec(64)))
   assert sorted(module.signatures()) == ["decode", "encode", "sample", "serving_default"]
   assert module.signature_defaults() == {
       "encode": {"num_steps": SVI_STEPS, "mean_step_size": STEP_SIZE},
@@ -554,10 +556,10 @@ def test_serving_module_rejects_other_decoders_and_bad_settings():
   config = _config("standard").override(dict(encoder="conv", decoder="pixelcnn", conv_blocks=1,
                                              pixelcnn_layers=2, pixelcnn_channels=4,
                                              latent_feature_maps=1))
-  model = builders.build_model(config, 64, image_shape=(8, 8))
+  model = builders.build_model(config, testing.image_spec(64, (8, 8)))
   with pytest.raises(ValueError, match=r"`DLGM` decoder .* got GatedPixelCNN"):
     exporter.ServingModule(model)
-  model = builders.build_model(_config("standard"), 64)
+  model = builders.build_model(_config("standard"), testing.image_spec(64))
   with pytest.raises(ValueError, match=r"`num_importance_samples` must be in \[1, 100000\]; got 0"):
     exporter.ServingModule(model, num_importance_samples=0)
   with pytest.raises(ValueError, match=r"`chunk_size` must be >= 1; got 0"):

@@ -348,7 +348,7 @@ def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
   assert metrics["steps"] == 3
   for key in ("test_elbo", "test_kl", "test_log_likelihood", "valid_elbo"):
     assert np.isfinite(metrics[key]), (key, metrics[key])
-  _, splits, model, step = workdir_lib.restore_model(workdir)
+  _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 3 and isinstance(model.family, type(posteriors.get_family(
       name, flow_length=2, flow_hidden_units=16, latent_size=4)))
   names = {n for n, _ in tf.train.list_variables(
@@ -366,7 +366,8 @@ def test_training_run_finishes_and_its_checkpoint_restores(tmp_path, name):
     moved = [not np.allclose(a.numpy(), b.numpy())
              for a, b in zip(initial.trainable_variables, restored.trainable_variables)]
     assert all(moved), moved
-  results = metrics_lib.evaluate(model, data_lib.subset(splits.test, 10, config.data.data_seed),
+  test = data_lib.load_data(config).test
+  results = metrics_lib.evaluate(model, data_lib.subset(test, 10, config.data.data_seed),
                                  num_importance_samples=8, chunk_size=8, seed=config.train.seed)
   np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-5)
   np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-5)

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests import testing
 from tf_lti.config import presets
+from tf_lti.data import base as data_lib
 from tf_lti.evaluation import imputation
 from tf_lti.training import builders
 from tf_lti.training import loop
@@ -100,8 +101,7 @@ def _mnist_model(tmp_path_factory):
       checkpoint_every_steps=1000, jit_compile=False))
   workdir = str(tmp_path_factory.mktemp("mnist"))
   loop.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = workdir_lib.restore_model(workdir)
-  return splits, model
+  return data_lib.load_data(config), workdir_lib.restore_model(workdir)[2]
 
 
 @pytest.mark.parametrize("missing, options", [
@@ -109,7 +109,7 @@ def _mnist_model(tmp_path_factory):
 def test_imputation_beats_the_fill_and_the_pixel_mean_on_mnist(mnist_model, missing, options):
   splits, model = mnist_model
   x = splits.test[np.random.default_rng(0).choice(len(splits.test), 200, replace=False)]
-  mask = imputation.make_mask(missing, len(x), splits.image_shape, seed=0, **options)
+  mask = imputation.make_mask(missing, len(x), splits.spec.image_shape, seed=0, **options)
   result = imputation.impute(model, x, mask, num_iterations=30, seed=SEED)
   assert result.samples.shape == result.means.shape == (31, 200, 784)
   for chain in (result.samples, result.means):  # observed pixels never change
@@ -132,10 +132,10 @@ def _standard_run(tmp_path_factory):
 
 def test_semi_amortized_inference_imputes(standard_run):
   # Test-time SVI on a trained encoder ("VAE + SVI") is a `SemiAmortizedInference` procedure.
-  config, splits, model, _ = workdir_lib.restore_model(standard_run)
+  config, spec, model, _ = workdir_lib.restore_model(standard_run)
   model = builders.with_test_time_svi(model, config, 2)
-  x = splits.test[:6]
-  mask = imputation.make_mask("random", 6, splits.image_shape, fraction=0.5, seed=1)
+  x = data_lib.load_data(config).test[:6]
+  mask = imputation.make_mask("random", 6, spec.image_shape, fraction=0.5, seed=1)
   result = imputation.impute(model, x, mask, num_iterations=3, seed=SEED, fill="noise")
   np.testing.assert_array_equal(result.samples[:, ~mask],
                                 np.broadcast_to(x[~mask], (4, (~mask).sum())))

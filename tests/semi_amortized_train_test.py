@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lti.config import presets
+from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.training import builders
 from tf_lti.training import loop
@@ -36,8 +37,8 @@ def test_test_time_svi_on_a_standard_vae(tmp_path):
   config = _config(procedure="amortized", max_steps=0, epochs=3, num_samples=10)
   workdir = str(tmp_path / "vae")
   loop.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = workdir_lib.restore_model(workdir)
-  x = splits.test[:60]
+  model = workdir_lib.restore_model(workdir)[2]
+  x = data_lib.load_data(config).test[:60]
   plain = metrics_lib.evaluate(model, x, num_importance_samples=0, seed=1)
   config.eval.eval_svi_steps = 30
   config.override(dict(svi_mean_step_size=0.02, svi_variance_step_size=0.02))

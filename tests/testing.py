@@ -25,6 +25,7 @@ import tensorflow_probability as tfp
 
 from tf_lti.config import presets
 from tf_lti.config import schema
+from tf_lti.data import base as data_lib
 from tf_lti.models import base as models_base
 from tf_lti.training import builders
 from tf_lti.training import loop
@@ -149,13 +150,19 @@ def tiny_run(workdir, max_steps, **overrides):
   return workdir
 
 
+def image_spec(event_size, image_shape=None):
+  """The `DataSpec` of images of `event_size` pixels (of `image_shape`), one training example."""
+  return data_lib.DataSpec(kind="images", event_size=event_size, num_train=1,
+                           image_shape=image_shape)
+
+
 def small_model(event_size=20, **overrides):
   """A compiled, built `VAE` of `event_size` binary pixels: 3 latents, 16 hidden units, plus
   `overrides` of config fields."""
   settings = dict(latent_sizes=(3,), hidden_units=(16,), learning_rate=3e-3)
   settings.update(overrides)
   config = schema.ExperimentConfig().override(settings).validate()
-  model = builders.build_model(config, event_size, steps_per_epoch=10)
+  model = builders.build_model(config, image_spec(event_size), steps_per_epoch=10)
   model.compile(*optimizers.build_optimizers(config, steps_per_epoch=10))
   model.build_all(tf.zeros([2, event_size]))
   return model

@@ -48,8 +48,9 @@ def test_language_model_perplexity_is_the_exact_log_likelihood(tmp_path, corpus)
   workdir = str(tmp_path / "lm")
   metrics = loop.train_and_evaluate(_config(corpus, latent_sizes=(0,)), workdir,
                                     verbose=False)
-  _, splits, model, _ = workdir_lib.restore_model(workdir)
-  batches = data_lib.eval_batches(splits, "test", 20)
+  config, _, model, _ = workdir_lib.restore_model(workdir)
+  splits = data_lib.load_data(config)
+  batches = splits.eval_batches("test", 20)
   log_p = sum(float(tf.reduce_sum(model.generative.log_prob(tf.constant(x)))) for x in batches)
   words = sum(len(sentence) - 1 for sentence in splits.test)  # words + </s> per sentence
   assert metrics["test_num_words"] == words

@@ -156,12 +156,12 @@ def test_restored_model_reproduces_the_trained_one_including_batch_norm(tmp_path
                    kl="sample", num_importance_samples=20, eval_chunk_size=10,
                    eval_max_examples=40)
   metrics = loop.train_and_evaluate(config, workdir, verbose=False)
-  _, splits, model, _ = workdir_lib.restore_model(workdir)
+  model = workdir_lib.restore_model(workdir)[2]
   assert len(model.non_trainable_variables) > 0  # batch-norm statistics are checkpointed
   names = {name for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))}
   assert any("moving_mean" in name for name in names) and any("gate" in name for name in names)
-  results = metrics_lib.evaluate(model, data_lib.subset(splits.test, 40, 0),
+  results = metrics_lib.evaluate(model, data_lib.subset(data_lib.load_data(config).test, 40, 0),
                                  num_importance_samples=20, chunk_size=10, seed=config.train.seed)
   np.testing.assert_allclose(results["elbo"], metrics["test_elbo"], rtol=1e-4)
   np.testing.assert_allclose(results["log_likelihood"], metrics["test_log_likelihood"], rtol=1e-4)
@@ -169,8 +169,8 @@ def test_restored_model_reproduces_the_trained_one_including_batch_norm(tmp_path
 
 def test_eval_batches_keep_order_and_the_partial_batch_and_subset_by_seed():
   splits = data_lib.load_data(_config())
-  batches = data_lib.eval_batches(splits, "valid", 50)
+  batches = splits.eval_batches("valid", 50)
   assert [len(batch) for batch in batches] == [50, 50, 50, 29]
   np.testing.assert_array_equal(np.concatenate(batches), splits.valid)
-  subset = np.concatenate(data_lib.eval_batches(splits, "test", 16, max_examples=40, seed=3))
+  subset = np.concatenate(splits.eval_batches("test", 16, max_examples=40, seed=3))
   np.testing.assert_array_equal(subset, data_lib.subset(splits.test, 40, seed=3))

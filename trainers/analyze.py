@@ -125,7 +125,7 @@ def _reconstructions(model, splits, tf, np, analysis, plots):
   means = analysis.likelihood_means(model, params)  # [T + 1, B, D]
   columns = [x] + list(means)
   rows = np.stack(columns, axis=1).reshape(-1, x.shape[-1])  # example-major: data, t = 0 ... T
-  grid = summary.image_grid(rows, splits.image_shape, len(columns))
+  grid = summary.image_grid(rows, splits.spec.image_shape, len(columns))
   plots.save_image_grid(grid, _output_path("reconstructions.png"),
                         "data, then reconstructions after iterations 0 ... T")
   return {"mean_elbo_by_iteration": bounds.tolist()}
@@ -196,12 +196,14 @@ def main():
   _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import analysis  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
   from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  _, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
+  config, _, model, step = workdir_lib.restore_model(FLAGS.workdir)
+  splits = data_lib.load_data(config)  # The examples analyzed (the model needs none).
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
          "optimizers": _optimizers, "embedding": _embedding}[FLAGS.analysis]
   results = run(model, splits, tf, np, analysis, plots)

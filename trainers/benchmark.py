@@ -75,13 +75,15 @@ def _matmul_gflops(tf, rows, inner, cols, repeats=20):
 
 
 def _build(config, tf, strategy):
+  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
   from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top
   side = int(round(FLAGS.event_size ** 0.5))
+  spec = data_lib.DataSpec(kind="images", event_size=FLAGS.event_size,
+                           num_train=config.data.batch_size,
+                           image_shape=(side, side) if side * side == FLAGS.event_size else None)
   with strategy.scope():
-    model = builders.build_model(
-        config, FLAGS.event_size,
-        image_shape=(side, side) if side * side == FLAGS.event_size else None)
+    model = builders.build_model(config, spec)
     model.compile(*optimizers.build_optimizers(config, steps_per_epoch=1000))
     x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1])
                 < 0.3, tf.float32)
@@ -158,7 +160,8 @@ def _run_one(config, jit_compile, strategy):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import likelihood as likelihood_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.training import distribute  # pylint: disable=g-import-not-at-top
-  jit_compile = distribute.check_supported(strategy, is_text=False, jit_compile=jit_compile)
+  jit_compile = distribute.check_supported(strategy, variable_length=False,
+                                           jit_compile=jit_compile)
   distribute.check_batch_size(config.data.batch_size, strategy)
   model, x = _build(config, tf, strategy)
   result = {"mode": FLAGS.mode, "jit_compile": jit_compile, "event_size": FLAGS.event_size,

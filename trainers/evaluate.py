@@ -79,15 +79,15 @@ def main():
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
   from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
   from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  config, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
+  config, _, model, step = workdir_lib.restore_model(FLAGS.workdir)
   config = _with_eval_svi_steps(config)
   model = builders.evaluation_model(model, config)
+  splits = data_lib.load_data(config)  # For the evaluated split only.
   if FLAGS.report == "gap":
     _gap_report(config, splits, model, step)
     return
-  batches = data_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
-                                  max_examples=FLAGS.eval_max_examples,
-                                  seed=config.data.data_seed)
+  subset = dict(max_examples=FLAGS.eval_max_examples, seed=config.data.data_seed)
+  batches = splits.eval_batches(FLAGS.split, FLAGS.eval_batch_size, **subset)
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; evaluating {num_examples} {FLAGS.split} "
         f"examples with K={FLAGS.num_importance_samples}.", flush=True)
@@ -95,7 +95,8 @@ def main():
   results = metrics_lib.evaluate(model, batches,
                                  num_importance_samples=FLAGS.num_importance_samples,
                                  chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
-                                 jit_compile=FLAGS.jit_compile, progress=progress.update)
+                                 jit_compile=FLAGS.jit_compile, progress=progress.update,
+                                 token_counts=splits.token_counts(FLAGS.split, **subset))
   results.pop("per_example")
   metrics = {f"{FLAGS.split}_{name}": value for name, value in results.items()}
   metrics.update(steps=step, dataset=splits.name, config=config.to_dict())
@@ -109,12 +110,10 @@ def main():
 def _gap_report(config, splits, model, step):
   """Runs and writes the amortization-gap report (`--report=gap`)."""
   import keras  # pylint: disable=g-import-not-at-top
-  from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import amortization_gap as gap_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
-  batches = data_lib.eval_batches(splits, FLAGS.split, FLAGS.eval_batch_size,
-                                  max_examples=FLAGS.gap_num_examples,
-                                  seed=config.data.data_seed)
+  batches = splits.eval_batches(FLAGS.split, FLAGS.eval_batch_size,
+                                max_examples=FLAGS.gap_num_examples, seed=config.data.data_seed)
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; amortization-gap report on {num_examples} "
         f"{FLAGS.split} examples (SVI: Adam, up to {FLAGS.gap_svi_steps} steps; "

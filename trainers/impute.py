@@ -88,16 +88,18 @@ def main():
   from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
   from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  config, splits, model, step = workdir_lib.restore_model(FLAGS.workdir)
-  if not hasattr(splits, "image_shape"):
+  config, spec, model, step = workdir_lib.restore_model(FLAGS.workdir)
+  image_shape = spec.image_shape
+  if spec.kind == "text":
     raise ValueError(f"`workdir` {FLAGS.workdir!r} holds a text model ({config.data.source}); "
                      "imputation needs images.")
-  if len(splits.image_shape) == 3 and splits.image_shape[2] != 1:
-    raise ValueError(f"Imputation grids need grayscale images; {splits.name} has image shape "
-                     f"{splits.image_shape}.")
+  if len(image_shape) == 3 and image_shape[2] != 1:
+    raise ValueError(f"Imputation grids need grayscale images; {config.data.source} has image "
+                     f"shape {image_shape}.")
   imputation.check_decoder(model.generative)
-  x = data_lib.subset(getattr(splits, FLAGS.split), FLAGS.num_examples, FLAGS.seed)
-  mask = imputation.make_mask(FLAGS.missing, len(x), splits.image_shape,
+  splits = data_lib.load_data(config)
+  x = data_lib.subset(splits.split(FLAGS.split), FLAGS.num_examples, FLAGS.seed)
+  mask = imputation.make_mask(FLAGS.missing, len(x), image_shape,
                               fraction=FLAGS.missing_fraction, block_size=FLAGS.block_size,
                               position=FLAGS.block_position, seed=FLAGS.seed)
   print(f"Restored step {step} from {FLAGS.workdir}; imputing {len(x)} {FLAGS.split} examples "
@@ -112,7 +114,7 @@ def main():
   os.makedirs(out_dir, exist_ok=True)
   name = f"imputation_{FLAGS.missing}"
   chain = result.means if FLAGS.show == "mean" else result.samples
-  grid = _grid(np, summary, x, mask, chain, splits.image_shape, min(FLAGS.num_shown, len(x)))
+  grid = _grid(np, summary, x, mask, chain, image_shape, min(FLAGS.num_shown, len(x)))
   png = os.path.join(out_dir, f"{name}.png")
   plots.save_image_grid(grid, png, f"true, masked, then {FLAGS.show} imputations after "
                                    f"iterations 1 ... {FLAGS.num_iterations}")

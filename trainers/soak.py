@@ -24,7 +24,6 @@ and prints the summary. The first half absorbs the warm-up (tracing, allocator
 pools, the first epochs); a slope well above 0 over the second half is a leak.
 """
 
-import math
 import os
 import threading
 import time
@@ -42,7 +41,6 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 STATUS_PATH = "/proc/self/status"
-_DEQUANTIZATION_BINS = 256  # the bins of 8-bit data a Gaussian likelihood dequantizes (data.py)
 _SECONDS_PER_MINUTE = 60.0
 _KB_PER_MB = 1024.0
 
@@ -227,26 +225,22 @@ def main():
   read_rss_mb()  # Fails now, not after the run, where memory cannot be read.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
-  from tf_lti.data import images as image_data  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import plots  # pylint: disable=g-import-not-at-top
   from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
   from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top
   splits = data_lib.load_data(config)
-  if not isinstance(splits, image_data.DataSplits):
+  if splits.spec.kind == "text":
     raise ValueError(f"`source` {config.data.source!r}: tf-lti-soak trains on image data "
                      f"(data.make_train_dataset); text corpora are not supported.")
   batch_size, seed = config.data.batch_size, config.train.seed
 
   def epoch_batches(epoch):
-    return image_data.make_train_dataset(splits, batch_size, seed=seed, epoch=epoch)
+    return splits.train_batches(batch_size, seed=seed, epoch=epoch, start_batch=0)
 
   epoch_batches(0)  # Checks batch_size against the train split before the model is built.
-  steps_per_epoch = len(splits.train) // batch_size
-  model = builders.build_model(
-      config, math.prod(splits.event_shape), image_shape=splits.image_shape,
-      num_bins=_DEQUANTIZATION_BINS if splits.dequantize else None,
-      steps_per_epoch=steps_per_epoch)
+  steps_per_epoch = splits.steps_per_epoch(batch_size)
+  model = builders.build_model(config, splits.spec, steps_per_epoch=steps_per_epoch)
   model.compile(*optimizers.build_optimizers(config, steps_per_epoch))
   model.build_all(splits.train[:2])
   train_step = tf.function(model.train_step, jit_compile=config.train.jit_compile)

@@ -8,7 +8,8 @@ in the same order everywhere. No TensorFlow: flags are parsed with them.
 
 __all__ = [
     "ANALYSIS_LEARNING_RATES", "ANALYSIS_OPTIMIZERS", "BINARIZATIONS", "BLOCK_POSITIONS",
-    "BOUNDS", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DECODERS", "DISCRETE_ESTIMATORS",
+    "BOUNDS", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DATA_KINDS", "DECODERS",
+    "DISCRETE_ESTIMATORS",
     "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
     "ITERATIVE_INPUTS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
@@ -29,6 +30,8 @@ CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
 ENCODERS = ("mlp", "conv", "lstm")
 DECODERS = ("mlp", "pixelcnn", "lstm")
+# What a data set holds (tf_lti/data/contract.py, `DataSpec.kind`).
+DATA_KINDS = ("images", "text")
 # Data sources that name a text corpus (tf_lti/data/text.py).
 TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
 OPTIMIZERS = ("adam", "sgd")

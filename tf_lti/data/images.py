@@ -24,7 +24,7 @@ split in a seeded per-epoch order, in full batches; with dynamic binarization
 or dequantization each batch gets fresh noise seeded by (seed, epoch, batch
 index), so a given (seed, epoch) always yields the same batches and a trainer
 resumes mid-epoch with `.skip(k)`. Evaluation batches valid or test in order
-(`data.base.eval_batches`).
+(`DataSplits.eval_batches`).
 
 All randomness is stateless: numpy generators seeded with `[seed, stream, ...]`
 and TF stateless ops with seeds folded from `[seed, stream]`, where `stream`
@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.data import common
+from tf_lti.data import contract
 from tf_lti.data import readers
 
 __all__ = ["DEFAULT_VALIDATION_SIZE", "DataSplits", "binarize", "load", "make_train_dataset"]
@@ -69,8 +70,8 @@ class _Stream(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DataSplits:
-  """Train, validation and test data of one source, ready for a model.
+class DataSplits(contract.Dataset):
+  """Train, validation and test images of one source, ready for a model (a `Dataset`).
 
   Attributes:
     name: the source, e.g. `"digits"`, `"/d/binarized_mnist.npz"`,
@@ -119,6 +120,26 @@ class DataSplits:
   def event_shape(self) -> tuple[int, ...]:
     """D, the shape of one example, e.g. `(784,)`."""
     return tuple(self.train.shape[1:])
+
+  @property
+  def spec(self) -> contract.DataSpec:
+    return contract.DataSpec(kind="images", event_size=math.prod(self.event_shape),
+                             num_train=len(self.train), image_shape=self.image_shape,
+                             num_bins=_DEQUANTIZATION_BINS if self.dequantize else None)
+
+  def token_counts(self, split, *, max_examples=0, seed=0):
+    del split, max_examples, seed  # Images have no tokens.
+    return None
+
+  def batch_spec(self):
+    return tf.TensorSpec([None, *self.event_shape], tf.float32)
+
+  def train_batches(self, batch_size, *, seed, epoch, start_batch):
+    return make_train_dataset(self, batch_size, seed=seed, epoch=epoch).skip(start_batch)
+
+  def eval_batches(self, split, batch_size, *, max_examples=0, seed=0):
+    x = contract.subset(self.split(split), max_examples, seed)
+    return [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
 
 
 def load(source: str, *, binarization: str = "none", likelihood: str = "bernoulli",

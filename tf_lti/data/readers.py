@@ -16,22 +16,26 @@ are refused with a `DataError` naming the file and key; `open_npz` and
 `npz_array` serve other modules' `.npz` reads too), `.pkl` paths are refused,
 MATLAB and `.amat` files are parsed (scipy, `np.loadtxt`), and TFDS names with
 a namespace (community or Hugging Face builders, which run downloaded code) are
-refused.
+refused. `read_lines` reads the plain or gzip'd UTF-8 files of text corpora.
 """
 
 import dataclasses
+import gzip
 import os
+import pathlib
 import zipfile
+import zlib
 
 import numpy as np
 import scipy.io
 
 from tf_lti.data import common
 
-__all__ = ["npz_array", "open_npz", "read"]
+__all__ = ["npz_array", "open_npz", "read", "read_lines"]
 
 _DIGITS_MAX = 16.0          # scikit-learn's digits are counts 0..16
 
+_GZIP_MAGIC = b"\x1f\x8b"
 _MATLAB_MAGIC = b"MATLAB"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 _PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -73,6 +77,26 @@ def read(source, tfds_data_dir, tfds_manual_dir) -> dict[str, _Part]:
     return {split: _Part(path, _read_amat(path))
             for split, path in ((s, source.replace("{split}", s)) for s in common.SPLITS)}
   raise common.DataError(f"unknown data source {source!r}: expected {_SOURCE_FORMS}")
+
+
+def read_lines(path):
+  """The lines of a plain or gzip'd UTF-8 file (gzip is recognized by its magic bytes)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise common.DataError(f"{path}: no such file")
+  data = path.read_bytes()
+  if data.startswith(_GZIP_MAGIC):
+    try:
+      data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+      raise common.DataError(f"{path}: cannot decompress gzip data: {error}") from error
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as error:
+    line = data[:error.start].count(b"\n") + 1
+    raise common.DataError(f"{path}, line {line}: not UTF-8 text ({error.reason} at byte "
+                           f"{error.start})") from error
+  return text.split("\n")
 
 
 def _require_file(path):

@@ -39,14 +39,15 @@ Sentences with 0 words are dropped, as are sentences longer than
 
 import collections
 import dataclasses
-import gzip
 import pathlib
-import zlib
 
 import numpy as np
+import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.data import common
+from tf_lti.data import contract
+from tf_lti.data import readers
 
 __all__ = [
     "BOS", "BOS_ID", "EOS", "EOS_ID", "NUM_SPECIALS", "PAD", "PAD_ID", "SPECIALS", "TextSplits",
@@ -59,7 +60,6 @@ SPECIALS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(len(SPECIALS))
 NUM_SPECIALS = len(SPECIALS)
 
-_GZIP_MAGIC = b"\x1f\x8b"
 # Specials a corpus may not contain: they would break padding or sentence boundaries.
 _FORBIDDEN = (PAD, BOS, EOS)
 
@@ -178,8 +178,8 @@ class Vocabulary:
 
 
 @dataclasses.dataclass
-class TextSplits:
-  """A corpus read by `load_text`.
+class TextSplits(contract.Dataset):
+  """A corpus read by `load_text` (a `Dataset`).
 
   Attributes:
     vocabulary: the `Vocabulary` of the kept training sentences.
@@ -196,37 +196,29 @@ class TextSplits:
   num_too_long: dict
   name: str = ""
 
-  def split(self, name):
-    """The sequences of split `name` (`"train"`, `"valid"` or `"test"`)."""
-    if name not in common.SPLITS:
-      raise common.DataError(f"split must be one of {common.SPLITS}, got {name!r}")
-    return getattr(self, name)
+  @property
+  def spec(self) -> contract.DataSpec:
+    return contract.DataSpec(kind="text", event_size=self.vocabulary.size,
+                             num_train=len(self.train), vocabulary=self.vocabulary.tokens)
 
+  def token_counts(self, split, *, max_examples=0, seed=0):
+    sequences = contract.subset(self.split(split), max_examples, seed)
+    return np.array([len(sequence) - 1 for sequence in sequences], np.int64)
 
-def _read_lines(path):
-  """The lines of a plain or gzip'd UTF-8 file (gzip is recognized by its magic bytes)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise common.DataError(f"{path}: no such file")
-  data = path.read_bytes()
-  if data.startswith(_GZIP_MAGIC):
-    try:
-      data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-      raise common.DataError(f"{path}: cannot decompress gzip data: {error}") from error
-  try:
-    text = data.decode("utf-8")
-  except UnicodeDecodeError as error:
-    line = data[:error.start].count(b"\n") + 1
-    raise common.DataError(f"{path}, line {line}: not UTF-8 text ({error.reason} at byte "
-                           f"{error.start})") from error
-  return text.split("\n")
+  def batch_spec(self):
+    return tf.TensorSpec([None, None], tf.int32)
+
+  def train_batches(self, batch_size, *, seed, epoch, start_batch):
+    return epoch_batches(self.train, batch_size, seed=seed, epoch=epoch)[start_batch:]
+
+  def eval_batches(self, split, batch_size, *, max_examples=0, seed=0):
+    return make_batches(contract.subset(self.split(split), max_examples, seed), batch_size)
 
 
 def _read_sentences(path, max_length, unk_token):
   """Word lists of the non-empty lines with at most `max_length` words, and the too-long count."""
   sentences, too_long = [], 0
-  for number, line in enumerate(_read_lines(path), start=1):
+  for number, line in enumerate(readers.read_lines(path), start=1):
     words = line.split()
     if not words:
       continue

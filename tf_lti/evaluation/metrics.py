@@ -4,8 +4,9 @@
 device or sharded whole-batch-wise across the replicas of a `tf.distribute`
 strategy (`distribute_batches`; `is_distributed` and `num_replicas` are the
 strategy queries `training.distribute` shares), and summarize per-example
-values into means. For text, `num_words` and `perplexity` turn nats per
-sentence into perplexity.
+values into means. For text, the examples' `token_counts` (`data.contract.Dataset`)
+and `perplexity` turn nats per sentence into perplexity (`num_words` counts a
+token batch's predicted tokens).
 
 Never imported by the training step: evaluation is slow and policy-laden.
 """
@@ -75,7 +76,8 @@ def evaluate(model, x, *, progress=None, **options):
 
 
 def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size=200,
-                   seed=0, jit_compile=False, strategy=None, posterior_means=True):
+                   seed=0, jit_compile=False, strategy=None, posterior_means=True,
+                   token_counts=None):
   """An evaluator of a trained `vae.VAE` on a fixed data set, traced once, run many times
   (e.g. after every epoch on the validation set).
 
@@ -96,6 +98,9 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
       (one device).
     posterior_means: also compute the posterior means and `active_units`
       (a flow's mean is a Monte-Carlo average). Default value: `True`.
+    token_counts: for text, the predicted tokens of each example of `x`
+      (`data.contract.Dataset.token_counts`), which turn nats into
+      perplexities. Default value: `None` (no perplexity).
 
   Returns:
     A callable `(progress=None) -> summary`, `progress` an optional callable
@@ -104,8 +109,8 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     `elbo_trajectory` (mean ELBO after each refinement step, iterative procedures),
     `num_examples`, `num_importance_samples`, and `log_likelihood` (IW estimate)
     when K > 0, plus `bits_per_dim` variants for a Gaussian likelihood on 8-bit data
-    and, for text, `num_words`, `perplexity_bound` (from the ELBO) and `perplexity`
-    (from the IW estimate); `per_example` holds the `[N]` arrays.
+    and, with `token_counts`, `num_words`, `perplexity_bound` (from the ELBO) and
+    `perplexity` (from the IW estimate); `per_example` holds the `[N]` arrays.
   """
   if model.family.is_point_estimate and num_importance_samples:
     raise ValueError("Importance sampling needs a posterior with a density; the point-estimate "
@@ -116,6 +121,10 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
   if not batches:
     raise ValueError("`x` holds no examples to evaluate.")
+  num_examples = sum(len(batch) for batch in batches)
+  if token_counts is not None and len(token_counts) != num_examples:
+    raise ValueError(f"`token_counts` must hold one count per example of `x` ({num_examples}); "
+                     f"got {len(token_counts)}.")
   if num_importance_samples and model.generative.latent_size == 0:
     num_importance_samples = 1
   # One trace for every batch shape: a dimension that varies between batches is left open.
@@ -159,7 +168,8 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
         yield len(batch), step(tf.constant(batch), tf.constant(index))
 
   def run(progress=None):
-    return _summarize(model, batches, _collect(rounds(), progress), num_importance_samples)
+    return _summarize(model, batches, _collect(rounds(), progress), num_importance_samples,
+                      token_counts)
 
   return run
 
@@ -176,10 +186,9 @@ def _collect(rounds, progress):
   return {name: np.concatenate(values) for name, values in per_example.items()}
 
 
-def _summarize(model, batches, per_example, num_importance_samples):
+def _summarize(model, batches, per_example, num_importance_samples, token_counts):
   """The summary dict of `make_evaluator` from the `[N]` per-example arrays."""
   done = sum(len(batch) for batch in batches)
-  is_text = np.issubdtype(batches[0].dtype, np.integer)
   means = per_example.pop("posterior_mean", None)
   summary = {name: float(np.mean(values)) for name, values in per_example.items()
              if name != "elbo_trajectory"}
@@ -193,8 +202,8 @@ def _summarize(model, batches, per_example, num_importance_samples):
     for name in ("elbo", "log_likelihood"):
       if name in summary:
         summary[f"{name}_bits_per_dim"] = bits_per_dim(summary[name], num_dims)
-  if is_text:
-    words = sum(num_words(batch) for batch in batches)
+  if token_counts is not None:
+    words = int(np.sum(token_counts))
     summary["num_words"] = words
     summary["perplexity_bound"] = perplexity(-per_example["elbo"].sum(), words)
     if "log_likelihood" in per_example:

@@ -31,15 +31,16 @@ __all__ = [
 _NON_SMOOTH_ACTIVATIONS = ("relu", "elu", "selu", "leaky_relu", "relu6")
 
 
-def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_shape=None):
-  """A compiled-ready `vae.VAE` for `config` and data of `event_size` dimensions.
+def build_model(config, spec, *, steps_per_epoch=1):
+  """A compiled-ready `vae.VAE` for `config` and the data `spec` describes.
 
   Args:
     config: a validated `config.schema.ExperimentConfig`.
-    event_size: D, the flattened data size (the vocabulary size V for text).
-    image_shape: (H, W) of the images, needed by the convolutional encoder and the
-      PixelCNN decoder. Default value: `None`.
-    num_bins: 256 for a Gaussian likelihood on dequantized 8-bit data, else `None`.
+    spec: the `data.contract.DataSpec` of the data: its `event_size` (D, the
+      flattened data size, or the vocabulary size V for text), its
+      `image_shape` ((H, W), needed by the convolutional encoder and the
+      PixelCNN decoder) and its `num_bins` (256 for a Gaussian likelihood on
+      dequantized 8-bit data, else `None`).
     steps_per_epoch: converts the KL warm-up from epochs to steps. Default value: 1.
 
   Returns:
@@ -54,8 +55,9 @@ def build_model(config, event_size, *, num_bins=None, steps_per_epoch=1, image_s
                                  flow_length=config.inference.flow_length,
                                  flow_hidden_units=config.inference.flow_hidden_units,
                                  latent_size=sum(model_config.latent_sizes))
-  image_shape = _image_shape(config, event_size, image_shape)
-  generative = build_generative(config, event_size, num_bins=num_bins, image_shape=image_shape)
+  event_size = spec.event_size
+  image_shape = _image_shape(config, event_size, spec.image_shape)
+  generative = build_generative(config, event_size, num_bins=spec.num_bins, image_shape=image_shape)
   objective = estimators.Objective.from_config(config.objective)
   inference = build_inference(config, family, objective, image_shape=image_shape,
                               vocab_size=event_size)

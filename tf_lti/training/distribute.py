@@ -44,7 +44,6 @@ import warnings
 import tensorflow as tf
 
 from tf_lti.config import choices
-from tf_lti.data import images as image_data
 from tf_lti.evaluation.metrics import is_distributed
 from tf_lti.evaluation.metrics import num_replicas
 
@@ -238,7 +237,7 @@ def train_dataset(strategy, splits, batch_size, *, seed, epoch, start_batch):
   """The distributed training batches of `epoch` from global batch `start_batch` on.
 
   Every input pipeline (one per worker) builds the single-device global
-  batches of `data.images.make_train_dataset` -- order and dynamic binarization seeded
+  batches of `splits.train_batches` -- order and dynamic binarization seeded
   by (seed, epoch, batch index) -- and keeps its replicas' contiguous shards:
   replica r of N receives rows [r B/N, (r + 1) B/N) of every global batch.
 
@@ -250,17 +249,17 @@ def train_dataset(strategy, splits, batch_size, *, seed, epoch, start_batch):
   """
   check_batch_size(batch_size, strategy)
   replicas = num_replicas(strategy)
-  event_shape = tuple(splits.event_shape)
+  event_shape = tuple(splits.batch_spec().shape[1:])
 
   def dataset_fn(context):
     local = replicas // context.num_input_pipelines
     first = context.input_pipeline_id * local
-    batches = image_data.make_train_dataset(splits, batch_size, seed=seed, epoch=epoch)
+    batches = splits.train_batches(batch_size, seed=seed, epoch=epoch, start_batch=start_batch)
 
     def shards(batch):
       return tf.reshape(batch, [replicas, batch_size // replicas, *event_shape])[first:first + local]
 
-    return batches.skip(start_batch).map(shards).unbatch().prefetch(tf.data.AUTOTUNE)
+    return batches.map(shards).unbatch().prefetch(tf.data.AUTOTUNE)
 
   return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -277,11 +276,18 @@ def shard_batch(strategy, x):
                                              (context.replica_id_in_sync_group + 1) * size]))
 
 
-def check_supported(strategy, *, is_text, jit_compile):
-  """Raises for a run `strategy` cannot distribute; returns whether to XLA-compile the step."""
+def check_supported(strategy, *, variable_length, jit_compile):
+  """Raises for a run `strategy` cannot distribute; returns whether to XLA-compile the step.
+
+  Args:
+    strategy: a `tf.distribute.Strategy`.
+    variable_length: whether training batches vary in shape beyond the batch
+      size (`Dataset.batch_spec`), as text corpora's token batches do.
+    jit_compile: whether the run asks for XLA.
+  """
   if not is_distributed(strategy):
     return jit_compile
-  if is_text:
+  if variable_length:
     raise DistributionError("`strategy`: text corpora (length-bucketed token batches) train on "
                             "one device; use `strategy=default`.")
   if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):

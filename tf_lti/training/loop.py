@@ -5,7 +5,7 @@ described in `training.workdir`. Image data come as `data.images.DataSplits`
 arrays; a text source (`ptb:DIR`, `text:TRAIN,VALID,TEST`) comes as a
 `data.text.TextSplits` corpus, trained in length-bucketed padded token batches
 int32 `[B, T]` (one step function for every length) and evaluated in perplexity
-as well as nats per sentence; `data.base` hides the difference.
+as well as nats per sentence; the `data.contract.Dataset` interface hides the difference.
 
 Rerunning the same command continues from the latest checkpoint: the epoch's
 data order is a function of (seed, epoch), so the batches already seen in an
@@ -66,12 +66,14 @@ def _learning_rate(optimizer):
   return float(rate.numpy() if hasattr(rate, "numpy") else rate)
 
 
-def _validator(model, batches, *, seed, strategy):
-  """A callable returning validation metrics (means per example) over `batches`: `elbo`, `kl`,
-  `log_likelihood` (E_q log p(x|z)), `bound_step_t` (refining procedures) and, for text,
-  `perplexity_bound`."""
-  evaluator = metrics_lib.make_evaluator(model, batches, num_importance_samples=0, seed=seed,
-                                         strategy=strategy, posterior_means=False)
+def _validator(model, splits, batch_size, *, seed, strategy):
+  """A callable returning validation metrics (means per example) over the valid split of
+  `splits` (a `data.contract.Dataset`): `elbo`, `kl`, `log_likelihood` (E_q log p(x|z)),
+  `bound_step_t` (refining procedures) and, for text, `perplexity_bound`."""
+  evaluator = metrics_lib.make_evaluator(model, splits.eval_batches("valid", batch_size),
+                                         num_importance_samples=0, seed=seed, strategy=strategy,
+                                         posterior_means=False,
+                                         token_counts=splits.token_counts("valid"))
 
   def validate():
     results = evaluator()
@@ -106,31 +108,33 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     tf.config.experimental.enable_op_determinism()
   splits = data_lib.load_data(config)
   train_config = config.train
-  jit_compile = distribute.check_supported(strategy, is_text=data_lib.is_text(splits),
-                                           jit_compile=train_config.jit_compile)
+  jit_compile = distribute.check_supported(
+      strategy, variable_length=not splits.batch_spec().shape[1:].is_fully_defined(),
+      jit_compile=train_config.jit_compile)
   distributed = distribute.is_distributed(strategy)
   if distributed:
     distribute.check_batch_size(config.data.batch_size, strategy)
   chief = distribute.is_chief(strategy)
   verbose = verbose and chief
   batch_size = config.data.batch_size
-  steps_per_epoch = data_lib.steps_per_epoch(splits, batch_size)
+  steps_per_epoch = splits.steps_per_epoch(batch_size)
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
                      f"({len(splits.train)} examples of {splits.name}).")
   if chief:
-    workdir_lib.prepare_workdir(config, workdir)
+    workdir_lib.prepare_workdir(config, workdir, splits.spec)
   total_steps = config.train.epochs * steps_per_epoch
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
 
   with strategy.scope():
-    model, checkpoint = workdir_lib.build(config, splits, steps_per_epoch)
+    model, checkpoint = workdir_lib.build(config, splits.spec, steps_per_epoch)
   # Every worker resumes from the chief's checkpoints.
   workdir_lib.restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints"))
   step = int(model.generative_optimizer.iterations.numpy())
   if verbose:
-    shape = (f"sentences, {splits.vocabulary.size} token ids" if data_lib.is_text(splits)
+    spec = splits.spec
+    shape = (f"sentences, {spec.event_size} token ids" if spec.kind == "text"
              else f"examples of {splits.event_shape}")
     devices = (f"; {distribute.num_replicas(strategy)} replicas "
                f"({distribute.strategy_name(strategy)})" if distributed else "")
@@ -151,7 +155,7 @@ def _make_train_step(model, strategy, splits, jit_compile):
   """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
   if not distribute.is_distributed(strategy):
     return tf.function(model.train_step, jit_compile=jit_compile,
-                       input_signature=[data_lib.batch_spec(splits)])
+                       input_signature=[splits.batch_spec()])
 
   @tf.function
   def distributed_train_step(x):
@@ -191,8 +195,8 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   end_pending = (step > 0 and _ends_epoch(step, steps_per_epoch, total_steps)
                  and int(checkpoint.epoch.numpy()) < math.ceil(step / steps_per_epoch))
   workdir_lib.truncate_history(history_path, step - 1 if end_pending else step)
-  validate = _validator(model, data_lib.eval_batches(splits, "valid", config.eval.eval_batch_size),
-                        seed=train_config.seed, strategy=strategy)
+  validate = _validator(model, splits, config.eval.eval_batch_size, seed=train_config.seed,
+                        strategy=strategy)
   if end_pending:
     train_logs = {name: float(value)
                   for name, value in model.results(model.train_metric_names).items()}
@@ -207,8 +211,8 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
         batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
                                            epoch=epoch, start_batch=start_batch)
       else:
-        batches = data_lib.train_batches(splits, batch_size, seed=train_config.seed, epoch=epoch,
-                                         start_batch=start_batch)
+        batches = splits.train_batches(batch_size, seed=train_config.seed, epoch=epoch,
+                                       start_batch=start_batch)
       progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
                                      verbose=1 if verbose else 0)
       if verbose:
@@ -290,7 +294,7 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
     sentences = workdir_lib.epoch_sentences(model, splits, step)
     summary.write_text(valid_writer, "samples", sentences, step)
   checkpoint.epoch.assign(
-      math.ceil(step / data_lib.steps_per_epoch(splits, config.data.batch_size)))
+      math.ceil(step / splits.steps_per_epoch(config.data.batch_size)))
   record = {"epoch": int(checkpoint.epoch.numpy()), "step": step,
             "train_elbo": train_logs["elbo"], "valid_elbo": valid_logs["elbo"],
             "valid_kl": valid_logs["kl"], "skipped_steps": int(checkpoint.skipped_steps.numpy())}

@@ -2,7 +2,8 @@
 
 ```none
 workdir/
-  config.json          the resolved config (a rerun must match it)
+  config.json          the resolved config, data paths absolute (a rerun must match it)
+  model_spec.json      the data's `DataSpec`: all a restored model needs of its data
   checkpoints/         tf.train.CheckpointManager: model, both optimizers, epoch
   train/ validation/   TensorBoard summaries (scalars, images, hparams)
   history.jsonl        one line of train/validation metrics per epoch (appended)
@@ -13,11 +14,13 @@ workdir/
 
 `build` makes the model and its checkpoint (`build_checkpoint`: variable keys
 by layer path, never by Python class), `restore_model` rebuilds the model of a
-work dir and restores it strictly, `restore_checkpoint` falls back to older
-checkpoints when the newest does not restore, and `final_evaluation` writes the
-test metrics, plots and summaries at the end of training (`training.loop`).
+work dir from its config and model spec (reading no data) and restores it
+strictly, `restore_checkpoint` falls back to older checkpoints when the newest
+does not restore, and `final_evaluation` writes the test metrics, plots and
+summaries at the end of training (`training.loop`).
 """
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -47,13 +50,24 @@ __all__ = [
 ]
 
 
-def prepare_workdir(config, workdir):
+def _absolute(config):
+  """`config` with absolute data paths (`data.base.absolute_data_paths`)."""
+  return dataclasses.replace(config, data=data_lib.absolute_data_paths(config.data))
+
+
+def prepare_workdir(config, workdir, spec):
+  """Writes (or, resuming, checks) `config.json` and `model_spec.json` (`spec`, a `DataSpec`).
+
+  Raises:
+    ValueError: if `workdir` holds a run with another config or on other data.
+  """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
+  spec_path = os.path.join(workdir, "model_spec.json")
   if os.path.exists(path):
     with open(path) as f:  # Fields added since the run started take their defaults.
-      existing = json.loads(schema.ExperimentConfig.from_dict(json.load(f)).to_json())
-    current = json.loads(config.to_json())
+      existing = json.loads(_absolute(schema.ExperimentConfig.from_dict(json.load(f))).to_json())
+    current = json.loads(_absolute(config).to_json())
     if existing != current:
       changed = sorted(
           name for section, fields in existing.items() for name, value in fields.items()
@@ -61,30 +75,54 @@ def prepare_workdir(config, workdir):
       raise ValueError(f"`workdir` {workdir!r} holds a run with a different config (fields "
                        f"{changed} differ); use a new --workdir or the same settings to resume.")
   else:
-    files.write_json(path, config.to_dict())
+    files.write_json(path, _absolute(config).to_dict())
+  if os.path.exists(spec_path):
+    existing_spec = _read_spec(spec_path)
+    if existing_spec != spec:
+      changed = [field.name for field in dataclasses.fields(spec)
+                 if getattr(existing_spec, field.name) != getattr(spec, field.name)]
+      raise ValueError(f"`workdir` {workdir!r} holds a run on other data (model_spec.json "
+                       f"fields {changed} differ); use a new --workdir or the same data to resume.")
+  else:
+    files.write_text(spec_path, spec.to_json())
 
 
-def restore_model(workdir, splits=None):
+def _read_spec(path):
+  with open(path) as f:
+    return data_lib.DataSpec.from_json(f.read(), where=path)
+
+
+def restore_model(workdir):
   """Rebuilds the model of a work directory and restores its latest checkpoint strictly.
 
+  The model is built from `model_spec.json`, without reading data; a work dir
+  written before it existed loads its data once instead (and says so on stderr).
+
   Returns:
-    (config, splits, model, step): the config, the data, the restored `vae.VAE`
-    and the restored step.
+    (config, spec, model, step): the config, the data's `DataSpec`, the
+    restored `vae.VAE` and the restored step.
 
   Raises:
     FileNotFoundError: when `workdir` has no config or no checkpoint.
+    DataError: for an invalid `model_spec.json`.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"`workdir` {workdir!r} has no config.json: not a training work dir.")
   with open(path) as f:
     config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
-  splits = splits or data_lib.load_data(config)
-  model, checkpoint = build(config, splits,
-                            data_lib.steps_per_epoch(splits, config.data.batch_size))
+  spec_path = os.path.join(workdir, "model_spec.json")
+  if os.path.exists(spec_path):
+    spec = _read_spec(spec_path)
+  else:
+    print(f"tf_lti: `workdir` {workdir!r} has no model_spec.json (an older work dir); loading "
+          f"its data ({config.data.source}) once to rebuild the model.", file=sys.stderr,
+          flush=True)
+    spec = data_lib.load_data(config).spec
+  model, checkpoint = build(config, spec, spec.steps_per_epoch(config.data.batch_size))
   if restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints")) is None:
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint to restore.")
-  return config, splits, model, int(model.generative_optimizer.iterations.numpy())
+  return config, spec, model, int(model.generative_optimizer.iterations.numpy())
 
 
 def _checkpoint_paths(directory):
@@ -136,20 +174,19 @@ def restore_checkpoint(checkpoint, directory):
   return None
 
 
-def build(config, splits, steps_per_epoch):
-  """The compiled, fully built model for `config` on `splits` and its checkpoint."""
-  model = builders.build_model(config, data_lib.event_size(splits),
-                               num_bins=data_lib.num_bins(splits),
-                               image_shape=getattr(splits, "image_shape", None),
-                               steps_per_epoch=steps_per_epoch)
+def build(config, spec, steps_per_epoch):
+  """The compiled, fully built model for `config` on data of `spec` (a `DataSpec`) and its
+  checkpoint."""
+  model = builders.build_model(config, spec, steps_per_epoch=steps_per_epoch)
   model.compile(*optimizers.build_optimizers(config, steps_per_epoch))
-  model.build_all(data_lib.eval_batches(splits, "valid", 2, max_examples=2)[0])
+  model.build_all(data_lib.example_batch(spec))
   return model, build_checkpoint(model)
 
 
 def epoch_images(model, splits, step):
   """Reconstructions of 8 validation examples and 32 samples, as grids in [0, 1] (none for text)."""
-  if data_lib.is_text(splits):
+  image_shape = splits.spec.image_shape
+  if image_shape is None:
     return {}
   x = tf.constant(splits.valid[:8])
   params = model.infer(x, seed=tf.constant([0, 0])).params
@@ -158,14 +195,14 @@ def epoch_images(model, splits, step):
   _, samples = model.generative.sample(32, tf.constant([model.seed, step], tf.int32))
   return {
       "reconstructions": summary.image_grid(np.concatenate([splits.valid[:8], reconstructions]),
-                                            splits.image_shape, 8),
-      "samples": summary.image_grid(samples.numpy(), splits.image_shape, 8),
+                                            image_shape, 8),
+      "samples": summary.image_grid(samples.numpy(), image_shape, 8),
   }
 
 
 def epoch_sentences(model, splits, step, count=5):
   """`count` sampled sentences (text; none for images), as strings."""
-  if not data_lib.is_text(splits):
+  if splits.spec.kind != "text":
     return []
   _, tokens = model.generative.sample(count, tf.constant([model.seed, step], tf.int32))
   return [" ".join(splits.vocabulary.decode(row)) for row in tokens.numpy()]
@@ -194,8 +231,8 @@ def truncate_history(path, step):
 def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step, verbose):
   """Test-set evaluation (on every worker); plots, hparams summary and metrics.json (chief)."""
   eval_config = config.eval
-  batches = data_lib.eval_batches(splits, "test", eval_config.eval_batch_size,
-                         max_examples=eval_config.eval_max_examples, seed=config.data.data_seed)
+  subset = dict(max_examples=eval_config.eval_max_examples, seed=config.data.data_seed)
+  batches = splits.eval_batches("test", eval_config.eval_batch_size, **subset)
   num_examples = sum(len(x) for x in batches)
   if verbose:
     print(f"Evaluating on {num_examples} test examples "
@@ -205,7 +242,8 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
       builders.evaluation_model(model, config), batches,
       num_importance_samples=eval_config.num_importance_samples,
       chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
-      jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy)
+      jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy,
+      token_counts=splits.token_counts("test", **subset))
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
   metrics.update(train_seconds=float(checkpoint.train_seconds.numpy()), steps=step,
