@@ -47,7 +47,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_lti.config import validation
