@@ -101,8 +101,9 @@ def _landscape(model, splits, tf, np, analysis, plots):
     paths["iterative model"] = trajectory
     if FLAGS.encoder_steps:
       # A standard encoder fitted to this decoder, for its estimate on the same landscape.
-      encoder = analysis.fit_encoder(model, splits.train, num_steps=FLAGS.encoder_steps,
-                                     seed=FLAGS.seed)
+      from tf_lti.training import baselines  # pylint: disable=g-import-not-at-top
+      encoder = baselines.fit_encoder(model, splits.train, num_steps=FLAGS.encoder_steps,
+                                      seed=FLAGS.seed)
       estimate = encoder.encode(x).numpy()[:, :2]
       paths["standard encoder"] = estimate
       results["standard_encoder_estimate"] = estimate[0].tolist()

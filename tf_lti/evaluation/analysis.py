@@ -2,7 +2,8 @@
 
 These compute what the papers' figures show (Marino et al. 2018, figures 1, 3, 4,
 6 and 10; Kim et al. 2018, figure 1; Rezende et al. 2014, figure 3b); `reporting.plots`
-draws them and `trainers/analyze.py` runs them on a trained work directory.
+draws them and `trainers/analyze.py` runs them on a trained work directory (the
+standard encoder it fits for comparison is trained by `training.baselines`).
 """
 
 import os
@@ -14,11 +15,10 @@ import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.data import readers
-from tf_lti.inference import amortized
 from tf_lti.objectives import bounds as bounds_lib
 
 __all__ = [
-    "elbo_landscape", "embedding_summary", "fit_encoder", "likelihood_means", "load_labels",
+    "elbo_landscape", "embedding_summary", "likelihood_means", "load_labels",
     "optimize_params", "posterior_means", "refinement_trajectory", "source_labels",
 ]
 
@@ -51,46 +51,6 @@ def elbo_landscape(x, generative, family, grid, *, seed, num_samples=1):
   terms = bounds_lib.elbo(x, generative, family.distribution(params), seed=seed,
                           num_samples=num_samples, kl="sample")
   return terms["elbo"].numpy()
-
-
-def fit_encoder(model, x_train, *, num_steps, batch_size=100, learning_rate=1e-3, seed=0):
-  """A standard encoder trained against `model`'s frozen generative model.
-
-  Lets an iterative model's trajectory and a single-pass encoder's estimate be
-  drawn on the same ELBO landscape (the landscape belongs to one decoder).
-
-  Args:
-    model: a trained `vae.VAE`.
-    x_train: `np.ndarray` `[N, D]` training data.
-    num_steps: Adam steps on -ELBO w.r.t. the encoder's weights only.
-    batch_size, learning_rate, seed: optimization settings.
-
-  Returns:
-    encoder: an `inference.AmortizedEncoder` with the model's latent and hidden sizes.
-  """
-  generative = model.generative
-  encoder = amortized.AmortizedEncoder(model.family, generative.latent_sizes,
-                                       generative.hidden_units,
-                                       num_hidden_layers=generative.num_hidden_layers,
-                                       connection="highway", name="fitted_encoder")
-  encoder.encode(tf.constant(x_train[:2]))
-  optimizer = keras.optimizers.Adam(learning_rate)
-  optimizer.build(encoder.trainable_variables)
-  rng = np.random.default_rng(seed)
-
-  @tf.function
-  def step(x, step_seed):
-    with tf.GradientTape() as tape:
-      terms = model.objective(x, generative, model.family.distribution(encoder.encode(x)),
-                              seed=step_seed)
-      loss = -tf.reduce_mean(terms["elbo"])
-    optimizer.apply(tape.gradient(loss, encoder.trainable_variables), encoder.trainable_variables)
-    return loss
-
-  for t in range(num_steps):
-    rows = rng.choice(len(x_train), batch_size, replace=False)
-    step(tf.constant(x_train[rows]), tf.constant([seed, t]))
-  return encoder
 
 
 def refinement_trajectory(model, x, *, seed, num_iterations=None):

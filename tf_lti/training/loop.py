@@ -36,7 +36,8 @@ checkpoint into temporary directories and resume from the chief's checkpoints.
 
 `train_in_memory` is the plain loop of the oracle experiment: epochs of
 `train_step` over in-memory token arrays, with optional model selection on a
-validation bound, and no work directory.
+validation bound, and no work directory. Both run their steps with
+`steps.run_steps`.
 """
 
 import json
@@ -46,7 +47,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_lti.config import validation
@@ -55,6 +55,7 @@ from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import summary
 from tf_lti.training import distribute
 from tf_lti.training import faults
+from tf_lti.training import steps as steps_lib
 from tf_lti.training import vae as vae_lib
 from tf_lti.training import workdir as workdir_lib
 
@@ -203,57 +204,64 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
     _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
                valid_writer, history_path, verbose=verbose, chief=chief)
 
+  def batches(epoch, start_batch):
+    # The training order and dynamic binarization follow the training seed.
+    if distributed:
+      return distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
+                                      epoch=epoch, start_batch=start_batch)
+    return map(tf.convert_to_tensor,
+               splits.train_batches(batch_size, seed=train_config.seed, epoch=epoch,
+                                    start_batch=start_batch))
+
+  window = {}  # The progress bar and the timing window of the current epoch.
+
+  def on_epoch_begin(epoch, start_batch):
+    window["progress"] = keras.utils.Progbar(steps_per_epoch,
+                                             stateful_metrics=["elbo", "kl", "ex/s"],
+                                             verbose=1 if verbose else 0)
+    if verbose:
+      print(f"Epoch {epoch + 1}/{config.train.epochs}")
+    window["progress"].update(start_batch)
+    if start_batch == 0:  # A resumed epoch keeps its restored metric sums.
+      model.reset_metrics()
+    window.update(epoch=epoch, start=time.perf_counter(), steps=0)
+
+  def on_step(step, logs):
+    window["steps"] += 1
+    _check_finite(int(logs.pop("nonfinite")), step, config, checkpoint, manager)
+    if step % train_config.log_every_steps == 0 or step == total_steps:
+      elapsed = time.perf_counter() - window["start"]
+      train_seconds.assign_add(elapsed)
+      examples_per_sec = window["steps"] * batch_size / max(elapsed, 1e-9)
+      scalars = {name: float(value) for name, value in logs.items()}
+      scalars.update(examples_per_sec=examples_per_sec,
+                     generative_learning_rate=_learning_rate(model.generative_optimizer),
+                     inference_learning_rate=_learning_rate(model.inference_optimizer),
+                     skipped_steps=float(checkpoint.skipped_steps.numpy()))
+      summary.write_scalars(train_writer, scalars, step)
+      window["progress"].update(step - window["epoch"] * steps_per_epoch,
+                                [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
+                                 ("ex/s", examples_per_sec)])
+      window.update(start=time.perf_counter(), steps=0)
+    if step % train_config.checkpoint_every_steps == 0:
+      manager.save(checkpoint_number=step)
+    signum = pending_signal()
+    if signum is not None:
+      train_seconds.assign_add(time.perf_counter() - window["start"])
+      manager.save(checkpoint_number=step)
+      raise faults.TrainingInterrupted(signum, step)
+
+  def on_epoch_end(epoch, step, train_logs):
+    del epoch  # `_end_epoch` derives it from `step`.
+    train_seconds.assign_add(time.perf_counter() - window["start"])
+    _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
+               valid_writer, history_path, verbose=verbose, chief=chief)
+
   with faults.interruptible() as pending_signal:
-    while step < total_steps:
-      epoch, start_batch = divmod(step, steps_per_epoch)
-      # The training order and dynamic binarization follow the training seed.
-      if distributed:
-        batches = distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
-                                           epoch=epoch, start_batch=start_batch)
-      else:
-        batches = splits.train_batches(batch_size, seed=train_config.seed, epoch=epoch,
-                                       start_batch=start_batch)
-      progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["elbo", "kl", "ex/s"],
-                                     verbose=1 if verbose else 0)
-      if verbose:
-        print(f"Epoch {epoch + 1}/{config.train.epochs}")
-      progress.update(start_batch)
-      if start_batch == 0:  # A resumed epoch keeps its restored metric sums.
-        model.reset_metrics()
-      window_start, window_steps = time.perf_counter(), 0
-      for x in batches:
-        if step >= total_steps:
-          break
-        logs = train_step(x if distributed else tf.convert_to_tensor(x))
-        step += 1
-        window_steps += 1
-        _check_finite(int(logs.pop("nonfinite")), step, config, checkpoint, manager)
-        if step % train_config.log_every_steps == 0 or step == total_steps:
-          elapsed = time.perf_counter() - window_start
-          train_seconds.assign_add(elapsed)
-          examples_per_sec = window_steps * batch_size / max(elapsed, 1e-9)
-          scalars = {name: float(value) for name, value in logs.items()}
-          scalars.update(examples_per_sec=examples_per_sec,
-                         generative_learning_rate=_learning_rate(model.generative_optimizer),
-                         inference_learning_rate=_learning_rate(model.inference_optimizer),
-                         skipped_steps=float(checkpoint.skipped_steps.numpy()))
-          summary.write_scalars(train_writer, scalars, step)
-          progress.update(step - epoch * steps_per_epoch,
-                          [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
-                           ("ex/s", examples_per_sec)])
-          window_start, window_steps = time.perf_counter(), 0
-        if step % train_config.checkpoint_every_steps == 0:
-          manager.save(checkpoint_number=step)
-        signum = pending_signal()
-        if signum is not None:
-          train_seconds.assign_add(time.perf_counter() - window_start)
-          manager.save(checkpoint_number=step)
-          raise faults.TrainingInterrupted(signum, step)
-      train_seconds.assign_add(time.perf_counter() - window_start)
-      train_logs = {name: float(value) for name, value in logs.items()}
-      if _ends_epoch(step, steps_per_epoch, total_steps):
-        _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
-                   valid_writer, history_path, verbose=verbose, chief=chief)
+    step, _ = steps_lib.run_steps(train_step, batches, total_steps=total_steps,
+                                  steps_per_epoch=steps_per_epoch, start_step=step,
+                                  on_epoch_begin=on_epoch_begin, on_step=on_step,
+                                  on_epoch_end=on_epoch_end)
   return step
 
 
@@ -346,21 +354,17 @@ def train_in_memory(model, x_train, *, epochs, batch_size, seed, validate=None, 
                      f"{batch_size}.")
   if not model.trainable_variables:
     return {"steps": 0, "seconds": 0.0, "train_loss": []}
-  step = tf.function(model.train_step, jit_compile=jit_compile)
+  train_step = tf.function(model.train_step, jit_compile=jit_compile)
 
-  start, losses = time.perf_counter(), []
-  history = {}
+  start, history, best_weights = time.perf_counter(), {}, None
   if validate is not None:
     history = {"valid_bound": [float(validate())], "best_epoch": 0}
     best_weights = [v.numpy() for v in model.trainable_variables]
-  for epoch in range(epochs):
-    order = np.random.default_rng((seed, epoch)).permutation(len(x_train))
-    model.reset_metrics()
-    for first in range(0, len(x_train) - batch_size + 1, batch_size):
-      logs = step(tf.constant(x_train[order[first:first + batch_size]]))
-    losses.append(float(logs["loss"]))
-    if validate is None:
-      continue
+
+  def select_model(epoch, step, logs):
+    """Keeps the best epoch's weights; halves the learning rates after any other epoch."""
+    del step, logs  # unused
+    nonlocal best_weights
     history["valid_bound"].append(float(validate()))
     if history["valid_bound"][-1] < min(history["valid_bound"][:-1]):
       history["best_epoch"] = epoch + 1
@@ -368,8 +372,16 @@ def train_in_memory(model, x_train, *, epochs, batch_size, seed, validate=None, 
     else:
       for optimizer in (model.generative_optimizer, model.inference_optimizer):
         optimizer.learning_rate = 0.5 * float(optimizer.learning_rate)
+
+  steps_per_epoch = len(x_train) // batch_size
+  _, epochs_run = steps_lib.run_steps(
+      train_step, steps_lib.shuffled_batches(x_train, batch_size, seed=seed),
+      total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+      on_epoch_begin=lambda epoch, start_batch: model.reset_metrics(),
+      on_epoch_end=None if validate is None else select_model)
   if validate is not None:
     for variable, value in zip(model.trainable_variables, best_weights):
       variable.assign(value)
   return dict(history, steps=int(model.generative_optimizer.iterations.numpy()),
-              seconds=time.perf_counter() - start, train_loss=losses)
+              seconds=time.perf_counter() - start,
+              train_loss=[epoch["loss"] for epoch in epochs_run])
