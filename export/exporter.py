@@ -1,18 +1,8 @@
 r"""SavedModel export of a trained model for TensorFlow Serving.
 
-```none
-<export_base>/
-  1/                              one version per export, never overwritten;
-    saved_model.pb                TF Serving serves the highest integer version
-    variables/
-    assets.extra/export_info.json provenance (work dir, checkpoint, step, config)
-                                  and the signatures' input defaults
-  2/ ...
-```
-
-A version directory appears atomically: the SavedModel is written to a hidden
-temporary directory in `<export_base>` (a name TF Serving ignores) and renamed
-into place. Export restores a checkpoint and never trains.
+Export restores a checkpoint and never trains; `versions` writes the
+versioned directory atomically, with `assets.extra/export_info.json`
+(provenance: work dir, checkpoint, step, config; the signatures' input defaults).
 
 Signatures of `ServingModule` (B: any batch size; defaults in parentheses):
 
@@ -46,23 +36,19 @@ input (docs/export.md). A point-estimate posterior has no density, so its
 export has no `log_likelihood`.
 """
 
-import json
 import os
-import re
-import shutil
-import uuid
 
 import tensorflow as tf
 
 from tf_lti.evaluation import likelihood as likelihood_lib
-from tf_lti.models import dlgm
 from tf_lti.objectives import bounds as bounds_lib
-from tf_lti.reporting import files
 from tf_lti.training import workdir as workdir_lib
+
+from export import versions
 
 __all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "IMPORTANCE_SEED", "INFERENCE_SEED",
            "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES", "MAX_STEPS", "ServingModule",
-           "export_from_workdir", "export_saved_model", "next_version", "saved_model_dir"]
+           "export_from_workdir"]
 
 # Stateless seeds of the serving functions: inference (encode and log_likelihood share it,
 # so log_likelihood samples the posterior encode returns), the bound of a single-pass
@@ -76,7 +62,6 @@ MAX_IMPORTANCE_SAMPLES = 100_000
 MAX_SAMPLES = 10_000
 # Default K of `log_likelihood` when the run's evaluation skipped the IW estimate.
 DEFAULT_IMPORTANCE_SAMPLES = 5000
-_INFO_FILE = os.path.join("assets.extra", "export_info.json")
 
 
 def _check_matrix(value, name, width):
@@ -126,8 +111,8 @@ class ServingModule(tf.Module):
   object graph reaches directly.
 
   Args:
-    model: a restored `vae.VAE` whose generative model is a
-      `models.dlgm.DLGM` (a closed-form E[x given z] for `decode`).
+    model: a restored `vae.VAE` whose generative model has a
+      `factorized_likelihood` (a closed-form E[x given z] for `decode`).
     num_importance_samples: default K of `log_likelihood`.
       Default value: `DEFAULT_IMPORTANCE_SAMPLES`.
     chunk_size: importance samples per chunk at most (bounds memory, as in
@@ -141,9 +126,9 @@ class ServingModule(tf.Module):
   def __init__(self, model, *, num_importance_samples=DEFAULT_IMPORTANCE_SAMPLES, chunk_size=200,
                name="tf_lti_serving"):
     super().__init__(name=name)
-    if not isinstance(model.generative, dlgm.DLGM):
-      raise ValueError(f"Export serves a `DLGM` decoder (closed-form E[x | z]); got "
-                       f"{type(model.generative).__name__}.")
+    if not model.generative.factorized_likelihood:
+      raise ValueError(f"Export serves a generative model with a closed-form E[x | z] "
+                       f"(`factorized_likelihood`); got {type(model.generative).__name__}.")
     if not 1 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
       raise ValueError(f"`num_importance_samples` must be in [1, {MAX_IMPORTANCE_SAMPLES}]; got "
                        f"{num_importance_samples}.")
@@ -257,9 +242,8 @@ class ServingModule(tf.Module):
                 bound_trajectory=tf.transpose(trajectory))
 
   def _decode(self, z):
-    generative = self._model.value.generative
     z = _check_matrix(z, "z", self.latent_size)
-    return {"x_mean": generative.head.mean(generative.decode(z)[0])}
+    return {"x_mean": self._model.value.generative.mean(z)}
 
   def _sample(self, n, seed):
     n = _check_count(n, "n", 0, MAX_SAMPLES)
@@ -282,93 +266,11 @@ def _check_chunk_size(chunk_size):
     raise ValueError(f"`chunk_size` must be >= 1; got {chunk_size}.")
 
 
-def _check_target(export_base, version):
-  """Raises `ValueError` unless `<export_base>/<version>` can be written (`None`: the next free)."""
-  files.check_output_dir("export_base", export_base)
-  if version is None:
-    return
-  if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-    raise ValueError(f"`version` must be an integer >= 1; got {version!r}.")
-  target = os.path.join(export_base, str(version))
-  if os.path.exists(target):
-    raise ValueError(f"`version` {version} exists ({target}); versions are never overwritten: "
-                     "pick another or omit it for the next free one.")
-
-
 class _NotSaved:
   """Holds an object outside a `tf.Module`'s object graph (the Keras model is not saved)."""
 
   def __init__(self, value):
     self.value = value
-
-
-def saved_model_dir(path):
-  """`path` if it is a SavedModel directory, else the highest version of the export base `path`.
-
-  Raises:
-    FileNotFoundError: if `path` is neither.
-  """
-  if os.path.isfile(os.path.join(path, "saved_model.pb")):
-    return path
-  versions = ([int(name) for name in os.listdir(path) if re.fullmatch(r"\d+", name)
-               and os.path.isfile(os.path.join(path, name, "saved_model.pb"))]
-              if os.path.isdir(path) else [])
-  if not versions:
-    raise FileNotFoundError(f"{path!r} is neither a SavedModel directory nor an export base "
-                            "with integer version directories.")
-  return os.path.join(path, str(max(versions)))
-
-
-def next_version(export_base):
-  """The next free version: 1 + the highest integer directory name in `export_base` (1 if none)."""
-  if not os.path.isdir(export_base):
-    return 1
-  versions = [int(name) for name in os.listdir(export_base) if re.fullmatch(r"\d+", name)]
-  return max(versions, default=0) + 1
-
-
-def export_saved_model(module, export_base, *, version=None, info=None):
-  """Writes `module` as the SavedModel `<export_base>/<version>/`, atomically.
-
-  Args:
-    module: a `ServingModule`.
-    export_base: the model's base directory (TF Serving's `--model_base_path`).
-    version: integer version >= 1; an existing one is never overwritten.
-      Default value: `None` (`next_version(export_base)`).
-    info: JSON-serializable provenance written to `assets.extra/export_info.json`.
-      Default value: `None` (no file).
-
-  Returns:
-    The path of the new version directory.
-
-  Raises:
-    ValueError: if `version` is < 1 or exists already (also when another export
-      creates it meanwhile), or `export_base` is (under) a file.
-  """
-  _check_target(export_base, version)
-  version = next_version(export_base) if version is None else version
-  target = os.path.join(export_base, str(version))
-  created_base = not os.path.isdir(export_base)
-  os.makedirs(export_base, exist_ok=True)
-  temporary = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex}")
-  os.mkdir(temporary)
-  try:
-    tf.saved_model.save(module, temporary, signatures=module.signatures())
-    if info is not None:
-      os.makedirs(os.path.join(temporary, os.path.dirname(_INFO_FILE)))
-      with open(os.path.join(temporary, _INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-    try:
-      os.rename(temporary, target)
-    except OSError as error:
-      raise ValueError(f"`version` {version} appeared in {export_base} during the export; "
-                       "versions are never overwritten.") from error
-  except BaseException:
-    shutil.rmtree(temporary, ignore_errors=True)
-    if created_base and not os.listdir(export_base):
-      os.rmdir(export_base)
-    raise
-  return target
 
 
 def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, chunk_size=200):
@@ -377,11 +279,11 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   Args:
     workdir: a work directory of `loop.train_and_evaluate` (its config.json
       defines the model).
-    export_base: see `export_saved_model`.
+    export_base: see `versions.export_saved_model`.
     checkpoint: a checkpoint prefix (`.../ckpt-N`) to export instead of the
       work directory's latest; it must be a checkpoint of this model. Default
       value: `None`.
-    version: see `export_saved_model`. Default value: `None` (the next free one).
+    version: see `versions.export_saved_model`. Default value: `None` (the next free one).
     chunk_size: importance samples per chunk of `log_likelihood`. Default value: 200.
 
   Returns:
@@ -392,7 +294,7 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
       `version`, `chunk_size` or `export_base` (nothing is written).
     FileNotFoundError: for a missing work directory or checkpoint (no data are read).
   """
-  _check_target(export_base, version)
+  versions.check_target(export_base, version)
   _check_chunk_size(chunk_size)
   if checkpoint is not None and not tf.io.gfile.exists(f"{checkpoint}.index"):
     raise FileNotFoundError(f"`checkpoint` {checkpoint!r} is not a checkpoint prefix (no "
@@ -417,4 +319,4 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   info = {"workdir": os.path.abspath(workdir), "checkpoint": os.path.abspath(checkpoint),
           "step": step, "signature_defaults": module.signature_defaults(),
           "config": config.to_dict()}
-  return export_saved_model(module, export_base, version=version, info=info)
+  return versions.export_saved_model(module, export_base, version=version, info=info)

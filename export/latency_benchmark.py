@@ -158,9 +158,9 @@ def main():
   flags_lib.check_minimum(0, "warmup_requests")
   if FLAGS.output_json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.output_json))):
     raise FileNotFoundError(f"`output_json` {FLAGS.output_json!r}: its directory does not exist.")
-  from export import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
+  from export import versions  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   try:
-    version_dirs = [(name, exporter.saved_model_dir(path)) for name, path in exports]
+    version_dirs = [(name, versions.saved_model_dir(path)) for name, path in exports]
   except FileNotFoundError as error:
     raise FileNotFoundError(f"`exports`: {error}") from error
   rows = []

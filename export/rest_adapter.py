@@ -45,7 +45,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from export import exporter
+from export import versions
 
 __all__ = ["RequestError", "RestAdapter"]
 
@@ -124,7 +124,7 @@ class RestAdapter:
   """
 
   def __init__(self, export_base, model_name="default"):
-    path = exporter.saved_model_dir(export_base)
+    path = versions.saved_model_dir(export_base)
     if path == export_base:
       raise FileNotFoundError(f"`export_base` {export_base!r} is a version directory; give its "
                               "parent (TF Serving's --model_base_path).")

@@ -36,6 +36,7 @@ import pytest
 
 from export import exporter
 from export import rest_adapter
+from export import versions
 from tests import testing
 from tf_lti.config import presets
 from tf_lti.training import builders
@@ -597,7 +598,7 @@ def server(tmp_path_factory):
   model = builders.build_model(config, testing.image_spec(EVENT_SIZE))
   model.build_all(np.zeros([2, EVENT_SIZE], np.float32))
   base = str(tmp_path_factory.mktemp("exports"))
-  exporter.export_saved_model(exporter.ServingModule(model), base)
+  versions.export_saved_model(exporter.ServingModule(model), base)
   adapter = rest_adapter.RestAdapter(base, model_name="vae")
   host, port = adapter.start()
   try:
