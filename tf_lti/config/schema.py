@@ -21,6 +21,11 @@ __all__ = [
     "ObjectiveConfig", "TrainConfig", "field_index",
 ]
 
+# The defaults of the fields a settings object takes are the settings' own (defined once there).
+_ITERATIVE = settings.IterativeSettings
+_OBJECTIVE = settings.ObjectiveSettings
+_SVI = settings.SVISettings
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -155,26 +160,26 @@ class InferenceConfig:
   flow_length: int = 4
   flow_hidden_units: int = 256
   num_categories: int = 10
-  num_iterations: int = 5
-  iterative_inputs: tuple = ("data", "params", "gradient")
-  gradient_encoding: str = "log_sign"
-  gradient_scale: float = 0.1
-  error_encoding: str = "residual"
-  recurrent: bool = False
-  update: str = "gated"
-  learned_initialization: bool = False
+  num_iterations: int = _ITERATIVE.num_iterations
+  iterative_inputs: tuple = _ITERATIVE.inputs
+  gradient_encoding: str = _ITERATIVE.gradient_encoding
+  gradient_scale: float = _ITERATIVE.gradient_scale
+  error_encoding: str = _ITERATIVE.error_encoding
+  recurrent: bool = _ITERATIVE.recurrent
+  update: str = _ITERATIVE.update
+  learned_initialization: bool = _ITERATIVE.learned_initialization
   inference_learning_rate: float = 0.0
   svi_training: str = "savae"
-  svi_steps: int = 20
-  svi_mean_step_size: float = settings.SVI_STEP_SIZE
-  svi_variance_step_size: float = settings.SVI_STEP_SIZE
-  svi_momentum: float = 0.5
-  svi_clip_norm: float = settings.SVI_CLIP_NORM
-  svi_clip_scope: str = "example"
-  svi_backward: str = "reverse"
-  hvp: str = "backward_over_backward"
-  fd_epsilon: float = 1e-5
-  adjoint_clip_norm: float = 0.0
+  svi_steps: int = _SVI.num_steps
+  svi_mean_step_size: float = _SVI.mean_step_size
+  svi_variance_step_size: float = _SVI.variance_step_size
+  svi_momentum: float = _SVI.momentum
+  svi_clip_norm: float = _SVI.clip_norm
+  svi_clip_scope: str = _SVI.clip_scope
+  svi_backward: str = _SVI.backward
+  hvp: str = _SVI.hvp
+  fd_epsilon: float = _SVI.fd_epsilon
+  adjoint_clip_norm: float = _SVI.adjoint_clip_norm
 
 
 @dataclasses.dataclass
@@ -195,15 +200,15 @@ class ObjectiveConfig:
     temperature_decay: per-step rate r of tau_t = max(min_temperature, tau_0 exp(-r t))
       (Jang et al.: 1e-5; 0: constant).
   """
-  bound: str = "elbo"
-  num_samples: int = 1
-  kl: str = "analytic"
+  bound: str = _OBJECTIVE.bound
+  num_samples: int = _OBJECTIVE.num_samples
+  kl: str = _OBJECTIVE.kl
   kl_warmup_epochs: float = 0.0
   kl_initial_weight: float = 1.0
-  estimator: str = "reparameterization"
-  temperature: float = 1.0
-  min_temperature: float = 0.5
-  temperature_decay: float = 0.0
+  estimator: str = _OBJECTIVE.estimator
+  temperature: float = _OBJECTIVE.temperature
+  min_temperature: float = _OBJECTIVE.min_temperature
+  temperature_decay: float = _OBJECTIVE.temperature_decay
 
 
 @dataclasses.dataclass
