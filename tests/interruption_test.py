@@ -49,15 +49,36 @@ def _run(workdir, procedure):
   return result
 
 
-def _start(workdir, procedure):
-  """Starts an uninterrupted reference run alongside the interrupted one (two cores)."""
-  return subprocess.Popen(_command(workdir, procedure), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+class _Reference:
+  """An uninterrupted run, started alongside the interrupted one (two cores) and awaited once."""
+
+  def __init__(self, workdir, procedure):
+    self.workdir = workdir
+    self._process = subprocess.Popen(_command(workdir, procedure), cwd=REPO,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+  def outcome(self):
+    if self._process.returncode is None:
+      _, stderr = self._process.communicate(timeout=600)
+      assert self._process.returncode == 0, stderr[-3000:]
+    return _outcome(self.workdir)
 
 
-def _finish(process):
-  _, stderr = process.communicate(timeout=600)
-  assert process.returncode == 0, stderr[-3000:]
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+  """`procedure -> _Reference`, each started on first use: the SIGKILL and SIGTERM tests of a
+  procedure compare with one reference run."""
+  started = {}
+
+  def reference(procedure):
+    if procedure not in started:
+      started[procedure] = _Reference(str(tmp_path_factory.mktemp(f"reference_{procedure}")),
+                                      procedure)
+    return started[procedure]
+
+  yield reference
+  for run in started.values():
+    run.outcome()  # Never leave a process behind.
 
 
 def _start_and_wait_for_a_checkpoint(workdir, procedure):
@@ -86,9 +107,9 @@ def _outcome(workdir):
 
 
 @pytest.mark.parametrize("procedure", sorted(PROCEDURES))
-def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, procedure):
-  reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-  reference_run = _start(reference, procedure)
+def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, procedure,
+                                                                           references):
+  reference, interrupted = references(procedure), str(tmp_path / "interrupted")
   process = _start_and_wait_for_a_checkpoint(interrupted, procedure)
   time.sleep(random.Random(procedure).uniform(0.0, 1.0))  # Mid-step, mid-save or mid-evaluation.
   process.send_signal(signal.SIGKILL)
@@ -97,13 +118,11 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
   assert not os.path.exists(os.path.join(interrupted, "metrics.json"))
   resumed = _run(interrupted, procedure)
   assert "resuming at step" in resumed.stdout
-  _finish(reference_run)
-  assert _outcome(interrupted) == _outcome(reference)
+  assert _outcome(interrupted) == reference.outcome()
 
 
-def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tmp_path):
-  reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-  reference_run = _start(reference, "amortized")
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tmp_path, references):
+  reference, interrupted = references("amortized"), str(tmp_path / "interrupted")
   process = _start_and_wait_for_a_checkpoint(interrupted, "amortized")
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
@@ -116,8 +135,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tm
   with open(os.path.join(interrupted, "checkpoints", "checkpoint")) as f:
     assert f"ckpt-{step}\"" in f.readline()
   assert f"resuming at step {step} " in _run(interrupted, "amortized").stdout
-  _finish(reference_run)
-  assert _outcome(interrupted) == _outcome(reference)
+  assert _outcome(interrupted) == reference.outcome()
 
 
 def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_that_end(tmp_path):
