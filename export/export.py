@@ -20,7 +20,7 @@ Signatures and their inputs: export/exporter.py and docs/export.md.
 
 from absl import flags
 
-from trainers import flags as flags_lib
+from tf_lti.cli import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_string("export_base", None,
@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 @flags_lib.exit_on_user_error
 def main():
   flags_lib.check_workdir(FLAGS.workdir)
-  from export import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
+  from . import exporter  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   path = exporter.export_from_workdir(FLAGS.workdir, FLAGS.export_base,
                                       checkpoint=FLAGS.checkpoint, version=FLAGS.version,
                                       chunk_size=FLAGS.chunk_size)

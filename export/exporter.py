@@ -44,7 +44,7 @@ from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.training import workdir as workdir_lib
 
-from export import versions
+from . import versions
 
 __all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "IMPORTANCE_SEED", "INFERENCE_SEED",
            "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES", "MAX_STEPS", "ServingModule",

@@ -25,7 +25,7 @@ import time
 from absl import flags
 import numpy as np
 
-from trainers import flags as flags_lib
+from tf_lti.cli import flags as flags_lib
 
 flags.DEFINE_list("exports", None, "name=path pairs: export bases or version directories.")
 flags.DEFINE_list("batch_sizes", ["1", "100"], "Batch sizes per request.")
@@ -158,7 +158,7 @@ def main():
   flags_lib.check_minimum(0, "warmup_requests")
   if FLAGS.output_json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.output_json))):
     raise FileNotFoundError(f"`output_json` {FLAGS.output_json!r}: its directory does not exist.")
-  from export import versions  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
+  from . import versions  # pylint: disable=g-import-not-at-top  (slow TF import after parsing)
   try:
     version_dirs = [(name, versions.saved_model_dir(path)) for name, path in exports]
   except FileNotFoundError as error:

@@ -45,7 +45,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from export import versions
+from . import versions
 
 __all__ = ["RequestError", "RestAdapter"]
 

@@ -25,7 +25,8 @@ def _owner(targets):
 
 # The tf_lti packages, lowest first: a package may import only packages of earlier tiers
 # (and its own modules). Data flows data -> inference -> posterior params -> family -> bound
-# <- model (docs/architecture.md); `tf_lti/__init__.py` sits above all (lazy imports only).
+# <- model (docs/architecture.md); `cli` is what the binaries (trainers/, export/) share;
+# `tf_lti/__init__.py` sits above all (lazy imports only).
 LAYERS = [
     ("config", "reporting"),
     ("distributions",),
@@ -37,6 +38,7 @@ LAYERS = [
     ("evaluation",),
     ("training",),
     ("experiments",),
+    ("cli",),
 ]
 
 
@@ -49,14 +51,26 @@ def _resolve(dotted):
   return None
 
 
+def _module(node, path):
+  """The dotted module of `from ... import` statement `node` in `path`, a relative one
+  (`from . import versions` in `export/exporter.py` -> `export`) resolved against its folder."""
+  if not node.level:
+    return node.module
+  folders = path.relative_to(ROOT).parent.parts
+  package = folders[:len(folders) - node.level + 1]
+  return ".".join(package + ((node.module,) if node.module else ()))
+
+
 def _internal_imports(path):
-  """Project files a source imports: modules (`tf_lti/x/y.py`, `trainers/z.py`, `export/e.py`)
-  and packages (`from tf_lti import posteriors` -> `tf_lti/posteriors/__init__.py`)."""
+  """Project files a source imports: modules (`tf_lti/x/y.py`, `trainers/z.py`, `export/e.py`,
+  also relatively: `from . import versions`) and packages (`from tf_lti import posteriors` ->
+  `tf_lti/posteriors/__init__.py`)."""
   found = set()
   for node in ast.walk(ast.parse(path.read_text())):
-    if isinstance(node, ast.ImportFrom) and node.module:
+    if isinstance(node, ast.ImportFrom):
+      module = _module(node, path)
       for alias in node.names:
-        for candidate in (f"{node.module}.{alias.name}", node.module):
+        for candidate in (f"{module}.{alias.name}", module):
           file = _resolve(candidate)
           if candidate.split(".")[0] in ("tf_lti", "trainers", "tests", "export") and file:
             found.add(str(file.relative_to(ROOT)))

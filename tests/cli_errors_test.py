@@ -86,7 +86,7 @@ from absl import flags
 def forget(name):
   """Deletes binary `name`'s module and flags, so that the next binary can define its own."""
   owned = flags.FLAGS.flags_by_module_dict()
-  for owner in (name, "trainers.flags"):
+  for owner in (name, "tf_lti.cli.flags"):
     for flag in list(owned.get(owner, [])):
       if flag.name in flags.FLAGS:
         delattr(flags.FLAGS, flag.name)

@@ -1,6 +1,5 @@
-"""Command-line binaries: train, evaluate, benchmark."""
+"""Command-line binaries: train, evaluate, analyze, impute, benchmark, sweep, oracle, soak.
 
-import os
-
-# The binaries print their own progress; TensorFlow's C++ start-up chatter only hides it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+Installed as the package `tf_lti_trainers` (setup.py), so the modules import each
+other only relatively and share code through `tf_lti.cli`.
+"""

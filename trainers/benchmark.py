@@ -33,8 +33,8 @@ import time
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.config import choices
-from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
 flags_lib.define_strategy_flags()
@@ -266,9 +266,10 @@ def _check_flags(config):
 
 def _run_each(arguments_list):
   """Runs this binary once per argument list, each in its own process; stops at a failure
-  (the process printed its error) with its exit status."""
+  (the process printed its error) with its exit status. The module runs by the name it was
+  imported under (`trainers.benchmark` in the repository, `tf_lti_trainers.benchmark` installed)."""
   for arguments in arguments_list:
-    status = subprocess.run([sys.executable, "-m", "trainers.benchmark", *arguments]).returncode
+    status = subprocess.run([sys.executable, "-m", __spec__.name, *arguments]).returncode
     if status:
       sys.exit(status)
 

@@ -18,8 +18,8 @@ import os
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.config import choices
-from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("split", "test", choices.HELD_OUT_SPLITS, "Which split to evaluate.")

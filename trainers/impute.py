@@ -22,9 +22,9 @@ import os
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.config import choices
 from tf_lti.reporting import files
-from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("missing", "random", choices.MISSING_TYPES,

@@ -24,10 +24,10 @@ import time
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
 from tf_lti.reporting import files
-from trainers import flags as flags_lib
 
 flags.DEFINE_string("workdir", None, "Output directory (oracle.json, landscape.png).")
 flags.DEFINE_integer("num_train", 5000, "Training sequences (paper: 5000).")

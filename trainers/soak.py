@@ -30,7 +30,7 @@ import time
 
 from absl import flags
 
-from trainers import flags as flags_lib
+from tf_lti.cli import flags as flags_lib
 
 flags_lib.define_experiment_flags()
 flags.DEFINE_string("workdir", None, "Output directory (soak.json, soak.png).")

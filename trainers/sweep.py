@@ -19,8 +19,8 @@ from typing import Optional
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.reporting import files
-from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
 flags.DEFINE_string("workdir", None, "Directory of the sweep; one sub-directory per run.")

@@ -13,8 +13,8 @@ the same command in the same --workdir resumes from the latest checkpoint.
 
 from absl import flags
 
+from tf_lti.cli import flags as flags_lib
 from tf_lti.reporting import files
-from trainers import flags as flags_lib
 
 flags_lib.define_experiment_flags()
 flags_lib.define_strategy_flags()
