@@ -18,6 +18,12 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
 ]
 
+# The repository's binary folders install under distinct names: a top-level `trainers` or
+# `export` in site-packages would clash with a user's own module of that name. Run from the
+# repository root they keep their folder names (`python -m trainers.train`); their modules
+# import each other only relatively.
+FOLDER_PACKAGES = {"tf_lti_trainers": "trainers", "tf_lti_export": "export"}
+
 setuptools.setup(
     name="tf_lti",
     version="0.1.0",
@@ -26,20 +32,21 @@ setuptools.setup(
         "inference for deep latent-variable models."
     ),
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["tf_lti", "tf_lti.*", "trainers", "export"]),
+    packages=setuptools.find_packages(include=["tf_lti", "tf_lti.*"]) + list(FOLDER_PACKAGES),
+    package_dir=FOLDER_PACKAGES,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8", "pytest-xdist==3.8.0"]},
     entry_points={
         "console_scripts": [
-            "tf-lti-train=trainers.train:run",
-            "tf-lti-evaluate=trainers.evaluate:run",
-            "tf-lti-benchmark=trainers.benchmark:run",
-            "tf-lti-analyze=trainers.analyze:run",
-            "tf-lti-impute=trainers.impute:run",
-            "tf-lti-sweep=trainers.sweep:run",
-            "tf-lti-oracle=trainers.oracle:run",
-            "tf-lti-soak=trainers.soak:run",
-            "tf-lti-export=export.export:run",
+            "tf-lti-train=tf_lti_trainers.train:run",
+            "tf-lti-evaluate=tf_lti_trainers.evaluate:run",
+            "tf-lti-benchmark=tf_lti_trainers.benchmark:run",
+            "tf-lti-analyze=tf_lti_trainers.analyze:run",
+            "tf-lti-impute=tf_lti_trainers.impute:run",
+            "tf-lti-sweep=tf_lti_trainers.sweep:run",
+            "tf-lti-oracle=tf_lti_trainers.oracle:run",
+            "tf-lti-soak=tf_lti_trainers.soak:run",
+            "tf-lti-export=tf_lti_export.export:run",
         ]
     },
 )
