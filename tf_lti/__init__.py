@@ -6,7 +6,7 @@ Public API (the modules stay importable directly, e.g. `tf_lti.objectives.bounds
 
 Packages, each importing only those before it (docs/architecture.md):
 config, reporting < distributions < data < posteriors < models < objectives
-< inference < evaluation < training < experiments.
+< inference < evaluation < training < experiments < cli.
 
 The names below are imported on first use (PEP 562), so `import tf_lti.config`
 (what the command-line binaries parse flags with) does not load TensorFlow: a
