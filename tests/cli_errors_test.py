@@ -221,6 +221,12 @@ CASES = {
                                                  "--hidden_units=8,8"],
                                          "`kl=analytic` needs a one-level model; `latent_sizes` "
                                          "[8, 4] has 2 levels"),
+    "train-negative-seed": Case(TRAIN, [*QUICK, "--seed=-1"],
+                                "`seed` must be in [0, 2147483647]; got -1."),
+    "train-huge-seed": Case(TRAIN, [*QUICK, "--seed=9999999999"],
+                            "`seed` must be in [0, 2147483647]; got 9999999999."),
+    "train-negative-data-seed": Case(TRAIN, [*QUICK, "--data_seed=-1"],
+                                     "`data_seed` must be in [0, 2147483647]; got -1."),
     # Data: missing files and wrong formats; a batch larger than the data.
     "train-missing-data": Case(TRAIN, [*QUICK, "--source={cases}/missing.npz"],
                                "{cases}/missing.npz: no such file"),
@@ -249,8 +255,16 @@ CASES = {
     "evaluate-missing-workdir": Case(EVALUATE, ["--workdir={cases}/missing"],
                                      "`workdir` '{cases}/missing' is not a training work dir"),
     "evaluate-corrupt-config": Case(EVALUATE, ["--workdir={cases}/corrupt_config"],
-                                    "`workdir` '{cases}/corrupt_config' has an invalid "
-                                    "config.json: Expecting property name"),
+                                    "{cases}/corrupt_config/config.json is not a valid config: "
+                                    "Expecting property name"),
+    "evaluate-wrong-typed-config": Case(EVALUATE, ["--workdir={cases}/wrong_typed_config"],
+                                        "{cases}/wrong_typed_config/config.json is not a valid "
+                                        "config: config field `seed` must be an integer; got "
+                                        "'zero'."),
+    "evaluate-section-not-an-object": Case(EVALUATE, ["--workdir={cases}/list_config"],
+                                           "{cases}/list_config/config.json is not a valid "
+                                           "config: config section `train` must be a JSON object "
+                                           "of fields; got [1, 2]."),
     "evaluate-no-checkpoint": Case(EVALUATE, ["--workdir={config_only}"],
                                    "`workdir` '{config_only}' has no checkpoint"),
     "evaluate-checkpoint-of-other-model": Case(EVALUATE, ["--workdir={hybrid}"],
@@ -261,7 +275,12 @@ CASES = {
                                    "flag --split=train: value should be one of <test|valid>"),
     "evaluate-negative-samples": Case(EVALUATE, ["--workdir={run}",
                                                  "--num_importance_samples=-5"],
-                                      "`num_importance_samples` must be >= 0; got -5."),
+                                      "`num_importance_samples` must be in [0, 10000000]; got "
+                                      "-5."),
+    "evaluate-absurd-samples": Case(EVALUATE, ["--workdir={run}",
+                                               "--num_importance_samples=1000000000000"],
+                                    "`num_importance_samples` must be in [0, 10000000]; got "
+                                    "1000000000000."),
     "evaluate-zero-batch": Case(EVALUATE, ["--workdir={run}", "--eval_batch_size=0"],
                                 "`eval_batch_size` must be >= 1; got 0."),
     "evaluate-zero-chunk": Case(EVALUATE, ["--workdir={run}", "--eval_chunk_size=0"],
@@ -425,6 +444,11 @@ def _bad_files(cases):
   os.makedirs(os.path.join(cases, "corrupt_config"))
   with open(os.path.join(cases, "corrupt_config", "config.json"), "w") as f:
     f.write("{not json")
+  for name, config in (("wrong_typed_config", {"train": {"seed": "zero"}}),
+                       ("list_config", {"train": [1, 2]})):
+    os.makedirs(os.path.join(cases, name))
+    with open(os.path.join(cases, name, "config.json"), "w") as f:
+      json.dump(config, f)
 
 
 def _runs(runs):

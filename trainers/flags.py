@@ -7,7 +7,6 @@ but 3 epochs".
 
 import dataclasses
 import glob
-import json
 import logging as std_logging
 import os
 import sys
@@ -121,11 +120,11 @@ def check_workdir(workdir):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"`workdir` {workdir!r} is not a training work dir: it has no "
                             "config.json.")
+  config = schema.ExperimentConfig.read(path)
   try:
-    with open(path) as f:
-      config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
-  except (ValueError, AttributeError, TypeError) as error:  # JSONDecodeError is a ValueError.
-    raise ValueError(f"`workdir` {workdir!r} has an invalid config.json: {error}") from error
+    config.validate()
+  except ValueError as error:
+    raise ValueError(f"{path} is not a valid config: {error}") from None
   if not glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")):
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint "
                             "(checkpoints/ckpt-*.index).")

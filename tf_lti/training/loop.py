@@ -40,6 +40,7 @@ validation bound, and no work directory. Both run their steps with
 `steps.run_steps`.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -122,12 +123,22 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
                      f"({len(splits.train)} examples of {splits.name}).")
-  if chief:
-    workdir_lib.prepare_workdir(config, workdir, splits.spec)
   total_steps = config.train.epochs * steps_per_epoch
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
+  # One writer per work dir; a run that fails before its first checkpoint leaves none of
+  # its files behind (the chief writes the work dir, other workers their own directories).
+  with (workdir_lib.exclusive(workdir, restore_on_error=True) if chief
+        else contextlib.nullcontext()):
+    if chief:
+      workdir_lib.prepare_workdir(config, workdir, splits.spec)
+    return _run(config, workdir, splits, strategy, total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch, jit_compile=jit_compile, verbose=verbose)
 
+
+def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, jit_compile,
+         verbose):
+  """Builds the model, resumes from the newest checkpoint, trains and evaluates on test."""
   with strategy.scope():
     model, checkpoint = workdir_lib.build(config, splits.spec, steps_per_epoch)
   # Every worker resumes from the chief's checkpoints.
@@ -138,7 +149,8 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     shape = (f"sentences, {spec.event_size} token ids" if spec.kind == "text"
              else f"examples of {splits.event_shape}")
     devices = (f"; {distribute.num_replicas(strategy)} replicas "
-               f"({distribute.strategy_name(strategy)})" if distributed else "")
+               f"({distribute.strategy_name(strategy)})" if distribute.is_distributed(strategy)
+               else "")
     print(f"tf_lti: {splits.name}: {len(splits.train)} train / {len(splits.valid)} valid / "
           f"{len(splits.test)} test {shape}; "
           f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
