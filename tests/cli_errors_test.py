@@ -24,12 +24,14 @@ with a one-line `error` naming the input and its value, and change no file.
 
 import collections
 import inspect
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -77,6 +79,7 @@ import json
 import logging
 import os
 import sys
+import zipfile
 import tempfile
 import traceback
 
@@ -236,6 +239,13 @@ CASES = {
                                       "{cases}/text.npz: not an .npz (zip) archive"),
     "train-truncated-npz": Case(TRAIN, [*QUICK, "--source={cases}/truncated.npz"],
                                 "{cases}/truncated.npz: cannot read as .npz"),
+    "train-npz-member-with-bad-crc": Case(TRAIN, [*QUICK, "--source={cases}/bad_crc.npz"],
+                                          "{cases}/bad_crc.npz, key 'x_train': corrupt archive "
+                                          "member: Bad CRC-32"),
+    "train-npz-header-larger-than-file": Case(TRAIN, [*QUICK, "--source={cases}/huge.npz"],
+                                              "{cases}/huge.npz, key 'x_train': declares a "
+                                              "[1000000, 100000] float64 array (800000000000 "
+                                              "bytes) but holds 27000 bytes"),
     "train-batch-larger-than-data": Case(TRAIN, [*QUICK, "--batch_size=100000"],
                                          "`batch_size` 100000 is larger than the training set"),
     # Work dirs: a file, under a file, another run's.
@@ -440,7 +450,17 @@ def _bad_files(cases):
     data = f.read()
   with open(os.path.join(cases, "truncated.npz"), "wb") as f:
     f.write(data[:len(data) // 2])
+  data = bytearray(data)
+  data[data.index(b"x_train.npy") + len("x_train.npy") + 200] ^= 0xFF  # Inside its data.
+  with open(os.path.join(cases, "bad_crc.npz"), "wb") as f:
+    f.write(bytes(data))
   os.remove(os.path.join(cases, "whole.npz"))
+  header = io.BytesIO()  # A 27 KB archive declaring an 800 GB array.
+  np.lib.format.write_array_header_1_0(
+      header, {"descr": "<f8", "fortran_order": False, "shape": (1_000_000, 100_000)})
+  with zipfile.ZipFile(os.path.join(cases, "huge.npz"), "w") as archive:
+    for key in ("x_train", "x_test"):
+      archive.writestr(f"{key}.npy", header.getvalue() + bytes(27_000))
   os.makedirs(os.path.join(cases, "corrupt_config"))
   with open(os.path.join(cases, "corrupt_config", "config.json"), "w") as f:
     f.write("{not json")

@@ -7,6 +7,7 @@ found it; the temporary files and directories of killed writers (checkpoint
 saves, atomic writes, exports) are removed by the next writer.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -137,3 +138,34 @@ def test_history_with_a_bad_line_before_the_last_is_an_error_naming_it(tmp_path)
   with pytest.raises(ValueError, match=rf"{path} line 2 is not a history line"):
     workdir_lib.truncate_history(path, 56)
 
+
+
+def test_a_full_disk_is_a_write_error_naming_the_file_and_leaves_no_temporary(tmp_path,
+                                                                               monkeypatch):
+  path = str(tmp_path / "metrics.json")
+
+  def full_disk(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", full_disk)  # The data reach the disk at fsync.
+  with pytest.raises(files.WriteError,
+                     match=rf"^cannot write file {path}: No space left on device$"):
+    files.write_json(path, {"test_elbo": -23.4})
+  assert os.listdir(tmp_path) == []
+
+
+class _FullDiskManager:
+  """A `tf.train.CheckpointManager` stand-in whose saves fail as TF's do on a full disk."""
+  directory = "/runs/a/checkpoints"
+
+  def save(self, checkpoint_number):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2}} /runs/a/checkpoints/ckpt-"
+        f"{checkpoint_number}_temp/part-00000-of-00001.data; No space left on device [Op:SaveV2]")
+
+
+def test_a_checkpoint_save_on_a_full_disk_is_one_line_naming_the_checkpoint():
+  with pytest.raises(files.WriteError, match=r"^cannot write checkpoint "
+                                             r"/runs/a/checkpoints/ckpt-7: No space left on "
+                                             r"device$"):
+    workdir_lib.save_checkpoint(_FullDiskManager(), 7)

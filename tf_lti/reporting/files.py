@@ -6,6 +6,8 @@ atomic_file(path)               write through a temporary file, renamed over `pa
 is_temporary(name)              whether a file name is such a temporary file (left by a killed run)
 write_text(path, text)          a string, written atomically
 write_json(path, values)        JSON (sorted keys, indented), written atomically
+append_line(path, line)         a line appended to a text file
+writing(what, path)             a full or read-only disk raises a one-line `WriteError`
 check_output_dir(name, path)    `path` (argument `name`) is a directory or can be made one
 exclusive_directory(name, path) hold the one-writer lock of directory `path` (made if missing)
 restored_on_error(path, made=)  a directory put back as it was found if the block fails
@@ -21,16 +23,40 @@ import shutil
 import uuid
 import json
 
-__all__ = ["DirectoryInUse", "atomic_file", "check_output_dir",
-           "exclusive_directory", "is_temporary", "restored_on_error", "write_json", "write_text"]
+__all__ = ["WRITE_ERRNOS", "DirectoryInUse", "WriteError", "append_line", "atomic_file",
+           "check_output_dir", "exclusive_directory", "is_temporary", "restored_on_error",
+           "write_json", "write_text", "writing"]
 
 # `atomic_file`'s temporary files are `.<name>.<32 hex digits>.tmp`.
 _TEMPORARY_SUFFIX = ".tmp"
 _TEMPORARY_PATTERN = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 
 
+# What a full, read-only or forbidden destination raises: the user's to fix, not a bug.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 class DirectoryInUse(ValueError):
   """Another process holds the one-writer lock of a directory (a user error)."""
+
+
+class WriteError(ValueError):
+  """A file could not be written: the disk is full, read-only or forbidden (a user error)."""
+
+  def __init__(self, what, path, reason):
+    super().__init__(f"cannot write {what} {path}: {reason}")
+
+
+@contextlib.contextmanager
+def writing(what, path):
+  """Raises the `OSError`s of `WRITE_ERRNOS` from the block as `WriteError`s naming `what`
+  (e.g. "file", "checkpoint") and `path`; other errors pass unchanged."""
+  try:
+    yield
+  except OSError as error:
+    if error.errno not in WRITE_ERRNOS:
+      raise
+    raise WriteError(what, path, error.strerror) from error
 
 
 @contextlib.contextmanager
@@ -47,19 +73,23 @@ def atomic_file(path):
 
   Yields:
     The open temporary file (mode "xb").
+
+  Raises:
+    WriteError: if the disk is full or read-only, or writing is not permitted.
   """
   directory, name = os.path.split(os.fspath(path))
   temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}{_TEMPORARY_SUFFIX}")
-  try:
-    with open(temporary, "xb") as file:
-      yield file
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(temporary)
-    raise
+  with writing("file", path):
+    try:
+      with open(temporary, "xb") as file:
+        yield file
+        file.flush()
+        os.fsync(file.fileno())
+      os.replace(temporary, path)
+    except BaseException:
+      with contextlib.suppress(OSError):  # (on a read-only disk this fails too: keep the cause)
+        os.remove(temporary)
+      raise
 
 
 def is_temporary(name):
@@ -75,6 +105,16 @@ def check_output_dir(name, path):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
     raise ValueError(f"`{name}` {path!r} cannot be a directory: {existing!r} is a file.")
+
+
+def append_line(path, line):
+  """Appends `line` and a newline to the text file `path` (made if missing).
+
+  Raises:
+    WriteError: if the disk is full or read-only, or writing is not permitted.
+  """
+  with writing("file", path), open(path, "a", encoding="utf-8") as f:
+    f.write(line + "\n")
 
 
 def write_json(path, values):
@@ -100,9 +140,11 @@ def exclusive_directory(name, path):
   Raises:
     DirectoryInUse: if another process holds the lock (the message names its PID where the
       OS tells it: Linux's /proc/locks).
+    WriteError: if `path` cannot be made (a read-only or full disk, no permission).
   """
   check_output_dir(name, path)
-  os.makedirs(path, exist_ok=True)
+  with writing("directory", path):
+    os.makedirs(path, exist_ok=True)
   descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
   try:
     try:

@@ -53,6 +53,7 @@ import tensorflow as tf
 from tf_lti.config import validation
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.reporting import files
 from tf_lti.reporting import summary
 from tf_lti.training import distribute
 from tf_lti.training import faults
@@ -256,11 +257,11 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
                                  ("ex/s", examples_per_sec)])
       window.update(start=time.perf_counter(), steps=0)
     if step % train_config.checkpoint_every_steps == 0:
-      manager.save(checkpoint_number=step)
+      workdir_lib.save_checkpoint(manager, step)
     signum = pending_signal()
     if signum is not None:
       train_seconds.assign_add(time.perf_counter() - window["start"])
-      manager.save(checkpoint_number=step)
+      workdir_lib.save_checkpoint(manager, step)
       raise faults.TrainingInterrupted(signum, step)
 
   def on_epoch_end(epoch, step, train_logs):
@@ -321,9 +322,8 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
   if "perplexity_bound" in valid_logs:
     record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
   if chief:
-    with open(history_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-  manager.save(checkpoint_number=step)
+    files.append_line(history_path, json.dumps(record))
+  workdir_lib.save_checkpoint(manager, step)
   if verbose:
     ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
            if "perplexity_bound" in valid_logs else "")

@@ -48,7 +48,7 @@ from tf_lti.training import optimizers
 __all__ = [
     "build", "build_checkpoint", "epoch_images", "epoch_sentences", "exclusive",
     "final_evaluation", "has_checkpoint", "parameter_fingerprint", "prepare_workdir",
-    "restore_checkpoint", "restore_model", "truncate_history",
+    "restore_checkpoint", "restore_model", "save_checkpoint", "truncate_history",
 ]
 
 
@@ -176,6 +176,19 @@ def restore_checkpoint(checkpoint, directory):
     raise faults.CheckpointError(
         f"no checkpoint in {directory!r} can be restored: {'; '.join(failures)}.")
   return None
+
+
+def save_checkpoint(manager, step):
+  """`manager.save(checkpoint_number=step)`; a full, read-only or forbidden disk raises a
+  one-line `files.WriteError` naming the checkpoint (what TF raises names only its shard)."""
+  try:
+    manager.save(checkpoint_number=step)
+  except tf.errors.OpError as error:  # The values are computed: what fails here is the disk.
+    # TF's message: "{{function_node ...}} <shard path>; No space left on device [Op:SaveV2]".
+    message = re.sub(r"\[Op:\w+\]", "", str(error.message)).strip()
+    reason = message.rsplit(";", 1)[-1].strip() or type(error).__name__
+    raise files.WriteError("checkpoint", os.path.join(manager.directory, f"ckpt-{step}"),
+                           reason) from error
 
 
 def build(config, spec, steps_per_epoch):
