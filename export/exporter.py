@@ -308,7 +308,7 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
     try:
       # assert_consumed: every value of the checkpoint has its variable, and every variable a value.
       workdir_lib.build_checkpoint(model).restore(checkpoint).assert_consumed()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
       reason = str(error).strip().splitlines()[0]
       raise ValueError(f"`checkpoint` {checkpoint!r} does not match the model of {workdir!r} "
                        f"(config.json): {reason}") from error

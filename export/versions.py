@@ -11,7 +11,8 @@ r"""Versioned SavedModel directories, as TF Serving reads them.
 
 A version directory appears atomically: the SavedModel is written to a hidden
 temporary directory in `<export_base>` (a name TF Serving ignores) and renamed
-into place.
+into place. One export writes to an export base at a time (an OS lock on the
+directory); the next one removes the temporary directories of killed ones.
 """
 
 import json
@@ -28,6 +29,8 @@ __all__ = ["INFO_FILE", "check_target", "export_saved_model", "next_version", "s
 
 # Provenance of a version, relative to its directory.
 INFO_FILE = os.path.join("assets.extra", "export_info.json")
+# A version being written: `.tmp-<version>-<hex>` (hidden, so TF Serving ignores it).
+_TEMPORARY_PREFIX = ".tmp-"
 
 
 def check_target(export_base, version):
@@ -86,13 +89,25 @@ def export_saved_model(module, export_base, *, version=None, info=None):
   Raises:
     ValueError: if `version` is < 1 or exists already (also when another export
       creates it meanwhile), or `export_base` is (under) a file.
+    files.DirectoryInUse: if another export holds `export_base`.
   """
   check_target(export_base, version)
+  created_base = not os.path.isdir(export_base)
+  with files.exclusive_directory("export_base", export_base):
+    _remove_temporaries(export_base)
+    try:
+      return _write_version(module, export_base, version, info)
+    except BaseException:
+      if created_base and not os.listdir(export_base):
+        os.rmdir(export_base)
+      raise
+
+
+def _write_version(module, export_base, version, info):
+  """Writes the version directory through a temporary one (the caller holds the lock)."""
   version = next_version(export_base) if version is None else version
   target = os.path.join(export_base, str(version))
-  created_base = not os.path.isdir(export_base)
-  os.makedirs(export_base, exist_ok=True)
-  temporary = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex}")
+  temporary = os.path.join(export_base, f"{_TEMPORARY_PREFIX}{version}-{uuid.uuid4().hex}")
   os.mkdir(temporary)
   try:
     tf.saved_model.save(module, temporary, signatures=module.signatures())
@@ -107,7 +122,13 @@ def export_saved_model(module, export_base, *, version=None, info=None):
                        "versions are never overwritten.") from error
   except BaseException:
     shutil.rmtree(temporary, ignore_errors=True)
-    if created_base and not os.listdir(export_base):
-      os.rmdir(export_base)
     raise
   return target
+
+
+def _remove_temporaries(export_base):
+  """Removes the temporary version directories of killed exports (the caller holds the lock)."""
+  for name in os.listdir(export_base):
+    path = os.path.join(export_base, name)
+    if name.startswith(_TEMPORARY_PREFIX) and os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)

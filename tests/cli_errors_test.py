@@ -24,12 +24,14 @@ with a one-line `error` naming the input and its value, and change no file.
 
 import collections
 import inspect
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -77,6 +79,7 @@ import json
 import logging
 import os
 import sys
+import zipfile
 import tempfile
 import traceback
 
@@ -221,6 +224,12 @@ CASES = {
                                                  "--hidden_units=8,8"],
                                          "`kl=analytic` needs a one-level model; `latent_sizes` "
                                          "[8, 4] has 2 levels"),
+    "train-negative-seed": Case(TRAIN, [*QUICK, "--seed=-1"],
+                                "`seed` must be in [0, 2147483647]; got -1."),
+    "train-huge-seed": Case(TRAIN, [*QUICK, "--seed=9999999999"],
+                            "`seed` must be in [0, 2147483647]; got 9999999999."),
+    "train-negative-data-seed": Case(TRAIN, [*QUICK, "--data_seed=-1"],
+                                     "`data_seed` must be in [0, 2147483647]; got -1."),
     # Data: missing files and wrong formats; a batch larger than the data.
     "train-missing-data": Case(TRAIN, [*QUICK, "--source={cases}/missing.npz"],
                                "{cases}/missing.npz: no such file"),
@@ -230,6 +239,13 @@ CASES = {
                                       "{cases}/text.npz: not an .npz (zip) archive"),
     "train-truncated-npz": Case(TRAIN, [*QUICK, "--source={cases}/truncated.npz"],
                                 "{cases}/truncated.npz: cannot read as .npz"),
+    "train-npz-member-with-bad-crc": Case(TRAIN, [*QUICK, "--source={cases}/bad_crc.npz"],
+                                          "{cases}/bad_crc.npz, key 'x_train': corrupt archive "
+                                          "member: Bad CRC-32"),
+    "train-npz-header-larger-than-file": Case(TRAIN, [*QUICK, "--source={cases}/huge.npz"],
+                                              "{cases}/huge.npz, key 'x_train': declares a "
+                                              "[1000000, 100000] float64 array (800000000000 "
+                                              "bytes) but holds 27000 bytes"),
     "train-batch-larger-than-data": Case(TRAIN, [*QUICK, "--batch_size=100000"],
                                          "`batch_size` 100000 is larger than the training set"),
     # Work dirs: a file, under a file, another run's.
@@ -249,8 +265,16 @@ CASES = {
     "evaluate-missing-workdir": Case(EVALUATE, ["--workdir={cases}/missing"],
                                      "`workdir` '{cases}/missing' is not a training work dir"),
     "evaluate-corrupt-config": Case(EVALUATE, ["--workdir={cases}/corrupt_config"],
-                                    "`workdir` '{cases}/corrupt_config' has an invalid "
-                                    "config.json: Expecting property name"),
+                                    "{cases}/corrupt_config/config.json is not a valid config: "
+                                    "Expecting property name"),
+    "evaluate-wrong-typed-config": Case(EVALUATE, ["--workdir={cases}/wrong_typed_config"],
+                                        "{cases}/wrong_typed_config/config.json is not a valid "
+                                        "config: config field `seed` must be an integer; got "
+                                        "'zero'."),
+    "evaluate-section-not-an-object": Case(EVALUATE, ["--workdir={cases}/list_config"],
+                                           "{cases}/list_config/config.json is not a valid "
+                                           "config: config section `train` must be a JSON object "
+                                           "of fields; got [1, 2]."),
     "evaluate-no-checkpoint": Case(EVALUATE, ["--workdir={config_only}"],
                                    "`workdir` '{config_only}' has no checkpoint"),
     "evaluate-checkpoint-of-other-model": Case(EVALUATE, ["--workdir={hybrid}"],
@@ -261,7 +285,12 @@ CASES = {
                                    "flag --split=train: value should be one of <test|valid>"),
     "evaluate-negative-samples": Case(EVALUATE, ["--workdir={run}",
                                                  "--num_importance_samples=-5"],
-                                      "`num_importance_samples` must be >= 0; got -5."),
+                                      "`num_importance_samples` must be in [0, 10000000]; got "
+                                      "-5."),
+    "evaluate-absurd-samples": Case(EVALUATE, ["--workdir={run}",
+                                               "--num_importance_samples=1000000000000"],
+                                    "`num_importance_samples` must be in [0, 10000000]; got "
+                                    "1000000000000."),
     "evaluate-zero-batch": Case(EVALUATE, ["--workdir={run}", "--eval_batch_size=0"],
                                 "`eval_batch_size` must be >= 1; got 0."),
     "evaluate-zero-chunk": Case(EVALUATE, ["--workdir={run}", "--eval_chunk_size=0"],
@@ -421,10 +450,25 @@ def _bad_files(cases):
     data = f.read()
   with open(os.path.join(cases, "truncated.npz"), "wb") as f:
     f.write(data[:len(data) // 2])
+  data = bytearray(data)
+  data[data.index(b"x_train.npy") + len("x_train.npy") + 200] ^= 0xFF  # Inside its data.
+  with open(os.path.join(cases, "bad_crc.npz"), "wb") as f:
+    f.write(bytes(data))
   os.remove(os.path.join(cases, "whole.npz"))
+  header = io.BytesIO()  # A 27 KB archive declaring an 800 GB array.
+  np.lib.format.write_array_header_1_0(
+      header, {"descr": "<f8", "fortran_order": False, "shape": (1_000_000, 100_000)})
+  with zipfile.ZipFile(os.path.join(cases, "huge.npz"), "w") as archive:
+    for key in ("x_train", "x_test"):
+      archive.writestr(f"{key}.npy", header.getvalue() + bytes(27_000))
   os.makedirs(os.path.join(cases, "corrupt_config"))
   with open(os.path.join(cases, "corrupt_config", "config.json"), "w") as f:
     f.write("{not json")
+  for name, config in (("wrong_typed_config", {"train": {"seed": "zero"}}),
+                       ("list_config", {"train": [1, 2]})):
+    os.makedirs(os.path.join(cases, name))
+    with open(os.path.join(cases, name, "config.json"), "w") as f:
+      json.dump(config, f)
 
 
 def _runs(runs):

@@ -138,9 +138,12 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tm
   assert _outcome(interrupted) == reference.outcome()
 
 
-def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_that_end(tmp_path):
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_that_end(
+    tmp_path, capsys, torn):
   """The periodic checkpoint of an epoch's last step is saved before the epoch's end (validation,
-  history line, `epoch`): a run stopped in between must redo that end when resumed."""
+  history line, `epoch`): a run stopped in between must redo that end when resumed -- also
+  when it was killed while appending the history line (`torn`: half of it is on disk)."""
   settings = dict(max_steps=30, epochs=2, checkpoint_every_steps=28, keep_checkpoints=5,
                   num_importance_samples=0)
   reference = testing.tiny_run(str(tmp_path / "reference"), **settings)
@@ -156,9 +159,14 @@ def test_a_run_stopped_between_an_epochs_last_checkpoint_and_its_end_finishes_th
     os.remove(os.path.join(directory, name))
   tf.train.CheckpointManager(checkpoint, directory, max_to_keep=5).save(checkpoint_number=28)
   os.remove(os.path.join(stopped, "metrics.json"))
-  with open(os.path.join(stopped, "history.jsonl"), "w"):
-    pass  # The epoch-1 line was never written.
+  history = os.path.join(stopped, "history.jsonl")
+  with open(history) as f:
+    first_line = f.readline()
+  with open(history, "w") as f:  # The epoch-1 line was never written, or half of it.
+    f.write(first_line[:len(first_line) // 2] if torn else "")
   loop.train_and_evaluate(config, stopped, verbose=False)
+  warnings = [line for line in capsys.readouterr().err.splitlines() if "torn last line" in line]
+  assert len(warnings) == int(torn)
   outcome, expected = _outcome(stopped), _outcome(reference)
   assert [line["step"] for line in outcome[1]] == [28, 30]
   for line, reference_line in zip(outcome[1], expected[1]):

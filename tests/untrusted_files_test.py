@@ -6,6 +6,7 @@ marker never appears. `test_payloads_run_when_unpickled` shows the payloads are
 live: unpickling them does create the marker.
 """
 
+import io
 import os
 import pathlib
 import pickle
@@ -18,6 +19,7 @@ import pytest
 import scipy.io
 
 from tf_lti.data import images as image_data
+from tf_lti.data import readers
 from tf_lti.data.common import DataError
 from tf_lti.evaluation import analysis
 
@@ -171,3 +173,45 @@ def test_train_cli_refuses_a_pickle_in_one_line(tmp_path):
                                    f"(object arrays and pickles are refused)"), error_lines[0]
   assert not workdir.exists()
   assert not marker.exists()
+
+
+def _npz_with_header(path, shape, payload_bytes):
+  """An .npz whose `x_train` member declares a float64 array of `shape` but holds
+  `payload_bytes` zero bytes after its header."""
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+  with zipfile.ZipFile(path, "w") as archive:
+    archive.writestr("x_train.npy", header.getvalue() + bytes(payload_bytes))
+    archive.writestr("x_test.npy", header.getvalue() + bytes(payload_bytes))
+
+
+def test_a_header_declaring_more_than_the_member_holds_is_refused_before_allocation(tmp_path):
+  path = str(tmp_path / "huge.npz")
+  _npz_with_header(path, (1_000_000, 100_000), 27_000)  # 800 GB declared in a 27 KB file.
+  with pytest.raises(DataError, match=r"key 'x_train': declares a \[1000000, 100000\] float64 "
+                                      r"array \(800000000000 bytes\) but holds 27000 bytes"):
+    image_data.load(path)
+
+
+def test_an_array_larger_than_a_quarter_of_available_memory_is_refused(tmp_path, monkeypatch):
+  path = str(tmp_path / "large.npz")
+  np.savez(path, x_train=np.zeros((100, 64)), x_test=np.zeros((20, 64)))  # 51,200 bytes.
+  monkeypatch.setattr(readers, "_available_memory", lambda: 4 * 51_199)
+  with pytest.raises(DataError, match=r"key 'x_train': a \[100, 64\] float64 array \(0.0 GiB\) "
+                                      r"is more than a quarter of the memory available"):
+    image_data.load(path)
+  monkeypatch.setattr(readers, "_available_memory", lambda: 4 * 51_200)
+  assert image_data.load(path).train.shape[1] == 64
+
+
+def test_a_member_with_a_bad_crc_is_one_data_error(tmp_path):
+  path = str(tmp_path / "crc.npz")
+  np.savez(path, x_train=np.zeros((100, 64), np.uint8), x_test=np.zeros((20, 64), np.uint8))
+  with open(path, "rb") as f:
+    data = bytearray(f.read())
+  data[data.index(b"x_train.npy") + len("x_train.npy") + 200] ^= 0xFF  # Inside its data.
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+  with pytest.raises(DataError, match=r"crc.npz, key 'x_train': corrupt archive member: Bad CRC-32"):
+    image_data.load(path)

@@ -195,6 +195,13 @@ def _embedding(model, splits, tf, np, analysis, plots):
 @flags_lib.exit_on_user_error
 def main():
   _check_flags()
+  from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with workdir_lib.exclusive(FLAGS.workdir):  # One writer per work dir.
+    _analyze()
+
+
+def _analyze():
+  """Restores the work dir's model and runs the analysis (the caller holds the lock)."""
   import numpy as np  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,9 @@ import os
 from absl import flags
 
 from tf_lti.cli import flags as flags_lib
+from tf_lti.config import checks
 from tf_lti.config import choices
+from tf_lti.config import validation
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("split", "test", choices.HELD_OUT_SPLITS, "Which split to evaluate.")
@@ -59,7 +61,10 @@ def _with_eval_svi_steps(config):
 
 def _check_flags():
   """Every flag, before anything slow (imports, data, the model) runs."""
-  flags_lib.check_minimum(0, "num_importance_samples", "eval_max_examples")
+  flags_lib.check_minimum(0, "eval_max_examples")
+  checks.in_range("num_importance_samples", FLAGS.num_importance_samples, 0,
+                  validation.MAX_IMPORTANCE_SAMPLES)
+  checks.in_range("seed", FLAGS.seed, 0, validation.MAX_SEED)
   flags_lib.check_minimum(1, "eval_batch_size", "eval_chunk_size")
   if FLAGS.report == "gap":
     flags_lib.check_minimum(1, "gap_svi_steps", "gap_svi_samples", "gap_window",
@@ -72,6 +77,13 @@ def _check_flags():
 @flags_lib.exit_on_user_error
 def main():
   _check_flags()
+  from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with workdir_lib.exclusive(FLAGS.workdir):  # One writer per work dir.
+    _evaluate()
+
+
+def _evaluate():
+  """Restores the work dir's model and evaluates it (the caller holds the work dir's lock)."""
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top

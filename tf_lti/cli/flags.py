@@ -7,7 +7,6 @@ but 3 epochs".
 
 import dataclasses
 import glob
-import json
 import logging as std_logging
 import os
 import sys
@@ -20,6 +19,7 @@ from absl import logging
 from tf_lti.config import choices
 from tf_lti.config import presets
 from tf_lti.config import schema
+from tf_lti.reporting import files
 from tf_lti.training import faults
 
 __all__ = ["check_minimum", "check_positive", "check_workdir",
@@ -121,11 +121,11 @@ def check_workdir(workdir):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"`workdir` {workdir!r} is not a training work dir: it has no "
                             "config.json.")
+  config = schema.ExperimentConfig.read(path)
   try:
-    with open(path) as f:
-      config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
-  except (ValueError, AttributeError, TypeError) as error:  # JSONDecodeError is a ValueError.
-    raise ValueError(f"`workdir` {workdir!r} has an invalid config.json: {error}") from error
+    config.validate()
+  except ValueError as error:
+    raise ValueError(f"{path} is not a valid config: {error}") from None
   if not glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")):
     raise FileNotFoundError(f"`workdir` {workdir!r} has no checkpoint "
                             "(checkpoints/ckpt-*.index).")
@@ -156,8 +156,9 @@ def exit_on_user_error(main):
   """Turns `main()` into an absl main with one-line user errors.
 
   Extra positional arguments and user errors (`ValueError`, which includes
-  `data.common.DataError`, and `FileNotFoundError`) print one line to stderr and exit
-  with status 2, with no traceback. A training fault (`faults`) prints one line
+  `data.common.DataError` and `files.WriteError`, `FileNotFoundError`, and an
+  `OSError` of a full, read-only or forbidden disk) print one line to stderr and
+  exit with status 2, with no traceback. A training fault (`faults`) prints one line
   too: an interruption exits with 128 + the signal number after its checkpoint,
   a numerical fault or unrestorable checkpoints with status 3. absl logging is
   lowered to warnings: TF's checkpoint INFO lines would otherwise interleave
@@ -174,6 +175,12 @@ def exit_on_user_error(main):
       return main()
     except (ValueError, FileNotFoundError) as error:
       print(f"error: {error}", file=sys.stderr)
+      _silence_tensorflow_warnings()
+      sys.exit(2)
+    except OSError as error:  # A write outside `files.writing`: a full or read-only disk.
+      if error.errno not in files.WRITE_ERRNOS:
+        raise
+      print(f"error: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
       _silence_tensorflow_warnings()
       sys.exit(2)
     except faults.TrainingInterrupted as interruption:  # (after a progress bar: a new line)

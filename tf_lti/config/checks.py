@@ -5,7 +5,7 @@
 same whichever checks it.
 """
 
-__all__ = ["non_negative", "one_of", "positive"]
+__all__ = ["in_range", "non_negative", "one_of", "positive"]
 
 
 def one_of(name, value, allowed):
@@ -24,3 +24,9 @@ def non_negative(name, value):
   """Raises `ValueError` naming `name` unless `value` >= 0."""
   if not value >= 0:
     raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
+
+
+def in_range(name, value, low, high):
+  """Raises `ValueError` naming `name` unless `low <= value <= high`."""
+  if not low <= value <= high:
+    raise ValueError(f"`{name}` must be in [{low}, {high}]; got {value!r}.")

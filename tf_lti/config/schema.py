@@ -283,15 +283,14 @@ class ExperimentConfig:
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
   def override(self, values):
-    """Sets flat `{field: value}` overrides in place; unknown fields are an error."""
+    """Sets flat `{field: value}` overrides in place; unknown fields and values of the wrong
+    type (e.g. a string for an int) are an error naming the field."""
     index = field_index()
     for name, value in values.items():
       if name not in index:
         raise ValueError(f"Unknown config field `{name}`; known fields: {sorted(index)}.")
       section, field = index[name]
-      if field.type is tuple or isinstance(field.default, tuple):
-        value = tuple(value)
-      setattr(getattr(self, section), name, value)
+      setattr(getattr(self, section), name, _typed(name, field, value))
     return self
 
   def to_dict(self):
@@ -302,14 +301,71 @@ class ExperimentConfig:
 
   @classmethod
   def from_dict(cls, values):
+    """The config of a `to_dict()` dict; fields it lacks take their defaults.
+
+    Raises:
+      ValueError: naming the section or field that is not a dict, unknown or of the wrong type.
+    """
+    if not isinstance(values, dict):
+      raise ValueError(f"a config must be a JSON object of sections; got {type(values).__name__}.")
     config = cls()
-    for fields in values.values():
+    for section, fields in values.items():
+      if not isinstance(fields, dict):
+        raise ValueError(f"config section `{section}` must be a JSON object of fields; got "
+                         f"{fields!r}.")
       config.override(fields)
     return config
+
+  @classmethod
+  def read(cls, path):
+    """The config stored in the JSON file `path` (a work dir's config.json).
+
+    Raises:
+      ValueError: naming `path` (and the line, or the field) if it is not valid JSON or not a
+        config.
+    """
+    with open(path, encoding="utf-8", errors="strict") as f:
+      try:
+        return cls.from_dict(json.load(f))
+      except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error.reason}.") from None
+      except ValueError as error:  # json.JSONDecodeError is a ValueError.
+        raise ValueError(f"{path} is not a valid config: {error}") from None
 
   def validate(self):
     """Raises `ValueError` naming the field and the value for any bad setting."""
     return validation.validate_experiment(self)
+
+
+def _typed(name, field, value):
+  """`value` for config field `name`, converted to the field's type (lists to tuples, ints to
+  floats) if it has that type; else a `ValueError` naming the field."""
+  default = field.default
+  kind = field.type if isinstance(field.type, type) else type(default)
+  if field.type == Optional[int]:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+      return value
+    kind = int
+  elif kind is tuple or isinstance(default, tuple):
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+      return tuple(value)
+    kind = tuple
+  elif kind is bool:
+    if isinstance(value, bool):
+      return value
+  elif kind is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  elif kind is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif isinstance(value, kind):
+    return value
+  names = {tuple: "a list", bool: "true or false", int: "an integer", float: "a number",
+           str: "a string"}
+  raise ValueError(f"config field `{name}` must be {names.get(kind, kind.__name__)}; got "
+                   f"{value!r}.")
 
 
 def field_index():

@@ -15,7 +15,13 @@ from tf_lti.config import checks
 from tf_lti.config import choices
 from tf_lti.config import settings
 
-__all__ = ["check_int", "check_positive_int", "check_positive_number", "validate_experiment"]
+__all__ = ["MAX_IMPORTANCE_SAMPLES", "MAX_SEED", "check_int", "check_positive_int",
+           "check_positive_number", "validate_experiment"]
+
+# Seeds become int32 stateless TF seeds.
+MAX_SEED = 2**31 - 1
+# K of an IW estimate: 10^7 samples take minutes per example on a CPU; more is a typo.
+MAX_IMPORTANCE_SAMPLES = 10**7
 
 
 def _validate_iterative(config):
@@ -208,7 +214,10 @@ def validate_experiment(config):
   checks.positive("eval_batch_size", config.eval.eval_batch_size)
   checks.positive("eval_chunk_size", config.eval.eval_chunk_size)
   checks.non_negative("max_steps", config.train.max_steps)
-  checks.non_negative("num_importance_samples", config.eval.num_importance_samples)
+  checks.in_range("num_importance_samples", config.eval.num_importance_samples, 0,
+                  MAX_IMPORTANCE_SAMPLES)
+  checks.in_range("seed", config.train.seed, 0, MAX_SEED)
+  checks.in_range("data_seed", config.data.data_seed, 0, MAX_SEED)
   checks.non_negative("eval_max_examples", config.eval.eval_max_examples)
   checks.non_negative("clip_norm", config.train.clip_norm)
   checks.non_negative("kl_warmup_epochs", config.objective.kl_warmup_epochs)

@@ -21,6 +21,7 @@ refused. `read_lines` reads the plain or gzip'd UTF-8 files of text corpora.
 
 import dataclasses
 import gzip
+import math
 import os
 import pathlib
 import zipfile
@@ -168,15 +169,68 @@ def npz_array(archive, path, key) -> np.ndarray:
     DataError: the member is an object array (it would need unpickling) or not
       a `.npy` array at all; the message names `path` and `key`.
   """
+  _check_declared_size(archive, path, key)
   try:
     array = archive[key]
   except ValueError as error:  # an object array: numpy refuses to unpickle it
     raise common.DataError(f"{path}, key {key!r}: cannot load without unpickling "
                            f"(object arrays and pickles are refused): {error}") from error
+  except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # e.g. a bad CRC-32
+    raise common.DataError(f"{path}, key {key!r}: corrupt archive member: {error}") from error
   if not isinstance(array, np.ndarray):  # numpy returns a non-.npy member's raw bytes
     raise common.DataError(f"{path}, key {key!r}: not a .npy array (pickles and other members "
                            f"are refused)")
   return array
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_declared_size(archive, path, key):
+  """Raises `DataError` if member `key` declares more data than it holds or than memory fits.
+
+  Reads only the `.npy` header (shape and dtype), before anything is allocated.
+  A member may take at most a quarter of the memory available now (loading
+  converts and splits the data, which copies it).
+  """
+  name = f"{key}.npy"
+  if name not in archive.zip.namelist():
+    return  # Not an .npy member: `npz_array` refuses it.
+  stored = archive.zip.getinfo(name).file_size
+  try:
+    with archive.zip.open(name) as member:
+      read_header = _HEADER_READERS.get(np.lib.format.read_magic(member))
+      if read_header is None:
+        return  # A newer .npy format: numpy checks it.
+      shape, _, dtype = read_header(member)
+      header_size = member.tell()
+  except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:
+    raise common.DataError(f"{path}, key {key!r}: corrupt archive member: {error}") from error
+  if dtype.hasobject:
+    return  # `npz_array` refuses object arrays without unpickling.
+  declared = math.prod(shape) * dtype.itemsize
+  if header_size + declared > stored:
+    raise common.DataError(f"{path}, key {key!r}: declares a {list(shape)} {dtype} array "
+                           f"({declared} bytes) but holds {stored - header_size} bytes "
+                           "(truncated or corrupt)")
+  limit = _available_memory() // 4
+  if declared > limit:
+    raise common.DataError(f"{path}, key {key!r}: a {list(shape)} {dtype} array "
+                           f"({declared / 2**30:.1f} GiB) is more than a quarter of the memory "
+                           f"available ({4 * limit / 2**30:.1f} GiB)")
+
+
+def _available_memory():
+  """Bytes of memory available to this process now (Linux: MemAvailable; else physical)."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _read_mat(path) -> dict[str, _Part]:

@@ -40,6 +40,7 @@ validation bound, and no work directory. Both run their steps with
 `steps.run_steps`.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ import tensorflow as tf
 from tf_lti.config import validation
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.reporting import files
 from tf_lti.reporting import summary
 from tf_lti.training import distribute
 from tf_lti.training import faults
@@ -122,12 +124,22 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
                      f"({len(splits.train)} examples of {splits.name}).")
-  if chief:
-    workdir_lib.prepare_workdir(config, workdir, splits.spec)
   total_steps = config.train.epochs * steps_per_epoch
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
+  # One writer per work dir; a run that fails before its first checkpoint leaves none of
+  # its files behind (the chief writes the work dir, other workers their own directories).
+  with (workdir_lib.exclusive(workdir, restore_on_error=True) if chief
+        else contextlib.nullcontext()):
+    if chief:
+      workdir_lib.prepare_workdir(config, workdir, splits.spec)
+    return _run(config, workdir, splits, strategy, total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch, jit_compile=jit_compile, verbose=verbose)
 
+
+def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, jit_compile,
+         verbose):
+  """Builds the model, resumes from the newest checkpoint, trains and evaluates on test."""
   with strategy.scope():
     model, checkpoint = workdir_lib.build(config, splits.spec, steps_per_epoch)
   # Every worker resumes from the chief's checkpoints.
@@ -138,7 +150,8 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     shape = (f"sentences, {spec.event_size} token ids" if spec.kind == "text"
              else f"examples of {splits.event_shape}")
     devices = (f"; {distribute.num_replicas(strategy)} replicas "
-               f"({distribute.strategy_name(strategy)})" if distributed else "")
+               f"({distribute.strategy_name(strategy)})" if distribute.is_distributed(strategy)
+               else "")
     print(f"tf_lti: {splits.name}: {len(splits.train)} train / {len(splits.valid)} valid / "
           f"{len(splits.test)} test {shape}; "
           f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
@@ -244,11 +257,11 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
                                  ("ex/s", examples_per_sec)])
       window.update(start=time.perf_counter(), steps=0)
     if step % train_config.checkpoint_every_steps == 0:
-      manager.save(checkpoint_number=step)
+      workdir_lib.save_checkpoint(manager, step)
     signum = pending_signal()
     if signum is not None:
       train_seconds.assign_add(time.perf_counter() - window["start"])
-      manager.save(checkpoint_number=step)
+      workdir_lib.save_checkpoint(manager, step)
       raise faults.TrainingInterrupted(signum, step)
 
   def on_epoch_end(epoch, step, train_logs):
@@ -309,9 +322,8 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
   if "perplexity_bound" in valid_logs:
     record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
   if chief:
-    with open(history_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-  manager.save(checkpoint_number=step)
+    files.append_line(history_path, json.dumps(record))
+  workdir_lib.save_checkpoint(manager, step)
   if verbose:
     ppl = (f"  perplexity <= {valid_logs['perplexity_bound']:.2f}"
            if "perplexity_bound" in valid_logs else "")

@@ -20,12 +20,14 @@ does not restore, and `final_evaluation` writes the test metrics, plots and
 summaries at the end of training (`training.loop`).
 """
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 
 import keras
@@ -44,9 +46,9 @@ from tf_lti.training import faults
 from tf_lti.training import optimizers
 
 __all__ = [
-    "build", "build_checkpoint", "epoch_images", "epoch_sentences", "final_evaluation",
-    "parameter_fingerprint", "prepare_workdir", "restore_checkpoint", "restore_model",
-    "truncate_history",
+    "build", "build_checkpoint", "epoch_images", "epoch_sentences", "exclusive",
+    "final_evaluation", "has_checkpoint", "parameter_fingerprint", "prepare_workdir",
+    "restore_checkpoint", "restore_model", "save_checkpoint", "truncate_history",
 ]
 
 
@@ -64,9 +66,8 @@ def prepare_workdir(config, workdir, spec):
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   spec_path = os.path.join(workdir, "model_spec.json")
-  if os.path.exists(path):
-    with open(path) as f:  # Fields added since the run started take their defaults.
-      existing = json.loads(_absolute(schema.ExperimentConfig.from_dict(json.load(f))).to_json())
+  if os.path.exists(path):  # Fields added since the run started take their defaults.
+    existing = json.loads(_absolute(schema.ExperimentConfig.read(path)).to_json())
     current = json.loads(_absolute(config).to_json())
     if existing != current:
       changed = sorted(
@@ -109,8 +110,11 @@ def restore_model(workdir):
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"`workdir` {workdir!r} has no config.json: not a training work dir.")
-  with open(path) as f:
-    config = schema.ExperimentConfig.from_dict(json.load(f)).validate()
+  config = schema.ExperimentConfig.read(path)
+  try:
+    config.validate()
+  except ValueError as error:
+    raise ValueError(f"{path} is not a valid config: {error}") from None
   spec_path = os.path.join(workdir, "model_spec.json")
   if os.path.exists(spec_path):
     spec = _read_spec(spec_path)
@@ -174,6 +178,19 @@ def restore_checkpoint(checkpoint, directory):
   return None
 
 
+def save_checkpoint(manager, step):
+  """`manager.save(checkpoint_number=step)`; a full, read-only or forbidden disk raises a
+  one-line `files.WriteError` naming the checkpoint (what TF raises names only its shard)."""
+  try:
+    manager.save(checkpoint_number=step)
+  except tf.errors.OpError as error:  # The values are computed: what fails here is the disk.
+    # TF's message: "{{function_node ...}} <shard path>; No space left on device [Op:SaveV2]".
+    message = re.sub(r"\[Op:\w+\]", "", str(error.message)).strip()
+    reason = message.rsplit(";", 1)[-1].strip() or type(error).__name__
+    raise files.WriteError("checkpoint", os.path.join(manager.directory, f"ckpt-{step}"),
+                           reason) from error
+
+
 def build(config, spec, steps_per_epoch):
   """The compiled, fully built model for `config` on data of `spec` (a `DataSpec`) and its
   checkpoint."""
@@ -218,14 +235,76 @@ def parameter_fingerprint(model):
 
 def truncate_history(path, step):
   """Drops history lines past `step` (written after the checkpoint a rerun resumes from, or
-  the line of an epoch end about to be redone)."""
+  the line of an epoch end about to be redone), and a torn last line (a run killed while
+  appending it), with a warning: the epoch end that wrote it is redone.
+
+  Raises:
+    ValueError: naming `path` and the line if a line before the last is not a history line.
+  """
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
-  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+  steps = []
+  for number, line in enumerate(lines, 1):
+    try:
+      steps.append(int(json.loads(line)["step"]))
+    except (ValueError, KeyError, TypeError) as error:
+      if number < len(lines):
+        raise ValueError(f"{path} line {number} is not a history line ({error}); move the file "
+                         "away to resume without it.") from None
+      print(f"warning: dropping the torn last line of {path} (a run stopped while writing "
+            "it); its epoch end is redone.", file=sys.stderr, flush=True)
+  kept = [line for line, line_step in zip(lines, steps) if line_step <= step]
   if len(kept) < len(lines):
     files.write_text(path, "".join(kept))
+
+
+@contextlib.contextmanager
+def exclusive(workdir, *, restore_on_error=False):
+  """Holds the one-writer lock of `workdir` for the block (`files.exclusive_directory`).
+
+  Under the lock, the temporary files and directories that a killed run left
+  (a checkpoint's `ckpt-N_temp/`, an atomic write's `.<name>.<hex>.tmp`) are
+  removed first: no live writer can own them.
+
+  Args:
+    workdir: a work directory (made if missing).
+    restore_on_error: if the block fails while `workdir` has no checkpoint (a
+      run that cannot resume), put `workdir` back as it was found
+      (`files.restored_on_error`). Default value: `False`.
+
+  Raises:
+    files.DirectoryInUse: if another process holds the lock.
+  """
+  made = not os.path.isdir(workdir)
+  with files.exclusive_directory("workdir", workdir):
+    _remove_temporaries(workdir)
+    _remove_temporaries(os.path.join(workdir, "checkpoints"))
+    if not restore_on_error:
+      yield
+      return
+    with files.restored_on_error(workdir, made=made, keep=lambda: has_checkpoint(workdir)):
+      yield
+
+
+def has_checkpoint(workdir):
+  """Whether `workdir` holds a checkpoint (a run that can resume)."""
+  return bool(glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")))
+
+
+def _remove_temporaries(directory):
+  """Removes what a killed writer leaves in `directory`: TF's `<prefix>_temp` checkpoint
+  directories and `files.atomic_file`'s temporary files."""
+  if not os.path.isdir(directory):
+    return
+  for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    if re.fullmatch(r"ckpt-\d+_temp.*", name) and os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif files.is_temporary(name) and os.path.isfile(path):
+      with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step, verbose):
