@@ -27,8 +27,13 @@ columnar: {"signature_name": s, "inputs": value or {"input": value, ...}}
 for several outputs; every output needs the batch size in its first
 dimension), columnar requests get `{"outputs": value or {"output": value}}`.
 Errors are HTTP 400 (404 for an unknown model, version or path) with
-`{"error": message}`. The signatures run in the TF2 runtime
-(`tf.saved_model.load`), not in TF Serving's TF1 session.
+`{"error": message}`, also for an output that is not finite (JSON has no NaN).
+The server (`http_server.BoundedServer`) bounds its work: a fixed worker pool
+(503 when it and its queue are full), a body-size limit (413) and read
+timeouts (408). A signature call cannot be cancelled once it runs (TF has no
+cancellation for a running function), so the export's own request budget
+bounds what a client that hangs up can cost. The signatures run in the TF2
+runtime (`tf.saved_model.load`), not in TF Serving's TF1 session.
 
   adapter = rest_adapter.RestAdapter("exports/quickstart", model_name="vae")
   host, port = adapter.start()          # 127.0.0.1 and a free port
@@ -36,8 +41,6 @@ Errors are HTTP 400 (404 for an unknown model, version or path) with
   adapter.stop()
 """
 
-import http.server
-import json
 import os
 import re
 import threading
@@ -45,6 +48,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from . import http_server
 from . import versions
 
 __all__ = ["RequestError", "RestAdapter"]
@@ -57,12 +61,8 @@ _ASSERTION = re.compile(r"assertion failed: \[(.*?)\] \[(.*?)\]")
 _NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
 
 
-class RequestError(ValueError):
-  """A request TF Serving would reject: HTTP `status` with `{"error": message}`."""
-
-  def __init__(self, message, status=400):
-    super().__init__(message)
-    self.status = status
+# A request TF Serving would reject: HTTP `status` with `{"error": message}`.
+RequestError = http_server.HttpError
 
 
 def _to_array(value, spec, name):
@@ -148,6 +148,8 @@ class RestAdapter:
     if not isinstance(request, dict):
       raise RequestError("The request body must be a JSON object.")
     name = request.get("signature_name", "serving_default")
+    if not isinstance(name, str):
+      raise RequestError(f"'signature_name' must be a string; got {name!r:.100}.")
     if name not in self._loaded.signatures:
       raise RequestError(f'Serving signature key "{name}" not found.')
     signature = self._loaded.signatures[name]
@@ -164,6 +166,10 @@ class RestAdapter:
       raise RequestError(_error_message(error)) from error
     except (ValueError, TypeError) as error:
       raise RequestError(str(error).strip().splitlines()[0]) from error
+    for key, value in outputs.items():
+      if value.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(value))):
+        raise RequestError(f"Output `{key}` is not finite for these inputs: they are outside "
+                           "what the model can compute (JSON has no NaN or Infinity).")
     if not row_format:
       if len(outputs) == 1:
         return {"outputs": _json_value(next(iter(outputs.values())))}
@@ -211,22 +217,41 @@ class RestAdapter:
                          f"unknown {unknown}.")
     return {name: _to_array(value, specs[name], name) for name, value in inputs.items()}
 
-  def start(self, host="127.0.0.1", port=0):
-    """Serves in a background thread; returns `(host, port)` (port 0: a free one)."""
+  def start(self, host="127.0.0.1", port=0, **limits):
+    """Serves in background threads; returns `(host, port)` (port 0: a free one).
+
+    Args:
+      host: the interface. Default value: "127.0.0.1" (this machine only).
+      port: the port; 0 picks a free one. Default value: 0.
+      **limits: `http_server.BoundedServer`'s `max_workers`, `max_pending`,
+        `max_body_bytes` and `read_timeout`.
+    """
     if self._server is not None:
       raise RuntimeError("The adapter is already serving; stop() it first.")
-    self._server = http.server.ThreadingHTTPServer((host, port), _handler(self))
+    self._server = http_server.BoundedServer((host, port), self.respond, **limits)
     self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
     self._thread.start()
     return self._server.server_address[:2]
 
   def stop(self):
-    """Stops serving and closes the socket."""
+    """Stops serving, lets requests in work finish, and closes the socket."""
     if self._server is not None:
       self._server.shutdown()
       self._server.server_close()
       self._thread.join()
       self._server = self._thread = None
+
+  def respond(self, method, path, body):
+    """`(status, JSON value)` for an HTTP request (`http_server.BoundedServer`'s application).
+
+    Raises:
+      RequestError: 404 for an unknown path, model or version; 400 for a bad request.
+    """
+    match = (_PREDICT_PATH if method == "POST" else _STATUS_PATH).match(path.split("?")[0])
+    if match is None:
+      raise RequestError(f"Malformed request: {method} {path:.200}", status=404)
+    self.check_servable(*match.groups())
+    return 200, (self.predict(body) if method == "POST" else self.status())
 
   def check_servable(self, name, version=None):
     """Raises a 404 `RequestError` unless `name` (and `version`, if given) are served here."""
@@ -234,46 +259,3 @@ class RestAdapter:
       raise RequestError(f"Servable not found for request: {name} version {version or 'latest'}",
                          status=404)
 
-
-def _handler(adapter):
-  """A request handler class bound to `adapter`."""
-
-  class Handler(http.server.BaseHTTPRequestHandler):
-    """GET status and POST predict; every answer is JSON."""
-
-    def _reply(self, status, body):
-      data = json.dumps(body).encode()
-      self.send_response(status)
-      self.send_header("Content-Type", "application/json")
-      self.send_header("Content-Length", str(len(data)))
-      self.end_headers()
-      self.wfile.write(data)
-
-    def _serve(self, pattern, respond):
-      match = pattern.match(self.path)
-      try:
-        if match is None:
-          raise RequestError(f"Malformed request: {self.command} {self.path}", status=404)
-        adapter.check_servable(*match.groups())
-        self._reply(200, respond())
-      except RequestError as error:
-        self._reply(error.status, {"error": str(error)})
-
-    def do_GET(self):  # pylint: disable=invalid-name
-      self._serve(_STATUS_PATH, adapter.status)
-
-    def do_POST(self):  # pylint: disable=invalid-name
-      def respond():
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        try:
-          request = json.loads(body)
-        except json.JSONDecodeError as error:
-          raise RequestError(f"JSON Parse error: {error}") from error
-        return adapter.predict(request)
-
-      self._serve(_PREDICT_PATH, respond)
-
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-      del format, args  # Quiet: no line per request on stderr.
-
-  return Handler
