@@ -108,13 +108,19 @@ def _write_version(module, export_base, version, info):
   version = next_version(export_base) if version is None else version
   target = os.path.join(export_base, str(version))
   temporary = os.path.join(export_base, f"{_TEMPORARY_PREFIX}{version}-{uuid.uuid4().hex}")
-  os.mkdir(temporary)
+  with files.writing("SavedModel", target):
+    os.mkdir(temporary)
   try:
-    tf.saved_model.save(module, temporary, signatures=module.signatures())
-    if info is not None:
-      os.makedirs(os.path.join(temporary, os.path.dirname(INFO_FILE)))
-      with open(os.path.join(temporary, INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
+    with files.writing("SavedModel", target):
+      try:
+        tf.saved_model.save(module, temporary, signatures=module.signatures())
+      except tf.errors.OpError as error:  # Its values exist: what fails here is the disk.
+        raise files.WriteError("SavedModel", target,
+                               files.write_failure_reason(error.message)) from error
+      if info is not None:
+        os.makedirs(os.path.join(temporary, os.path.dirname(INFO_FILE)))
+        with open(os.path.join(temporary, INFO_FILE), "w") as f:
+          json.dump(info, f, indent=2, sort_keys=True)
     try:
       os.rename(temporary, target)
     except OSError as error:

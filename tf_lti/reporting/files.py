@@ -25,7 +25,7 @@ import json
 
 __all__ = ["WRITE_ERRNOS", "DirectoryInUse", "WriteError", "append_line", "atomic_file",
            "check_output_dir", "exclusive_directory", "is_temporary", "restored_on_error",
-           "write_json", "write_text", "writing"]
+           "write_failure_reason", "write_json", "write_text", "writing"]
 
 # `atomic_file`'s temporary files are `.<name>.<32 hex digits>.tmp`.
 _TEMPORARY_SUFFIX = ".tmp"
@@ -45,6 +45,13 @@ class WriteError(ValueError):
 
   def __init__(self, what, path, reason):
     super().__init__(f"cannot write {what} {path}: {reason}")
+
+
+def write_failure_reason(message):
+  """The reason in a TensorFlow write error's message, e.g. "No space left on device" from
+  "{{function_node ...}} <temporary file>; No space left on device [Op:SaveV2]"."""
+  message = re.sub(r"\[Op:\w+\]", "", message).strip()
+  return message.rsplit(";", 1)[-1].strip() or "unknown error"
 
 
 @contextlib.contextmanager
@@ -140,11 +147,13 @@ def exclusive_directory(name, path):
   Raises:
     DirectoryInUse: if another process holds the lock (the message names its PID where the
       OS tells it: Linux's /proc/locks).
-    WriteError: if `path` cannot be made (a read-only or full disk, no permission).
+    WriteError: if `path` cannot be made or written (a read-only or full disk, no permission).
   """
   check_output_dir(name, path)
   with writing("directory", path):
     os.makedirs(path, exist_ok=True)
+  if not os.access(path, os.W_OK):  # Fail before the work, not when writing its results.
+    raise WriteError("directory", path, "not writable (a read-only file system or no permission)")
   descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
   try:
     try:

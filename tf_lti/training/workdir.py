@@ -184,11 +184,8 @@ def save_checkpoint(manager, step):
   try:
     manager.save(checkpoint_number=step)
   except tf.errors.OpError as error:  # The values are computed: what fails here is the disk.
-    # TF's message: "{{function_node ...}} <shard path>; No space left on device [Op:SaveV2]".
-    message = re.sub(r"\[Op:\w+\]", "", str(error.message)).strip()
-    reason = message.rsplit(";", 1)[-1].strip() or type(error).__name__
     raise files.WriteError("checkpoint", os.path.join(manager.directory, f"ckpt-{step}"),
-                           reason) from error
+                           files.write_failure_reason(error.message)) from error
 
 
 def build(config, spec, steps_per_epoch):
