@@ -42,7 +42,8 @@ def main():
   path = exporter.export_from_workdir(FLAGS.workdir, FLAGS.export_base,
                                       checkpoint=FLAGS.checkpoint, version=FLAGS.version,
                                       chunk_size=FLAGS.chunk_size)
-  print(f"Exported {FLAGS.workdir} to {path}")
+  print(f"Exported {FLAGS.workdir} to {path} (signatures: "
+        f"{', '.join(exporter.signature_names(path))})")
 
 
 def run():
