@@ -81,7 +81,7 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
       model, vocabulary=spec.vocabulary, chunk_size=chunk_size,
       num_importance_samples=config.eval.num_importance_samples or DEFAULT_IMPORTANCE_SAMPLES)
   info = {"workdir": os.path.abspath(workdir), "checkpoint": os.path.abspath(checkpoint),
-          "step": step, "data_kind": spec.kind, "signatures": module.signature_names(),
+          "step": step, "data_kind": spec.kind,
           "signature_defaults": module.signature_defaults(), "config": config.to_dict()}
   if module.vocabulary is not None:
     info["vocabulary"] = os.path.join("assets", text_serving.VOCABULARY_FILE)

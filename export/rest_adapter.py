@@ -220,13 +220,15 @@ class RestAdapter:
     if not isinstance(instances, list) or not instances:
       raise RequestError("'instances' must be a non-empty list.")
     names = sorted(specs)
-    if all(isinstance(instance, dict) for instance in instances):
+    # An object is an instance's named inputs, except a {"b64": ...} string value.
+    objects = [isinstance(instance, dict) and list(instance) != ["b64"] for instance in instances]
+    if all(objects):
       for index, instance in enumerate(instances):
         if sorted(instance) != names:
           raise RequestError(f"Failed to process element: {index} of 'instances' list. JSON "
                              f"object keys must be equal to: {','.join(names)}")
       columns = {name: [instance[name] for instance in instances] for name in names}
-    elif len(names) == 1 and not any(isinstance(instance, dict) for instance in instances):
+    elif len(names) == 1 and not any(objects):
       columns = {names[0]: instances}
     else:
       raise RequestError("instances is a plain list, but expecting list of objects as multiple "
