@@ -125,8 +125,14 @@ class _Plan:
   def __init__(self):
     self.entries, self.arrays, self.expected, self.tolerance, self.errors = {}, {}, {}, {}, {}
 
-  def add(self, kind, mode, name, signature, inputs, module=None, error=None):
+  def add(self, kind, mode, name, signature, inputs, module=None, error=None, defaults=None):
+    """Adds a request; a TF2 signature call (`mode="signature"`) needs every input, so the
+    omitted ones are taken from `defaults` (`ServingModule.signature_defaults()`)."""
     key = f"{kind}/{mode}:{name}"
+    if mode == "signature" and defaults:
+      inputs = dict({name: np.asarray(value, np.int32 if name.startswith(("num_", "max_"))
+                                      else np.float32)
+                     for name, value in defaults.get(signature, {}).items()}, **inputs)
     self.entries[kind]["calls"].append(
         dict(mode=mode, name=name, signature=signature, inputs=sorted(inputs)))
     self.arrays.update({f"{key}/{input_name}": np.asarray(value)
@@ -138,7 +144,18 @@ class _Plan:
     return key
 
 
+class _WithDefaults:
+  """`_Plan.add` with a module's signature defaults."""
+
+  def __init__(self, plan, defaults):
+    self.plan, self.defaults = plan, defaults
+
+  def add(self, *args, **kwargs):
+    return self.plan.add(*args, defaults=self.defaults, **kwargs)
+
+
 def _add_text_requests(plan, kind, module, refined):
+  plan = _WithDefaults(plan, module.signature_defaults())
   sentences = np.array([s.encode() for s in SENTENCES])
   tokens = module.signatures()["encode"](sentences=tf.constant(sentences))["tokens"].numpy()
   controls = dict(num_steps=np.int32(SVI_STEPS + 1), mean_step_size=np.float32(0.05),
@@ -184,6 +201,7 @@ def _add_text_requests(plan, kind, module, refined):
 
 
 def _add_pixelcnn_requests(plan, kind, module, x):
+  plan = _WithDefaults(plan, module.signature_defaults())
   controls = dict(num_steps=np.int32(SVI_STEPS + 2), mean_step_size=np.float32(0.05),
                   variance_step_size=np.float32(0.05))
   plan.add(kind, "session", "encode", "serving_default", dict(x=x), module)
@@ -455,8 +473,10 @@ class _NoMeanDecoder(models_base.GenerativeModel, keras.layers.Layer):
 ])
 def test_a_custom_decoder_exports_only_what_it_offers(tmp_path, posterior, signatures):
   config = presets.from_preset("quickstart").override(dict(
-      hidden_units=(8,), posterior=posterior, kl="sample", jit_compile=False))
+      hidden_units=(8,), posterior=posterior, kl="sample", jit_compile=False,
+      num_importance_samples=10 if posterior == "diagonal" else 0))
   model = builders.build_model(config.validate(), testing.image_spec(64))
+  model.build_all(tf.zeros([1, 64]))
   custom = types.SimpleNamespace(generative=_NoMeanDecoder(model.generative),
                                  inference=model.inference, family=model.family,
                                  objective=model.objective)
