@@ -137,10 +137,12 @@ def _json_value(tensor, name):
   value = tensor.numpy()
   if tensor.dtype != tf.string:
     return value.tolist()
-  if name.endswith("_bytes"):
-    convert = lambda data: {"b64": base64.b64encode(data).decode("ascii")}  # pylint: disable=unnecessary-lambda-assignment
-  else:
-    convert = lambda data: data.decode("utf-8", errors="replace")  # pylint: disable=unnecessary-lambda-assignment
+
+  def convert(data):
+    if name.endswith("_bytes"):
+      return {"b64": base64.b64encode(data).decode("ascii")}
+    return data.decode("utf-8", errors="replace")
+
   if isinstance(value, bytes):
     return convert(value)
   return np.vectorize(convert, otypes=[object])(value).tolist()

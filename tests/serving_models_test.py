@@ -170,6 +170,7 @@ def _add_text_requests(plan, kind, module, refined):
   plan.add(kind, "signature", "sample_short", "sample",
            dict(sample, max_length=np.int32(4), temperature=np.float32(0.5)), module)
   k = dict(num_importance_samples=np.int32(IMPORTANCE_SAMPLES))
+  size = module.event_size
   plan.add(kind, "signature", "log_likelihood", "log_likelihood", dict(sentences=sentences, **k),
            module)
   plan.add(kind, "session", "log_likelihood", "log_likelihood", dict(sentences=sentences), module)
@@ -182,8 +183,8 @@ def _add_text_requests(plan, kind, module, refined):
                    r"must not contain the reserved tokens <pad> <s> </s>; got\] \[a </s> b\]"),
       "too_long": ("log_likelihood", dict(sentences=np.array([b"w " * 1001]), **k),
                    r"`sentences` must have at most 1000 words each; got a sentence of\] \[1001\]"),
-      "bad_id": ("encode_tokens", dict(tokens=np.array([[2, module.event_size, 3]], np.int32)),
-                 rf"`tokens` must be ids in \[0, {module.event_size}\); got\] \[{module.event_size}"),
+      "bad_id": ("encode_tokens", dict(tokens=np.array([[2, size, 3]], np.int32)),
+                 rf"`tokens` must be ids in \[0, {size}\); got\] \[{size}\]"),
       "bad_form": ("encode_tokens", dict(tokens=np.array([[2, 5, 0, 3]], np.int32)),
                    r"`tokens` rows must be <s> w_1 ... w_n </s> padded .* got row\] \[0\]"),
       "short": ("encode_tokens", dict(tokens=np.array([[2]], np.int32)),
@@ -347,6 +348,15 @@ def test_sentences_are_tokenized_and_detokenized_as_the_library_does(served):
     outputs = served["plan"].expected[key]
     assert [" ".join(vocabulary.decode(row)) for row in outputs["tokens"]] == [
         s.decode() for s in outputs["sentences"]]
+
+
+def test_a_token_model_needs_its_vocabulary(served):
+  model = served["modules"]["text_vae"]._model.value  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=r"needs its vocabulary of event_size=\d+ tokens"):
+    exporter.ServingModule(model)
+  vocabulary = ("<pad>", "<s>", "<unk>", "</s>") + served["specs"]["text_vae"].vocabulary[4:]
+  with pytest.raises(ValueError, match=r"must start with \('<pad>', '<unk>', '<s>', '</s>'\)"):
+    exporter.ServingModule(model, vocabulary=vocabulary)
 
 
 def test_serving_functions_run_the_library_procedure(served):
