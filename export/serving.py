@@ -168,7 +168,7 @@ class ServingModule(tf.Module):
 
   def signature_defaults(self):
     """`{signature key: {input: default value}}` for the inputs a request may omit."""
-    defaults = dict(self._defaults)
+    defaults = {key: dict(values) for key, values in self._defaults.items()}
     if "encode" in defaults:
       defaults["serving_default"] = defaults["encode"]
     return defaults

@@ -450,6 +450,33 @@ def test_rest_predict_with_sentences_and_pixels(served, rest_urls):
   assert status == 400 and body["error"] == 'Serving signature key "decode" not found.'
 
 
+def test_the_language_model_serves_exact_log_likelihoods():
+  vocabulary = text_data.SPECIALS + ("the", "cat", "sat")
+  spec = data_lib.DataSpec(kind="text", event_size=len(vocabulary), num_train=1,
+                           vocabulary=vocabulary)
+  config = presets.from_preset("ptb_lm").override(dict(
+      source="text:a,b,c", embedding_size=4, lstm_hidden_size=4, num_importance_samples=3))
+  model = builders.build_model(config.validate(), spec)
+  model.build_all(tf.constant([[2, 4, 3]]))
+  module = exporter.ServingModule(model, vocabulary=vocabulary, num_importance_samples=3)
+  assert module.signature_names() == TEXT_SIGNATURES
+  sentences = tf.constant(["the cat", "dog sat sat", ""])
+  encoded = module.encode(sentences)
+  assert encoded["params"].shape == (3, 0)  # No latent variable: nothing to infer.
+  exact = model.generative.log_prob(encoded["tokens"]).numpy()
+  # Z = 0: the ELBO and the IW estimate are log p(x) itself; the traced graph and the eager
+  # log_prob are two float32 implementations of it (tests/README.md, rule 3).
+  served, tolerance = testing.rounding_tolerance(
+      model.generative.variables,
+      lambda: {"log_likelihood": module.log_likelihood(sentences)["log_likelihood"].numpy()},
+      reduction_length=len(vocabulary))
+  np.testing.assert_allclose(served["log_likelihood"], exact, rtol=0,
+                             atol=tolerance["log_likelihood"])
+  np.testing.assert_allclose(encoded["bound"], exact, rtol=0, atol=tolerance["log_likelihood"])
+  sampled = module.sample(tf.constant(2), tf.constant([1, 2]))
+  assert sampled["z"].shape == (2, 0) and sampled["sentences"].shape == (2,)
+
+
 class _NoMeanDecoder(models_base.GenerativeModel, keras.layers.Layer):
   """A user's decoder without a closed-form mean: it wraps a DLGM, draws x in `sample`."""
 
