@@ -15,7 +15,7 @@ error and nothing is written. Load and call the export in Python:
   outputs = loaded.signatures["encode"](x=tf.constant(x_batch))  # float32 [B, D]
   outputs["loc"], outputs["log_variance"], outputs["bound"]
 
-Signatures and their inputs: export/exporter.py and docs/export.md.
+Signatures and their inputs, per model kind: export/serving.py and docs/export.md.
 """
 
 from absl import flags
