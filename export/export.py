@@ -15,7 +15,7 @@ error and nothing is written. Load and call the export in Python:
   outputs = loaded.signatures["encode"](x=tf.constant(x_batch))  # float32 [B, D]
   outputs["loc"], outputs["log_variance"], outputs["bound"]
 
-Signatures and their inputs: export/exporter.py and docs/export.md.
+Signatures and their inputs, per model kind: export/serving.py and docs/export.md.
 """
 
 from absl import flags
@@ -42,7 +42,8 @@ def main():
   path = exporter.export_from_workdir(FLAGS.workdir, FLAGS.export_base,
                                       checkpoint=FLAGS.checkpoint, version=FLAGS.version,
                                       chunk_size=FLAGS.chunk_size)
-  print(f"Exported {FLAGS.workdir} to {path}")
+  print(f"Exported {FLAGS.workdir} to {path} (signatures: "
+        f"{', '.join(exporter.signature_names(path))})")
 
 
 def run():

@@ -22,7 +22,10 @@ columnar: {"signature_name": s, "inputs": value or {"input": value, ...}}
           every input of s as a whole tensor of any shape.
 ```
 
-`signature_name` defaults to `serving_default`. Responses: row requests get
+String inputs (a text model's `sentences`) are JSON strings, or `{"b64": base64}`
+objects for arbitrary bytes; string outputs are JSON strings (UTF-8), or
+`{"b64": ...}` objects for outputs whose name ends in `_bytes`, as TF
+Serving writes them. `signature_name` defaults to `serving_default`. Responses: row requests get
 `{"predictions": [p_1, ..., p_B]}` (per example a value, or `{"output": value}`
 for several outputs; every output needs the batch size in its first
 dimension), columnar requests get `{"outputs": value or {"output": value}}`.
@@ -41,6 +44,8 @@ runtime (`tf.saved_model.load`), not in TF Serving's TF1 session.
   adapter.stop()
 """
 
+import base64
+import binascii
 import os
 import re
 import threading
@@ -65,9 +70,29 @@ _NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
 RequestError = http_server.HttpError
 
 
+def _to_bytes(item, name):
+  """A JSON string (UTF-8) or `{"b64": ...}` object as bytes; nested lists element by element."""
+  if isinstance(item, list):
+    return [_to_bytes(element, name) for element in item]
+  if isinstance(item, str):
+    return item.encode("utf-8")
+  if isinstance(item, dict) and list(item) == ["b64"] and isinstance(item["b64"], str):
+    try:
+      return base64.b64decode(item["b64"], validate=True)
+    except binascii.Error as error:
+      raise RequestError(f"Input `{name}`: invalid base64 in {item!r:.100}: {error}") from error
+  raise RequestError(f"Input `{name}`: JSON value {item!r:.100} is not of expected type string.")
+
+
 def _to_array(value, spec, name):
   """A JSON value as an array of `spec`'s dtype: integers only for integer inputs, and every
-  value representable (no integer overflow, finite floats)."""
+  value representable (no integer overflow, finite floats); strings (or `{"b64": ...}`) for
+  string inputs."""
+  if spec.dtype == tf.string:
+    array = np.array(_to_bytes(value, name), dtype=object)
+    if not all(isinstance(element, bytes) for element in array.flat):
+      raise RequestError(f"Input `{name}`: JSON value {value!r:.100} is ragged.")
+    return array
   try:
     array = np.array(value)
   except ValueError as error:  # Ragged nested lists.
@@ -107,8 +132,20 @@ def _error_message(error):
   return f"{prefix}{reason} (node {node.group(1)})"
 
 
-def _json_value(tensor):
-  return tensor.numpy().tolist()
+def _json_value(tensor, name):
+  """A tensor as JSON: numbers, or strings (UTF-8; `{"b64": ...}` for names ending `_bytes`)."""
+  value = tensor.numpy()
+  if tensor.dtype != tf.string:
+    return value.tolist()
+
+  def convert(data):
+    if name.endswith("_bytes"):
+      return {"b64": base64.b64encode(data).decode("ascii")}
+    return data.decode("utf-8", errors="replace")
+
+  if isinstance(value, bytes):
+    return convert(value)
+  return np.vectorize(convert, otypes=[object])(value).tolist()
 
 
 class RestAdapter:
@@ -172,14 +209,15 @@ class RestAdapter:
                            "what the model can compute (JSON has no NaN or Infinity).")
     if not row_format:
       if len(outputs) == 1:
-        return {"outputs": _json_value(next(iter(outputs.values())))}
-      return {"outputs": {key: _json_value(value) for key, value in outputs.items()}}
+        key, value = next(iter(outputs.items()))
+        return {"outputs": _json_value(value, key)}
+      return {"outputs": {key: _json_value(value, key) for key, value in outputs.items()}}
     batch = len(request["instances"])
     for key, value in outputs.items():
       if value.shape.rank == 0 or value.shape[0] != batch:
         raise RequestError(f"Tensor name: {key} has inconsistent batch size: "
                            f"{value.shape[0] if value.shape.rank else 0} expecting: {batch}")
-    rows = {key: _json_value(value) for key, value in outputs.items()}
+    rows = {key: _json_value(value, key) for key, value in outputs.items()}
     if len(rows) == 1:
       return {"predictions": next(iter(rows.values()))}
     return {"predictions": [{key: values[b] for key, values in rows.items()}
@@ -190,13 +228,15 @@ class RestAdapter:
     if not isinstance(instances, list) or not instances:
       raise RequestError("'instances' must be a non-empty list.")
     names = sorted(specs)
-    if all(isinstance(instance, dict) for instance in instances):
+    # An object is an instance's named inputs, except a {"b64": ...} string value.
+    objects = [isinstance(instance, dict) and list(instance) != ["b64"] for instance in instances]
+    if all(objects):
       for index, instance in enumerate(instances):
         if sorted(instance) != names:
           raise RequestError(f"Failed to process element: {index} of 'instances' list. JSON "
                              f"object keys must be equal to: {','.join(names)}")
       columns = {name: [instance[name] for instance in instances] for name in names}
-    elif len(names) == 1 and not any(isinstance(instance, dict) for instance in instances):
+    elif len(names) == 1 and not any(objects):
       columns = {names[0]: instances}
     else:
       raise RequestError("instances is a plain list, but expecting list of objects as multiple "

@@ -5,7 +5,7 @@ r"""Versioned SavedModel directories, as TF Serving reads them.
   1/                              one version per export, never overwritten;
     saved_model.pb                TF Serving serves the highest integer version
     variables/
-    assets.extra/export_info.json provenance and the signatures' input defaults
+    assets.extra/export_info.json the signatures it has, provenance, the inputs' defaults
   2/ ...
 ```
 
@@ -80,8 +80,9 @@ def export_saved_model(module, export_base, *, version=None, info=None):
     export_base: the model's base directory (TF Serving's `--model_base_path`).
     version: integer version >= 1; an existing one is never overwritten.
       Default value: `None` (`next_version(export_base)`).
-    info: JSON-serializable provenance written to `assets.extra/export_info.json`.
-      Default value: `None` (no file).
+    info: JSON-serializable provenance written to `assets.extra/export_info.json`,
+      which always lists the export's `"signatures"` (sorted keys). Default value:
+      `None` (the signatures only).
 
   Returns:
     The path of the new version directory.
@@ -112,15 +113,16 @@ def _write_version(module, export_base, version, info):
     os.mkdir(temporary)
   try:
     with files.writing("SavedModel", target):
+      signatures = module.signatures()
       try:
-        tf.saved_model.save(module, temporary, signatures=module.signatures())
+        tf.saved_model.save(module, temporary, signatures=signatures)
       except tf.errors.OpError as error:  # Its values exist: what fails here is the disk.
         raise files.WriteError("SavedModel", target,
                                files.write_failure_reason(error.message)) from error
-      if info is not None:
-        os.makedirs(os.path.join(temporary, os.path.dirname(INFO_FILE)))
-        with open(os.path.join(temporary, INFO_FILE), "w") as f:
-          json.dump(info, f, indent=2, sort_keys=True)
+      info = dict(info or {}, signatures=sorted(signatures))
+      os.makedirs(os.path.join(temporary, os.path.dirname(INFO_FILE)))
+      with open(os.path.join(temporary, INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
     try:
       os.rename(temporary, target)
     except OSError as error:

@@ -42,7 +42,7 @@ class GenerativeModel(abc.ABC):
   `log_joint_parts` and `sample` (instantiation fails otherwise). Optional
   features have defaults: `prior` and, unless `factorized_likelihood` is
   true, `mean` and `conditional_distribution` raise `NotImplementedError`;
-  `num_bins` is `None`.
+  `num_bins` is `None`; `token_sequences` is false.
   """
 
   @property
@@ -83,6 +83,20 @@ class GenerativeModel(abc.ABC):
     Default value: `False`."""
     return False
 
+  @property
+  def token_sequences(self):
+    """Whether x is int32 token ids `[B, T]` (`<s> w_1 ... w_n </s>` padded with 0, ids of a
+    vocabulary of `event_size`) instead of float `[B, D]`. Then `sample` takes `max_length`
+    (and `temperature`) and returns token ids, and `max_sample_length` is its default
+    `max_length`. Default value: `False`."""
+    return False
+
+  @property
+  def max_sample_length(self):
+    """Default most words per sampled sequence of a token model (`token_sequences`), else
+    `None`. Default value: `None`."""
+    return None
+
   @abc.abstractmethod
   def log_joint_parts(self, x, z, training=False, with_errors=False, seed=None):
     """log p(x | z) and log p(z) from one decoder pass.
@@ -114,13 +128,13 @@ class GenerativeModel(abc.ABC):
     """Ancestral samples.
 
     Args:
-      num_samples: N, a Python int.
+      num_samples: N, a Python int or a scalar int32 `Tensor` (serving).
       seed: stateless seed, int `Tensor` `[2]`.
 
     Returns:
       z: `[N, Z]`.
       x: `[N, ...]`: the mean of p(x | z) when `factorized_likelihood`, else a
-        draw x ~ p(x | z).
+        draw x ~ p(x | z) (int32 token ids `[N, T]` when `token_sequences`).
     """
 
   def prior(self, dtype=tf.float32):

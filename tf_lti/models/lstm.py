@@ -66,6 +66,8 @@ REFERENCE_SIZES = dict(embedding_size=512, hidden_size=1024, latent_size=32)
 SMALL_PTB_SIZES = dict(embedding_size=128, hidden_size=256, latent_size=32)
 
 DEFAULT_INIT_SCALE = 0.1
+# Default most words of a sampled sentence (`LSTMDecoder.sample`).
+DEFAULT_SAMPLE_LENGTH = 50
 
 # Logit of a token the model never emits (`words_only`): probability exactly 0 in float32.
 _NEVER_LOGIT = -1e9
@@ -168,6 +170,16 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
   def likelihood(self):
     """`"categorical"`: a softmax over the vocabulary at every position."""
     return "categorical"
+
+  @property
+  def token_sequences(self):
+    """`True`: x is int32 token ids `[B, T]`."""
+    return True
+
+  @property
+  def max_sample_length(self):
+    """`DEFAULT_SAMPLE_LENGTH`, the default `max_length` of `sample`."""
+    return DEFAULT_SAMPLE_LENGTH
 
   def _check_inputs(self, x, z):
     if x.dtype not in (tf.int32, tf.int64):
@@ -298,7 +310,7 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
     """p(z) = N(0, I_Z) as a `tfd.Distribution` with event `[Z]`."""
     return models_base.standard_normal(self._latent_size, dtype)
 
-  def sample(self, num_samples, seed, max_length=50, temperature=1.0):
+  def sample(self, num_samples, seed, max_length=DEFAULT_SAMPLE_LENGTH, temperature=1.0):
     """Ancestral samples: z ~ N(0, I), then words until `</s>`.
 
     `<pad>` and `<s>` are never sampled; a sentence that reaches `max_length`
@@ -306,20 +318,24 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
     `max_length` words and this `</s>`).
 
     Args:
-      num_samples: N, a Python int.
+      num_samples: N, a Python int or a scalar int32 `Tensor` (serving; N >= 1).
       seed: stateless seed, int `Tensor` `[2]`.
-      max_length: most words per sentence. Default value: 50.
-      temperature: the logits are divided by it (Kim et al. sample at 0.25).
-        Default value: 1.
+      max_length: most words per sentence, a Python int or a scalar int32
+        `Tensor` (>= 1). Default value: `DEFAULT_SAMPLE_LENGTH` (50).
+      temperature: the logits are divided by it (Kim et al. sample at 0.25); a
+        Python float or a scalar float `Tensor` (> 0). Default value: 1.
 
     Returns:
       z: `[N, Z]`.
       tokens: int32 `[N, T]`, `<s> w_1 ... w_n </s>` padded with 0,
         T <= max_length + 2.
     """
-    check_size("num_samples", num_samples)
-    check_size("max_length", max_length)
-    if not temperature > 0:
+    # Tensors (serving inputs) are checked by their caller, in the graph.
+    if not tf.is_tensor(num_samples):
+      check_size("num_samples", num_samples)
+    if not tf.is_tensor(max_length):
+      check_size("max_length", max_length)
+    if not tf.is_tensor(temperature) and not temperature > 0:
       raise ValueError(f"`temperature` must be positive; got {temperature!r}.")
     z_seed, token_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     z = tf.random.stateless_normal([num_samples, self._latent_size], z_seed,
@@ -337,7 +353,7 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
       if self._initial_state is not None:
         inputs = tf.concat([inputs, z], axis=-1)
       outputs, (h, c) = self._lstm.cell(inputs, [h, c], training=False)
-      logits = self._project(outputs, z) / temperature + never
+      logits = self._project(outputs, z) / tf.cast(temperature, h.dtype) + never
       drawn = tf.random.stateless_categorical(
           logits, 1, tf.random.experimental.stateless_fold_in(token_seed, t),
           dtype=tf.int32)[:, 0]
