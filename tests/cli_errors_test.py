@@ -224,7 +224,8 @@ CASES = {
                                                  "--hidden_units=8,8"],
                                          "`kl=analytic` needs a one-level model; `latent_sizes` "
                                          "[8, 4] has 2 levels"),
-    "train-preset-and-config": Case(TRAIN, [*QUICK, "--config={cases}/corrupt_config/config.json"],
+    "train-preset-and-config": Case(TRAIN, [*QUICK,
+                                            "--config={cases}/corrupt_config/config.json"],
                                     "Give `preset` or `config`, not both"),
     "train-missing-config": Case(TRAIN, ["--config={cases}/missing.json", "--max_steps=1",
                                          "--workdir={cases}/new_run"],
