@@ -224,6 +224,16 @@ CASES = {
                                                  "--hidden_units=8,8"],
                                          "`kl=analytic` needs a one-level model; `latent_sizes` "
                                          "[8, 4] has 2 levels"),
+    "train-preset-and-config": Case(TRAIN, [*QUICK,
+                                            "--config={cases}/corrupt_config/config.json"],
+                                    "Give `preset` or `config`, not both"),
+    "train-missing-config": Case(TRAIN, ["--config={cases}/missing.json", "--max_steps=1",
+                                         "--workdir={cases}/new_run"],
+                                 "`config` file '{cases}/missing.json' does not exist."),
+    "train-corrupt-config": Case(TRAIN, ["--config={cases}/corrupt_config/config.json",
+                                         "--workdir={cases}/new_run"],
+                                 "{cases}/corrupt_config/config.json is not a valid config: "
+                                 "Expecting property name"),
     "train-negative-seed": Case(TRAIN, [*QUICK, "--seed=-1"],
                                 "`seed` must be in [0, 2147483647]; got -1."),
     "train-huge-seed": Case(TRAIN, [*QUICK, "--seed=9999999999"],

@@ -1,4 +1,4 @@
-"""What the command-line binaries (`trainers/`, `export/`) share: `flags`.
+"""What the command-line binaries (`trainers/`, `export/`) share: `flags` and their `help`.
 
 The top package: it may import every other tf_lti package, and none imports it.
 It imports no TensorFlow, so a bad flag fails fast. Importing it quiets

@@ -6,6 +6,7 @@ but 3 epochs".
 """
 
 import dataclasses
+import functools
 import glob
 import logging as std_logging
 import os
@@ -16,6 +17,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tf_lti.cli import help as help_lib
 from tf_lti.config import choices
 from tf_lti.config import presets
 from tf_lti.config import schema
@@ -28,7 +30,7 @@ __all__ = ["check_minimum", "check_positive", "check_workdir",
 
 
 def _define(name, field, flag_values):
-  help_text = f"Config field `{name}` (default {field.default if field.default is not dataclasses.MISSING else '()'})."
+  help_text = help_lib.config_flag_help(name)
   default = field.default if field.default is not dataclasses.MISSING else None
   if isinstance(default, bool):
     flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
@@ -43,8 +45,11 @@ def _define(name, field, flag_values):
 
 
 def define_experiment_flags(flag_values=flags.FLAGS):
-  """Defines `--preset` and one flag per config field."""
+  """Defines `--preset`, `--config` and one flag per config field."""
   flags.DEFINE_string("preset", "", f"Preset to start from: one of {sorted(presets.PRESETS)}.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("config", "", "A config.json to start from (e.g. a previous run's "
+                      "<workdir>/config.json) instead of a preset; flags given still override.",
                       flag_values=flag_values)
   for name, (_, field) in schema.field_index().items():
     _define(name, field, flag_values)
@@ -82,8 +87,17 @@ def _parse_tuple(name, values, default):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-  """The validated config: defaults -> preset -> flags given on the command line."""
-  config = presets.from_preset(flag_values.preset)
+  """The validated config: defaults -> preset or config.json -> flags given on the command line.
+  """
+  if flag_values.preset and flag_values.config:
+    raise ValueError(f"Give `preset` or `config`, not both; got preset={flag_values.preset!r}, "
+                     f"config={flag_values.config!r}.")
+  if flag_values.config:
+    if not os.path.isfile(flag_values.config):
+      raise FileNotFoundError(f"`config` file {flag_values.config!r} does not exist.")
+    config = schema.ExperimentConfig.read(flag_values.config)
+  else:
+    config = presets.from_preset(flag_values.preset)
   overrides = {}
   for name, (_, field) in schema.field_index().items():
     if not flag_values[name].present:
@@ -132,8 +146,12 @@ def check_workdir(workdir):
   return config
 
 
-def parse_flags(argv):
-  """absl's `flags_parser`: a bad or unknown flag is one line on stderr and exit status 2."""
+def parse_flags(argv, summary=""):
+  """absl's `flags_parser`: `--help` prints every flag by section (`help.format_help`) and
+  exits 0; a bad or unknown flag is one line on stderr and exit status 2."""
+  if any(argument in help_lib.HELP_ARGUMENTS for argument in argv[1:]):
+    print(help_lib.format_help(_program_name(argv[0]), summary), end="")
+    sys.exit(0)
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
@@ -141,9 +159,20 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def _program_name(argv0):
+  """`tf-lti-train` for a console script, `python -m <module>` for a module run."""
+  name = os.path.basename(argv0)
+  if name.endswith(".py"):
+    module = sys.modules["__main__"].__spec__
+    return f"python -m {module.name}" if module else name
+  return name
+
+
 def run(main):
-  """`app.run(main)` with one-line flag errors (`parse_flags`); `main` from `exit_on_user_error`."""
-  app.run(main, flags_parser=parse_flags)
+  """`app.run(main)` with `parse_flags` (the help of `main`'s module, one-line flag errors);
+  `main` from `exit_on_user_error`."""
+  summary = sys.modules[main.__module__].__doc__ or ""
+  app.run(main, flags_parser=functools.partial(parse_flags, summary=summary))
 
 
 def _silence_tensorflow_warnings():
@@ -165,6 +194,7 @@ def exit_on_user_error(main):
   with the progress bar.
   """
 
+  @functools.wraps(main)
   def wrapped(argv):
     if len(argv) > 1:
       print(f"error: unexpected positional arguments {argv[1:]}; every argument is a --flag.",

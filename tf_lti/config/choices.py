@@ -8,7 +8,7 @@ in the same order everywhere. No TensorFlow: flags are parsed with them.
 
 __all__ = [
     "ANALYSIS_LEARNING_RATES", "ANALYSIS_OPTIMIZERS", "BINARIZATIONS", "BLOCK_POSITIONS",
-    "BOUNDS", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DATA_KINDS", "DECODERS",
+    "BOUNDS", "CONFIG_FIELD_CHOICES", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DATA_KINDS", "DECODERS",
     "DISCRETE_ESTIMATORS",
     "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
@@ -75,3 +75,16 @@ IMPUTATION_FILLS = ("half", "noise")
 
 ORACLE_METHODS = ("vae", "svi", "savae")
 ORACLE_GENERATORS = ("oracle", "learned")
+
+
+# The allowed values of each enumerated config field (tuple fields: any subset), for help texts.
+CONFIG_FIELD_CHOICES = {
+    "binarization": BINARIZATIONS, "likelihood": LIKELIHOODS,
+    "encoder_connection": CONNECTIONS, "decoder_connection": CONNECTIONS,
+    "gaussian_variance": GAUSSIAN_VARIANCES, "encoder": ENCODERS, "decoder": DECODERS,
+    "procedure": PROCEDURES, "posterior": POSTERIORS, "iterative_inputs": ITERATIVE_INPUTS,
+    "gradient_encoding": GRADIENT_ENCODINGS, "error_encoding": ERROR_ENCODINGS,
+    "update": UPDATES, "svi_training": SVI_TRAINING_MODES, "svi_clip_scope": SVI_CLIP_SCOPES,
+    "svi_backward": SVI_BACKWARD_MODES, "hvp": HVP_MODES, "bound": BOUNDS, "kl": KL_MODES,
+    "estimator": ESTIMATORS, "optimizer": OPTIMIZERS, "on_nonfinite": NONFINITE_ACTIONS,
+}

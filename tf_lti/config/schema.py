@@ -11,6 +11,7 @@ values and bad combinations with messages that name the field and the value
 
 import dataclasses
 import json
+import re
 from typing import Optional
 
 from tf_lti.config import settings
@@ -18,7 +19,7 @@ from tf_lti.config import validation
 
 __all__ = [
     "DataConfig", "EvalConfig", "ExperimentConfig", "InferenceConfig", "ModelConfig",
-    "ObjectiveConfig", "TrainConfig", "field_index",
+    "ObjectiveConfig", "TrainConfig", "field_docs", "field_index",
 ]
 
 # The defaults of the fields a settings object takes are the settings' own (defined once there).
@@ -366,6 +367,22 @@ def _typed(name, field, value):
            str: "a string"}
   raise ValueError(f"config field `{name}` must be {names.get(kind, kind.__name__)}; got "
                    f"{value!r}.")
+
+
+def field_docs():
+  """`{field name: its documentation}`, from the `Attributes:` of each section's docstring
+  (one source for the schema's readers and the binaries' `--help`)."""
+  docs = {}
+  for section in dataclasses.fields(ExperimentConfig):
+    name = None
+    for line in section.default_factory.__doc__.splitlines()[1:]:
+      match = re.fullmatch(r"    (\w+): (.*)", line)
+      if match:
+        name = match.group(1)
+        docs[name] = match.group(2).strip()
+      elif name and line.startswith("      "):
+        docs[name] += " " + line.strip()
+  return docs
 
 
 def field_index():
