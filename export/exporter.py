@@ -3,7 +3,7 @@ r"""SavedModel export of a trained work directory for TensorFlow Serving.
 Export restores a checkpoint and never trains; `versions` writes the
 versioned directory atomically, with `assets.extra/export_info.json`
 (provenance: work dir, checkpoint, step, config; the signatures the export has
-and their input defaults). The serving functions are `serving.ServingModule`'s
+and their input defaults; the request budget). The serving functions are `serving.ServingModule`'s
 (re-exported here): which signatures an export has follows from the model's
 contracts -- `decode` only with a closed-form E[x | z], `log_likelihood` only
 for a posterior with a density, sentences in and out for token models
@@ -25,7 +25,7 @@ from . import versions
 
 __all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "IMPORTANCE_SEED", "INFERENCE_SEED",
            "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES", "MAX_STEPS", "ServingModule",
-           "export_from_workdir", "signature_names"]
+           "export_from_workdir", "request_budget", "signature_names"]
 
 ServingModule = serving.ServingModule
 INFERENCE_SEED = serving.INFERENCE_SEED
@@ -37,7 +37,8 @@ MAX_SAMPLES = serving.MAX_SAMPLES
 DEFAULT_IMPORTANCE_SAMPLES = serving.DEFAULT_IMPORTANCE_SAMPLES
 
 
-def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, chunk_size=200):
+def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, chunk_size=200,
+                        max_request_work=None):
   """Restores a training work directory strictly and exports it.
 
   Args:
@@ -49,6 +50,9 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
       value: `None`.
     version: see `versions.export_saved_model`. Default value: `None` (the next free one).
     chunk_size: importance samples per chunk of `log_likelihood`. Default value: 200.
+    max_request_work: the budget of every request, in decoder passes per example
+      (`serving.ServingModule`). Default value: `None`, about
+      `serving.DEFAULT_REQUEST_SECONDS` of the model's work here (measured).
 
   Returns:
     The path of the new version directory.
@@ -60,6 +64,8 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
   """
   versions.check_target(export_base, version)
   serving_lib.check_chunk_size(chunk_size)
+  if max_request_work is not None and max_request_work < 1:
+    raise ValueError(f"`max_request_work` must be >= 1; got {max_request_work}.")
   if checkpoint is not None and not tf.io.gfile.exists(f"{checkpoint}.index"):
     raise FileNotFoundError(f"`checkpoint` {checkpoint!r} is not a checkpoint prefix (no "
                             f"{checkpoint}.index).")
@@ -78,10 +84,10 @@ def export_from_workdir(workdir, export_base, *, checkpoint=None, version=None, 
                        f"(config.json): {reason}") from error
     step = int(model.generative_optimizer.iterations.numpy())
   module = ServingModule(
-      model, vocabulary=spec.vocabulary, chunk_size=chunk_size,
+      model, vocabulary=spec.vocabulary, chunk_size=chunk_size, max_request_work=max_request_work,
       num_importance_samples=config.eval.num_importance_samples or DEFAULT_IMPORTANCE_SAMPLES)
   info = {"workdir": os.path.abspath(workdir), "checkpoint": os.path.abspath(checkpoint),
-          "step": step, "data_kind": spec.kind,
+          "step": step, "data_kind": spec.kind, "max_request_work": module.max_request_work,
           "signature_defaults": module.signature_defaults(), "config": config.to_dict()}
   if module.vocabulary is not None:
     info["vocabulary"] = os.path.join("assets", text_serving.VOCABULARY_FILE)
@@ -92,3 +98,9 @@ def signature_names(path):
   """The signature keys an export lists in its `assets.extra/export_info.json`."""
   with open(os.path.join(path, versions.INFO_FILE)) as f:
     return json.load(f)["signatures"]
+
+
+def request_budget(path):
+  """The `max_request_work` an export lists in its `assets.extra/export_info.json`."""
+  with open(os.path.join(path, versions.INFO_FILE)) as f:
+    return json.load(f)["max_request_work"]

@@ -36,8 +36,25 @@ perplexity's denominators), and `sample` is `text_serving.sample_function`'s.
 Stochastic estimates use the fixed seeds below, so a request's answer is
 reproducible; an example's estimate depends on its batch (the noise is drawn
 for the whole batch). Every input is checked inside the graph: a bad one fails
-with an `InvalidArgumentError` that names it.
+with an `InvalidArgumentError` that names it. Data must be finite and, for a
+Bernoulli likelihood or dequantized data, in [0, 1] (`data_range`); SVI step
+sizes in (0, `MAX_STEP_SIZE`].
+
+Every request's work is bounded inside the SavedModel (so TF Serving is
+protected too): counted in decoder passes per example, it may not exceed the
+export's `max_request_work` (by default about `DEFAULT_REQUEST_SECONDS` of the
+model's work on the exporting machine, `calibrated_budget`), checked before
+any work starts:
+
+```none
+encode          rows x (1 + requested steps)
+log_likelihood  rows x (1 + trained steps + num_importance_samples)
+decode          rows
+sample          n (closed-form mean), n x D (autoregressive pixels), n x max_length (text)
+```
 """
+
+import time
 
 import tensorflow as tf
 
@@ -47,8 +64,9 @@ from tf_lti.objectives import bounds as bounds_lib
 from . import serving_lib
 from . import text_serving
 
-__all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "IMPORTANCE_SEED", "INFERENCE_SEED",
-           "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES", "MAX_STEPS", "ServingModule"]
+__all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "DEFAULT_REQUEST_SECONDS",
+           "IMPORTANCE_SEED", "INFERENCE_SEED", "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES",
+           "MAX_STEPS", "MAX_STEP_SIZE", "ServingModule", "calibrated_budget"]
 
 # Stateless seeds of the serving functions: inference (encode and log_likelihood share it,
 # so log_likelihood samples the posterior encode returns), the bound of a single-pass
@@ -62,6 +80,11 @@ MAX_IMPORTANCE_SAMPLES = 100_000
 MAX_SAMPLES = 10_000
 # Default K of `log_likelihood` when the run's evaluation skipped the IW estimate.
 DEFAULT_IMPORTANCE_SAMPLES = 5000
+# Largest SVI step size a request may set: 50,000 times the trained per-example default.
+MAX_STEP_SIZE = 1000.0
+# The default request budget: about this many seconds of the model's work on the exporting
+# machine (`calibrated_budget`).
+DEFAULT_REQUEST_SECONDS = 10.0
 
 
 def _control_input(name, trained):
@@ -71,7 +94,31 @@ def _control_input(name, trained):
     return (tf.TensorSpec([], tf.int32, name=name), trained,
             lambda value: serving_lib.check_count(value, name, 0, MAX_STEPS))
   return (tf.TensorSpec([], tf.float32, name=name), trained,
-          lambda value: serving_lib.check_positive(value, name))
+          lambda value: serving_lib.check_positive(value, name, MAX_STEP_SIZE))
+
+
+def calibrated_budget(generative, seconds=DEFAULT_REQUEST_SECONDS, batch_size=256,
+                      num_samples=16):
+  """The request budget worth about `seconds` of `generative`'s work on this machine.
+
+  Times the compiled log p(x, z) of `batch_size` examples at `num_samples`
+  latent draws each (a decoder pass per example and draw, as importance
+  sampling runs them; the median of 5 calls after a warm-up) and returns how
+  many example-passes fit in `seconds`: a work unit of the budget.
+  """
+  shape = [batch_size, generative.max_sample_length] if generative.token_sequences else [
+      batch_size, generative.event_size]
+  x = tf.zeros(shape, tf.int32 if generative.token_sequences else tf.float32)
+  z = tf.zeros([num_samples, batch_size, generative.latent_size])
+  log_joint = tf.function(lambda: generative.log_joint(x, z))
+  log_joint()
+  times = []
+  for _ in range(5):
+    start = time.perf_counter()
+    log_joint().numpy()
+    times.append(time.perf_counter() - start)
+  per_pass = sorted(times)[len(times) // 2] / (batch_size * num_samples)
+  return max(1, int(seconds / max(per_pass, 1e-9)))
 
 
 class _NotSaved:
@@ -105,13 +152,18 @@ class ServingModule(tf.Module):
   """
 
   def __init__(self, model, *, vocabulary=None, num_importance_samples=DEFAULT_IMPORTANCE_SAMPLES,
-               chunk_size=200, name="tf_lti_serving"):
+               chunk_size=200, max_request_work=None, name="tf_lti_serving"):
     super().__init__(name=name)
     if not 1 <= num_importance_samples <= MAX_IMPORTANCE_SAMPLES:
       raise ValueError(f"`num_importance_samples` must be in [1, {MAX_IMPORTANCE_SAMPLES}]; got "
                        f"{num_importance_samples}.")
     serving_lib.check_chunk_size(chunk_size)
+    if max_request_work is not None and (isinstance(max_request_work, bool)
+                                         or not isinstance(max_request_work, int)
+                                         or max_request_work < 1):
+      raise ValueError(f"`max_request_work` must be an integer >= 1; got {max_request_work!r}.")
     generative = model.generative
+    self.max_request_work = max_request_work or calibrated_budget(generative)
     self._model = _NotSaved(model)
     variables = generative.variables + model.inference.variables
     self.model_variables = list({id(v): v.value for v in variables}.values())
@@ -129,7 +181,9 @@ class ServingModule(tf.Module):
     else:
       self.vocabulary = None
       data_inputs = {"": (tf.TensorSpec([None, self.event_size], tf.float32, name="x"),
-                          lambda x: (serving_lib.check_matrix(x, "x", self.event_size), {}))}
+                          lambda x: (serving_lib.check_values(
+                              serving_lib.check_matrix(x, "x", self.event_size), "x",
+                              generative.data_range), {}))}
     for suffix, (spec, prepare) in data_inputs.items():
       self._add(f"encode{suffix}", *self._make_encode(spec, prepare))
     if generative.factorized_likelihood:
@@ -137,7 +191,7 @@ class ServingModule(tf.Module):
           [(tf.TensorSpec([None, self.latent_size], tf.float32, name="z"), None)], self._decode))
     if generative.token_sequences:
       self._add("sample", *text_serving.sample_function(generative, self.vocabulary,
-                                                        MAX_SAMPLES))
+                                                        MAX_SAMPLES, self.max_request_work))
     else:
       self._add("sample", serving_lib.serving_function(
           [(tf.TensorSpec([], tf.int32, name="n"), None),
@@ -177,6 +231,12 @@ class ServingModule(tf.Module):
     """The refinement controls of the model's procedure and their trained values."""
     return self._model.value.inference.refinement_controls
 
+  def _within_budget(self, data, rows, passes, formula):
+    """`data` after the in-graph check that `rows` x `passes` (the request's decoder passes
+    per example) is within `max_request_work`."""
+    cost = tf.cast(rows, tf.int64) * tf.cast(passes, tf.int64)
+    return serving_lib.within_budget(data, cost, self.max_request_work, formula)
+
   def _make_encode(self, data_spec, prepare):
     """`encode` of one data input, with the procedure's refinement controls as inputs (and
     their defaults, the trained values)."""
@@ -185,8 +245,10 @@ class ServingModule(tf.Module):
 
     def encode(**inputs):
       data, extra = prepare(inputs.pop(data_spec.name))
-      return dict(self._encode(data, **{name: checks[name](value)
-                                        for name, value in inputs.items()}), **extra)
+      controls = {name: checks[name](value) for name, value in inputs.items()}
+      steps = sum(value for name, value in controls.items() if name.startswith("num_"))
+      data = self._within_budget(data, tf.shape(data)[0], 1 + steps, "rows x (1 + steps)")
+      return dict(self._encode(data, **controls), **extra)
 
     function = serving_lib.serving_function(
         [(data_spec, None)] + [(spec, default) for spec, default, _ in controls], encode)
@@ -196,8 +258,15 @@ class ServingModule(tf.Module):
     """`log_likelihood` of one data input, and its defaults."""
     token_sequences = self._model.value.generative.token_sequences
 
+    steps = sum(value for name, value in self._encode_defaults().items()
+                if name.startswith("num_"))
+
     def log_likelihood(num_importance_samples, **inputs):
       data, _ = prepare(inputs[data_spec.name])
+      num_importance_samples = serving_lib.check_count(
+          num_importance_samples, "num_importance_samples", 1, MAX_IMPORTANCE_SAMPLES)
+      data = self._within_budget(data, tf.shape(data)[0], 1 + steps + num_importance_samples,
+                                 f"rows x (1 + {steps} steps + num_importance_samples)")
       outputs = self._log_likelihood(data, num_importance_samples)
       if token_sequences:
         outputs["num_words"] = text_serving.num_words(data)
@@ -230,18 +299,22 @@ class ServingModule(tf.Module):
                 bound_trajectory=tf.transpose(trajectory))
 
   def _decode(self, z):
-    z = serving_lib.check_matrix(z, "z", self.latent_size)
+    z = serving_lib.check_values(serving_lib.check_matrix(z, "z", self.latent_size), "z")
+    z = self._within_budget(z, tf.shape(z)[0], 1, "rows")
     return {"x_mean": self._model.value.generative.mean(z)}
 
   def _sample(self, n, seed):
     generative = self._model.value.generative
-    z, x = generative.sample(serving_lib.check_count(n, "n", 0, MAX_SAMPLES), seed)
+    n = serving_lib.check_count(n, "n", 0, MAX_SAMPLES)
+    # An autoregressive decoder draws x one dimension at a time: D passes per sample.
+    passes = 1 if generative.factorized_likelihood else generative.event_size
+    n = self._within_budget(n, n, passes, "n" if passes == 1 else f"n x {passes} pixels")
+    z, x = generative.sample(n, seed)
     return {"z": z, "x_mean" if generative.factorized_likelihood else "x": x}
 
   def _log_likelihood(self, x, num_importance_samples):
+    """log p(x) by importance sampling, for checked `x` and `num_importance_samples`."""
     model = self._model.value
-    num_importance_samples = serving_lib.check_count(
-        num_importance_samples, "num_importance_samples", 1, MAX_IMPORTANCE_SAMPLES)
     posterior = model.family.distribution(self._infer(x).params)
     return {"log_likelihood": likelihood_lib.iw_log_likelihood(
         x, model.generative, posterior, seed=tf.constant(IMPORTANCE_SEED),

@@ -10,8 +10,8 @@ import inspect
 
 import tensorflow as tf
 
-__all__ = ["check_chunk_size", "check_count", "check_matrix", "check_positive",
-           "serving_function"]
+__all__ = ["check_chunk_size", "check_count", "check_matrix", "check_positive", "check_values",
+           "serving_function", "within_budget"]
 
 
 def serving_function(inputs, body):
@@ -70,11 +70,55 @@ def check_count(value, name, minimum, maximum):
       return tf.identity(value)
 
 
-def check_positive(value, name):
-  """A scalar float32 input after an in-graph check that it is finite and > 0."""
+def check_positive(value, name, maximum=None):
+  """A scalar float32 input after an in-graph check that it is finite, > 0 (and <= `maximum`)."""
   with tf.name_scope(f"check_{name}"):
-    check = tf.debugging.Assert(tf.logical_and(value > 0, tf.math.is_finite(value)),
-                                [f"`{name}` must be finite and > 0; got", value])
+    valid = tf.logical_and(value > 0, tf.math.is_finite(value))
+    if maximum is None:
+      check = tf.debugging.Assert(valid, [f"`{name}` must be finite and > 0; got", value])
+    else:
+      check = tf.debugging.Assert(tf.logical_and(valid, value <= maximum),
+                                  [f"`{name}` must be in (0, {maximum:g}]; got", value])
+    with tf.control_dependencies([check]):
+      return tf.identity(value)
+
+
+def check_values(value, name, value_range=None):
+  """A float input after an in-graph check that its values are finite (and in `value_range`,
+  `(low, high)`, e.g. (0, 1) for Bernoulli pixels)."""
+  with tf.name_scope(f"check_{name}"):
+    if value_range is None:
+      check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(value)),
+                                  [f"`{name}` must be finite"])
+    else:
+      low, high = value_range
+      smallest, largest = tf.reduce_min(value), tf.reduce_max(value)
+      outside = tf.where(tf.logical_or(smallest < low, tf.math.is_nan(smallest)), smallest,
+                         largest)
+      check = tf.debugging.Assert(
+          tf.reduce_all(tf.logical_and(value >= low, value <= high)),
+          [f"`{name}` values must be in [{low:g}, {high:g}]; got", outside])
+    with tf.control_dependencies([check]):
+      return tf.identity(value)
+
+
+def within_budget(value, cost, budget, formula):
+  """`value` after an in-graph check that a request's `cost` (int scalar) is <= `budget`.
+
+  The check runs before any work that depends on `value`, so an over-budget
+  request fails at once, naming the budget and how its work was counted.
+
+  Args:
+    value: a tensor the request's work starts from (its data).
+    cost: the request's work, e.g. rows * (1 + steps): int `Tensor` [].
+    budget: the export's `max_request_work`, a Python int.
+    formula: how `cost` counts, e.g. "rows x (1 + num_steps)", for the message.
+  """
+  with tf.name_scope("check_budget"):
+    check = tf.debugging.Assert(
+        tf.cast(cost, tf.int64) <= budget,
+        [f"Request work {formula} exceeds the export budget `max_request_work` = "
+         f"{budget}; got", tf.cast(cost, tf.int64)])
     with tf.control_dependencies([check]):
       return tf.identity(value)
 

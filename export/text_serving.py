@@ -164,21 +164,26 @@ class Vocabulary(tf.Module):
     return tf.strings.reduce_join(tf.ragged.boolean_mask(words, keep), axis=1, separator=" ")
 
 
-def sample_function(generative, vocabulary, max_samples):
+def sample_function(generative, vocabulary, max_samples, max_request_work):
   """The `sample` signature of a token model, and its defaults.
 
   Args:
     generative: a `GenerativeModel` with `token_sequences`.
     vocabulary: the export's `Vocabulary`.
     max_samples: the largest `n`.
+    max_request_work: the export's request budget: `n` x `max_length` (one
+      decoder step per word) may not exceed it.
 
   Returns:
     (`tf.function`, `{input: default}`).
   """
   def sample(n, seed, max_length, temperature):
+    n = serving_lib.check_count(n, "n", 1, max_samples)
+    max_length = serving_lib.check_count(max_length, "max_length", 1, MAX_WORDS)
+    n = serving_lib.within_budget(n, tf.cast(n, tf.int64) * tf.cast(max_length, tf.int64),
+                                  max_request_work, "n x max_length")
     z, tokens = generative.sample(
-        serving_lib.check_count(n, "n", 1, max_samples), seed,
-        max_length=serving_lib.check_count(max_length, "max_length", 1, MAX_WORDS),
+        n, seed, max_length=max_length,
         temperature=serving_lib.check_positive(temperature, "temperature"))
     return {"z": z, "tokens": tokens, "sentences": vocabulary.detokenize(tokens)}
 

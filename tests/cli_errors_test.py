@@ -612,6 +612,8 @@ SERVING = {
                         "Input `x`: setting an array element with a sequence."),
     "encode-x-beyond-float32": (_encode(x=[[1e300] * EVENT_SIZE]),
                                 "Input `x`: JSON value 1e+300 is not a finite float32."),
+    "encode-x-outside-bernoulli": (_encode(x=[[-5.0] * EVENT_SIZE]),
+                                   "`x` values must be in [0, 1]; got -5"),
     "encode-negative-iterations": (_encode(num_iterations=-1),
                                    "`num_iterations` must be in [0, 1000]; got -1"),
     "encode-too-many-iterations": (_encode(num_iterations=5000),

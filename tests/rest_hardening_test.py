@@ -28,6 +28,7 @@ from tf_lti.training import builders
 EVENT_SIZE = 64
 LATENT_SIZE = 4
 LIMITS = dict(max_workers=2, max_pending=2, max_body_bytes=64 * 1024, read_timeout=1.0)
+BUDGET = 5_000  # Decoder passes per request: 3 rows x 20 importance samples fit.
 PATH = "/v1/models/vae:predict"
 X = np.random.default_rng(0).uniform(size=(3, EVENT_SIZE)).round(3).tolist()
 VALID = [
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
   model = builders.build_model(config, testing.image_spec(EVENT_SIZE))
   model.build_all(np.zeros([2, EVENT_SIZE], np.float32))
   base = str(tmp_path_factory.mktemp("exports"))
-  versions.export_saved_model(exporter.ServingModule(model), base)
+  versions.export_saved_model(exporter.ServingModule(model, max_request_work=BUDGET), base)
   adapter = rest_adapter.RestAdapter(base, model_name="vae")
   address = adapter.start(**LIMITS)
   try:
@@ -95,17 +96,29 @@ def _post(address, body, headers=None):
     (b"{}", {"Content-Length": "-1"}, 400, "Content-Length must be a non-negative integer"),
     (b"{}", {"Content-Length": "10"}, 408, "stalled before its Content-Length of 10 bytes"),
     (b"{not json", None, 400, "JSON Parse error"),
-    ({"inputs": {"x": [[3e38] * EVENT_SIZE]}}, None, 400, "Output `"),
+    ({"inputs": {"x": [[1e30] * EVENT_SIZE]}}, None, 400,
+     "`x` values must be in [0, 1]; got 1e+30"),
+    ({"inputs": {"x": [[-5.0] * EVENT_SIZE]}}, None, 400, "`x` values must be in [0, 1]; got -5"),
+    ({"signature_name": "log_likelihood", "inputs": {"x": X, "num_importance_samples": 100_000}},
+     None, 400, "Request work rows x (1 + 0 steps + num_importance_samples) exceeds the "
+                "export budget `max_request_work` = 5000; got 300003"),
+    ({"signature_name": "sample", "inputs": {"n": 10_000, "seed": [1, 2]}}, None, 400,
+     "Request work n exceeds the export budget `max_request_work` = 5000; got 10000"),
 ], ids=["50mb-body", "not-utf8", "signature-list", "signature-dict", "no-length", "deep-nesting",
-        "length-abc", "length-negative", "length-beyond-body", "not-json", "absurd-x"])
+        "length-abc", "length-negative", "length-beyond-body", "not-json", "x-above-one",
+        "x-negative", "over-budget-log-likelihood", "over-budget-sample"])
 def test_each_malformed_request_gets_its_http_error_in_json(server, body, headers, status,
                                                             fragment):
   start = time.monotonic()
   answer_status, answer = _post(server["address"], body, headers)
   assert (answer_status, list(answer)) == (status, ["error"]), answer
   assert fragment in answer["error"]
-  # Nothing waits longer than the read timeout (plus scheduling), even a stalled body.
+  # Nothing waits longer than the read timeout (plus scheduling), even a stalled body; an
+  # over-budget request fails before its work starts (100,000 samples x 3 rows would take
+  # seconds).
   assert time.monotonic() - start < LIMITS["read_timeout"] + 5
+  if "budget" in fragment:
+    assert time.monotonic() - start < 1.0
 
 
 def test_stalled_clients_hold_no_more_threads_than_the_pool_and_get_408_or_503(server):

@@ -107,3 +107,37 @@ def test_a_custom_decoder_exports_only_what_it_offers(tmp_path, posterior, signa
   assert sorted(loaded.signatures) == signatures
   outputs = loaded.signatures["sample"](n=tf.constant(2), seed=tf.constant([1, 2]))
   assert sorted(outputs) == ["x", "z"]
+
+
+def _small_image_model(**overrides):
+  config = presets.from_preset("quickstart").override(dict(
+      hidden_units=(8,), latent_sizes=(4,), **overrides)).validate()
+  model = builders.build_model(config, testing.image_spec(64))
+  model.build_all(np.zeros([2, 64], np.float32))
+  return model
+
+
+def test_svi_step_sizes_are_bounded_and_a_request_over_budget_fails_before_its_work():
+  module = exporter.ServingModule(_small_image_model(procedure="semi_amortized", svi_steps=2),
+                                  max_request_work=100)
+  x = tf.fill([4, 64], 0.5)
+  assert module.encode(x=x, num_steps=tf.constant(3))["bound"].shape == [4]  # 4 x 4 passes.
+  for step_size in (1e30, float("nan"), 0.0):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`mean_step_size` must be in \(0, 1000\]; got"):
+      module.encode(x=x, mean_step_size=tf.constant(step_size))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"Request work rows x \(1 \+ steps\) exceeds the export budget "
+                           r"`max_request_work` = 100; got\] \[164\]"):
+    module.encode(x=x, num_steps=tf.constant(40))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"`x` values must be in \[0, 1\]"):
+    module.encode(x=tf.fill([4, 64], float("nan")))
+
+
+def test_the_default_budget_is_about_ten_seconds_of_the_models_work():
+  generative = _small_image_model().generative
+  one_second = exporter.serving.calibrated_budget(generative, seconds=1.0)
+  # Timing varies with the host and its load: only the scale is checked (an MLP decoder pass of
+  # one example takes microseconds to a millisecond, not seconds or nanoseconds).
+  assert 1_000 <= one_second <= 1_000_000_000
+  assert exporter.ServingModule(_small_image_model()).max_request_work > 1_000

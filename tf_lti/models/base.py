@@ -42,7 +42,7 @@ class GenerativeModel(abc.ABC):
   `log_joint_parts` and `sample` (instantiation fails otherwise). Optional
   features have defaults: `prior` and, unless `factorized_likelihood` is
   true, `mean` and `conditional_distribution` raise `NotImplementedError`;
-  `num_bins` is `None`; `token_sequences` is false.
+  `num_bins` is `None`; `token_sequences` is false; `data_range` follows the likelihood.
   """
 
   @property
@@ -74,6 +74,15 @@ class GenerativeModel(abc.ABC):
   def num_bins(self):
     """Quantization levels of dequantized data (log p(x) is then a log-mass, reported in bits
     per dimension), else `None`. Default value: `None`."""
+    return None
+
+  @property
+  def data_range(self):
+    """`(low, high)` of valid data values, or `None` (any finite value; token ids are checked
+    against the vocabulary). Default value: (0, 1) for a Bernoulli likelihood and for
+    dequantized data (`num_bins`), else `None`."""
+    if self.likelihood == "bernoulli" or self.num_bins:
+      return (0.0, 1.0)
     return None
 
   @property
