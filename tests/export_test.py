@@ -250,7 +250,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
     plan.add(kind, "signature", "step_size", "encode",
              {"x": x, "num_steps": np.int32(2), "mean_step_size": np.float32(0.0),
               "variance_step_size": step},
-             error=r"`mean_step_size` must be finite and > 0; got\] \[0\]")
+             error=r"`mean_step_size` must be in \(0, 1000\]; got\] \[0\]")
   # Requests at the defaults (inputs omitted) have the answer of the explicit request.
   for mode, name in (("session", "serving_default"), ("function", "encode")):
     key = plan.add(kind, mode, name, "serving_default" if mode == "session" else "encode",

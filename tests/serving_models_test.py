@@ -302,7 +302,7 @@ def test_exports_list_the_signatures_they_have(served):
     assert info["signatures"] == signatures, kind
     assert served["results"][f"{kind}/signature_keys"].astype(str).tolist() == signatures, kind
     assert sorted(served["modules"][kind].signatures()) == signatures, kind
-  assert f"(signatures: {', '.join(TEXT_SIGNATURES)})" in served["cli_output"]
+  assert f"(signatures: {', '.join(TEXT_SIGNATURES)}; max_request_work " in served["cli_output"]
   # PixelCNN: no closed-form E[x | z], so no decode, and sample returns a draw x, not x_mean.
   assert {key.rsplit("/", 1)[1] for key in served["results"]
           if key.startswith("pixelcnn/signature:sample/")} == {"z", "x"}
