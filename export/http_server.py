@@ -11,6 +11,7 @@ too large       Content-Length above `max_body_bytes`      413 (the body is not 
 slow client     no byte for `read_timeout` seconds         408 (while reading the body)
 not UTF-8/JSON  body that is not UTF-8 JSON, or too deep   400
 bug             any other exception of the application    500 with one line, the server stays up
+hung up         the client closed before its turn          no work is done (nobody reads it)
 ```
 
 The application is a function `(method, path, body or None) -> (status, value)`;
@@ -21,6 +22,7 @@ them is the application's bug and becomes a 500).
 import concurrent.futures
 import http.server
 import json
+import select
 import socket
 import threading
 
@@ -133,9 +135,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self.close_connection = True
     self._reply(code, {"error": message or self.responses.get(code, ("Error",))[0]})
 
+  def _client_gone(self):
+    """Whether the client closed its connection (it cannot read an answer any more)."""
+    try:
+      readable, _, _ = select.select([self.connection], [], [], 0)
+      return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+      return True
+
   def _answer(self, body_reader):
     try:
-      self._reply(*self.server.application(self.command, self.path, body_reader()))
+      body = body_reader()
+      if self._client_gone():  # It hung up while queued: skip the work nobody will read.
+        self.close_connection = True
+        return
+      self._reply(*self.server.application(self.command, self.path, body))
     except HttpError as error:
       self._reply(error.status, {"error": str(error)})
     except (socket.timeout, ConnectionError):

@@ -255,3 +255,25 @@ def _soak(address):
   # Flat: three more rounds (1,536 requests) may not grow the process by what a leak of
   # ~40 KiB per request (the size of a log_likelihood request and its answer) would.
   assert growth < 64 * 2**20, growth
+
+
+def test_a_request_whose_client_hung_up_while_queued_is_not_computed(server):
+  adapter = rest_adapter.RestAdapter(server["base"], model_name="vae")
+  address = adapter.start(max_workers=1, max_pending=4, read_timeout=1.0)
+  computed = []
+  predict = adapter.predict
+  adapter.predict = lambda request: computed.append(request) or predict(request)
+  try:
+    stalled = socket.create_connection(address, timeout=10)  # Holds the one worker for 1 s.
+    stalled.sendall(b"POST " + PATH.encode() + b" HTTP/1.0\r\nContent-Length: 100\r\n\r\n{}")
+    time.sleep(0.2)
+    body = json.dumps(VALID[4]).encode()  # log_likelihood: queued behind the stalled client.
+    with socket.create_connection(address, timeout=10) as gone:
+      gone.sendall(b"POST " + PATH.encode() + b" HTTP/1.0\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+    stalled.close()
+    time.sleep(2.5)  # The stalled client's read timeout, then the queued request's turn.
+    assert computed == []
+    assert _post(address, VALID[4])[0] == 200 and len(computed) == 1  # Still serving.
+  finally:
+    adapter.stop()
