@@ -256,6 +256,11 @@ CASES = {
                                               "{cases}/huge.npz, key 'x_train': declares a "
                                               "[1000000, 100000] float64 array (800000000000 "
                                               "bytes) but holds 27000 bytes"),
+    # Beyond any host's memory: 1M columns x 100,000 units x 2 layers x 4 float32 copies.
+    "train-too-many-columns": Case(TRAIN, [*QUICK, "--source={cases}/wide.npz", "--batch_size=2",
+                                           "--hidden_units=100000"],
+                                   "A model of 1000000 data dimensions with these widths "
+                                   "(`hidden_units` [100000]) needs about 2980.2 GiB"),
     "train-batch-larger-than-data": Case(TRAIN, [*QUICK, "--batch_size=100000"],
                                          "`batch_size` 100000 is larger than the training set"),
     # Work dirs: a file, under a file, another run's.
@@ -465,6 +470,9 @@ def _bad_files(cases):
   with open(os.path.join(cases, "bad_crc.npz"), "wb") as f:
     f.write(bytes(data))
   os.remove(os.path.join(cases, "whole.npz"))
+  # A million columns: small data (2 examples per split, compressed zeros), a huge model.
+  wide = np.zeros((2, 1_000_000), np.uint8)
+  np.savez_compressed(os.path.join(cases, "wide.npz"), x_train=wide, x_valid=wide, x_test=wide)
   header = io.BytesIO()  # A 27 KB archive declaring an 800 GB array.
   np.lib.format.write_array_header_1_0(
       header, {"descr": "<f8", "fortran_order": False, "shape": (1_000_000, 100_000)})

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import scipy.io
 
+from tf_lti.data import common
 from tf_lti.data import images as image_data
-from tf_lti.data import readers
 from tf_lti.data.common import DataError
 from tf_lti.evaluation import analysis
 
@@ -197,11 +197,11 @@ def test_a_header_declaring_more_than_the_member_holds_is_refused_before_allocat
 def test_an_array_larger_than_a_quarter_of_available_memory_is_refused(tmp_path, monkeypatch):
   path = str(tmp_path / "large.npz")
   np.savez(path, x_train=np.zeros((100, 64)), x_test=np.zeros((20, 64)))  # 51,200 bytes.
-  monkeypatch.setattr(readers, "_available_memory", lambda: 4 * 51_199)
+  monkeypatch.setattr(common, "available_memory", lambda: 4 * 51_199)
   with pytest.raises(DataError, match=r"key 'x_train': a \[100, 64\] float64 array \(0.0 GiB\) "
                                       r"is more than a quarter of the memory available"):
     image_data.load(path)
-  monkeypatch.setattr(readers, "_available_memory", lambda: 4 * 51_200)
+  monkeypatch.setattr(common, "available_memory", lambda: 4 * 51_200)
   assert image_data.load(path).train.shape[1] == 64
 
 

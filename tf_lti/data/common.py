@@ -1,11 +1,15 @@
-"""What every data module shares: `DataError`, the split names and seed/choice checks."""
+"""What every data module shares: `DataError`, the split names, seed/choice checks and the
+memory available (what data and models must fit in)."""
+
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from tf_lti.config import choices
 
-__all__ = ["DataError", "SPLITS", "check_choice", "check_seed", "stateless_seed"]
+__all__ = ["DataError", "SPLITS", "available_memory", "check_choice", "check_seed",
+           "stateless_seed"]
 
 SPLITS = choices.SPLITS
 
@@ -16,6 +20,18 @@ class DataError(ValueError):
   The one-line message names the source (file or dataset), the key or split,
   and the problem; or the argument and its bad value.
   """
+
+
+def available_memory():
+  """Bytes of memory available to this process now (Linux: MemAvailable; else physical)."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_choice(name, value, choices):

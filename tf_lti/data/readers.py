@@ -214,23 +214,11 @@ def _check_declared_size(archive, path, key):
     raise common.DataError(f"{path}, key {key!r}: declares a {list(shape)} {dtype} array "
                            f"({declared} bytes) but holds {stored - header_size} bytes "
                            "(truncated or corrupt)")
-  limit = _available_memory() // 4
+  limit = common.available_memory() // 4
   if declared > limit:
     raise common.DataError(f"{path}, key {key!r}: a {list(shape)} {dtype} array "
                            f"({declared / 2**30:.1f} GiB) is more than a quarter of the memory "
                            f"available ({4 * limit / 2**30:.1f} GiB)")
-
-
-def _available_memory():
-  """Bytes of memory available to this process now (Linux: MemAvailable; else physical)."""
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _read_mat(path) -> dict[str, _Part]:

@@ -11,6 +11,7 @@ import keras
 
 from tf_lti import posteriors
 from tf_lti.config import settings as settings_lib
+from tf_lti.data import common
 from tf_lti.inference import amortized
 from tf_lti.inference import base
 from tf_lti.inference import iterative
@@ -56,6 +57,7 @@ def build_model(config, spec, *, steps_per_epoch=1):
                                  flow_hidden_units=config.inference.flow_hidden_units,
                                  latent_size=sum(model_config.latent_sizes))
   event_size = spec.event_size
+  _check_fits_memory(config, event_size)
   image_shape = _image_shape(config, event_size, spec.image_shape)
   generative = build_generative(config, event_size, num_bins=spec.num_bins, image_shape=image_shape)
   objective = estimators.Objective.from_config(config.objective)
@@ -66,6 +68,21 @@ def build_model(config, spec, *, steps_per_epoch=1):
                      kl_initial_weight=config.objective.kl_initial_weight,
                      seed=config.train.seed, skip_nonfinite=config.train.on_nonfinite == "skip",
                      name="vae")
+
+
+def _check_fits_memory(config, event_size):
+  """Raises `ValueError` if the layers that touch the D data dimensions -- the MLP encoder's
+  first and decoder's last, the text models' embeddings and softmax -- would take more than
+  half the memory available with their gradients and Adam's two slots (4 float32 copies)."""
+  model = config.model
+  units = (model.hidden_units[0] * ((model.encoder == "mlp") + (model.decoder == "mlp"))
+           + (model.lstm_hidden_size + 2 * model.embedding_size) * (model.decoder == "lstm"))
+  needed, available = 16 * event_size * units, common.available_memory()
+  if needed > available // 2:
+    raise ValueError(f"A model of {event_size} data dimensions with these widths (`hidden_units` "
+                     f"{list(model.hidden_units)}) needs about {needed / 2**30:.1f} GiB for the "
+                     f"layers that touch the data, more than half the memory available "
+                     f"({available / 2**30:.1f} GiB); use fewer dimensions or smaller widths.")
 
 
 def _image_shape(config, event_size, image_shape):
