@@ -15,6 +15,7 @@ its config is an error, never a silent partial restore.
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -86,6 +87,7 @@ def _evaluate():
   """Restores the work dir's model and evaluates it (the caller holds the work dir's lock)."""
   import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.evaluation import diagnostics  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
@@ -116,6 +118,9 @@ def _evaluate():
   path = os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}{suffix}.json")
   files.write_json(path, metrics)
   print(summary.format_table(metrics, prefix=FLAGS.split))
+  warning = diagnostics.reliability_warning(metrics, prefix=f"{FLAGS.split}_")
+  if warning:
+    print(warning, file=sys.stderr)
   print(f"Wrote {path}")
 
 

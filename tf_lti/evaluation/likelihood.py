@@ -2,7 +2,8 @@
 
 `iw_log_likelihood` uses thousands of samples (K = 5000 by default), so it is
 computed in chunks of samples with a streaming log-sum-exp: memory is bounded
-by one chunk, whatever K is.
+by one chunk, whatever K is. With `diagnostics` it also streams what
+`evaluation.diagnostics` needs to say how far to trust the estimate.
 
 ```none
 log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k | x),   z_k ~ q(z | x) (the final posterior)
@@ -19,6 +20,7 @@ import tensorflow_probability as tfp
 
 from tf_lti import posteriors
 from tf_lti.config import validation
+from tf_lti.evaluation import diagnostics as diagnostics_lib
 from tf_lti.models import likelihoods
 from tf_lti.objectives import bounds as bounds_lib
 
@@ -37,13 +39,15 @@ def pick_chunk_size(num_samples, max_chunk_size):
 
 
 def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk_size=500,
-                      compile_likelihood=False):
+                      compile_likelihood=False, diagnostics=False):
   """Importance-sampled log p(x) per example, streamed over chunks of samples.
 
   ```none
   for each chunk c of k samples:  log_w [k, B];  m' = max(m, max_k log_w)
-                                  s <- s * exp(m - m') + sum_k exp(log_w - m');  m <- m'
-  log p(x) ~= m + log s - log K
+                                  s  <- s  * exp(m - m')   + sum_k exp(log_w - m');  m <- m'
+                                  s2 <- s2 * exp(2(m - m')) + sum_k exp(2(log_w - m'))
+                                  top <- the M + 1 largest of (top, log_w)
+  log p(x) ~= m + log s - log K;  ESS = s^2 / s2
   ```
 
   Args:
@@ -60,31 +64,54 @@ def iw_log_likelihood(x, generative, posterior, *, seed, num_samples=5000, chunk
       (`models.likelihoods.compiled_log_probs`) -- faster when the caller's graph is
       not XLA-compiled, but it needs XLA wherever the graph runs (so not in
       SavedModels meant for TF Serving). Default value: `False`.
+    diagnostics: also return the weights' effective sample size and largest
+      values (`evaluation.diagnostics`); needs a Python int K. Default value: `False`.
 
   Returns:
-    log_likelihood: `[B]`.
+    log_likelihood: `[B]`; with `diagnostics`, a dict of it, `effective_sample_size`
+    `[B]` and, for K >= `diagnostics.MIN_SAMPLES_FOR_K`, `top_log_weights` `[B, M + 1]`.
   """
   if isinstance(num_samples, int):
     chunk = pick_chunk_size(num_samples, chunk_size)
+  elif diagnostics:
+    raise ValueError("`diagnostics` needs a Python int `num_samples`.")
   else:
     chunk = _pick_chunk_size_in_graph(num_samples, chunk_size)
   num_chunks = num_samples // chunk
   batch = tf.shape(x)[0]
   seeds = tf.random.experimental.stateless_split(seed, num_chunks)  # [num_chunks, 2]
+  tail = diagnostics_lib.tail_size(num_samples) + 1 if diagnostics else 0
 
-  def body(i, running_max, running_sum):
+  def body(i, running_max, running_sum, running_square_sum, top):
     with likelihoods.compiled_log_probs(compile_likelihood):
       log_weights = bounds_lib.log_importance_weights(
           x, generative, posterior, seed=seeds[i], num_samples=chunk)  # [k, B]
     new_max = tf.maximum(running_max, tf.reduce_max(log_weights, axis=0))
-    running_sum = (running_sum * tf.exp(running_max - new_max)
-                   + tf.reduce_sum(tf.exp(log_weights - new_max), axis=0))
-    return i + 1, new_max, running_sum
+    shift = tf.exp(running_max - new_max)
+    scaled = tf.exp(log_weights - new_max)
+    running_sum = running_sum * shift + tf.reduce_sum(scaled, axis=0)
+    if diagnostics:
+      running_square_sum = (running_square_sum * tf.square(shift)
+                            + tf.reduce_sum(tf.square(scaled), axis=0))
+    if tail > 1:
+      top = tf.math.top_k(tf.concat([top, tf.transpose(log_weights)], axis=1), k=tail).values
+    return i + 1, new_max, running_sum, running_square_sum, top
 
   dtype = posterior.dtype
-  init = (tf.constant(0), tf.fill([batch], tf.constant(-np.inf, dtype)), tf.zeros([batch], dtype))
-  _, running_max, running_sum = tf.while_loop(lambda i, *_: i < num_chunks, body, init)
-  return running_max + tf.math.log(running_sum) - tf.math.log(tf.cast(num_samples, dtype))
+  init = (tf.constant(0), tf.fill([batch], tf.constant(-np.inf, dtype)), tf.zeros([batch], dtype),
+          tf.zeros([batch], dtype), tf.fill(tf.stack([batch, max(tail, 1)]),
+                                            tf.constant(-np.inf, dtype)))
+  _, running_max, running_sum, running_square_sum, top = tf.while_loop(
+      lambda i, *_: i < num_chunks, body, init)
+  log_likelihood = (running_max + tf.math.log(running_sum)
+                    - tf.math.log(tf.cast(num_samples, dtype)))
+  if not diagnostics:
+    return log_likelihood
+  outputs = {"log_likelihood": log_likelihood,
+             "effective_sample_size": tf.square(running_sum) / running_square_sum}
+  if tail > 1:
+    outputs["top_log_weights"] = top
+  return outputs
 
 
 def _pick_chunk_size_in_graph(num_samples, max_chunk_size):

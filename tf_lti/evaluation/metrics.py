@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lti.data import common
+from tf_lti.evaluation import diagnostics
 from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.objectives import bounds as bounds_lib
 
@@ -108,7 +109,9 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     (E_q log p(x | z)), `kl`, `active_units` (with `posterior_means`),
     `elbo_trajectory` (mean ELBO after each refinement step, iterative procedures),
     `num_examples`, `num_importance_samples`, and `log_likelihood` (IW estimate)
-    when K > 0, plus `bits_per_dim` variants for a Gaussian likelihood on 8-bit data
+    when K > 0 with its reliability (`evaluation.diagnostics.summarize`:
+    `iw_ess_mean`, `iw_ess_min`, `log_likelihood_se`, and for K >= 25
+    `pareto_k_max`, `pareto_k_unreliable_share`), plus `bits_per_dim` variants for a Gaussian likelihood on 8-bit data
     and, with `token_counts`, `num_words`, `perplexity_bound` (from the ELBO) and
     `perplexity` (from the IW estimate); `per_example` holds the `[N]` arrays.
   """
@@ -147,9 +150,14 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     if result.bound_trajectory is not None:
       outputs["elbo_trajectory"] = tf.transpose(result.bound_trajectory)  # [B, T + 1]
     if num_importance_samples:
-      outputs["log_likelihood"] = likelihood_lib.iw_log_likelihood(
+      iw = likelihood_lib.iw_log_likelihood(
           x_batch, model.generative, posterior, seed=iw_seed,
-          num_samples=num_importance_samples, chunk_size=chunk_size, compile_likelihood=True)
+          num_samples=num_importance_samples, chunk_size=chunk_size, compile_likelihood=True,
+          diagnostics=True)
+      outputs.update(log_likelihood=iw["log_likelihood"],
+                     iw_effective_sample_size=iw["effective_sample_size"])
+      if "top_log_weights" in iw:
+        outputs["iw_top_log_weights"] = iw["top_log_weights"]
     return outputs
 
   if strategy is not None and is_distributed(strategy):
@@ -186,12 +194,24 @@ def _collect(rounds, progress):
   return {name: np.concatenate(values) for name, values in per_example.items()}
 
 
+# Per-example reliability values whose summary is `diagnostics.summarize`'s, not a mean.
+_RELIABILITY_PER_EXAMPLE = ("iw_effective_sample_size", "log_likelihood_se", "pareto_k")
+
+
 def _summarize(model, batches, per_example, num_importance_samples, token_counts):
   """The summary dict of `make_evaluator` from the `[N]` per-example arrays."""
   done = sum(len(batch) for batch in batches)
   means = per_example.pop("posterior_mean", None)
+  ess = per_example.pop("iw_effective_sample_size", None)
+  top_log_weights = per_example.pop("iw_top_log_weights", None)
+  reliability = {}
+  if ess is not None:
+    iw_per_example, reliability = diagnostics.summarize(ess, num_importance_samples,
+                                                        top_log_weights)
+    per_example.update(iw_per_example, iw_effective_sample_size=ess)
   summary = {name: float(np.mean(values)) for name, values in per_example.items()
-             if name != "elbo_trajectory"}
+             if name not in ("elbo_trajectory",) + _RELIABILITY_PER_EXAMPLE}
+  summary.update(reliability)
   if "elbo_trajectory" in per_example:
     summary["elbo_trajectory"] = per_example["elbo_trajectory"].mean(axis=0).tolist()
   summary.update(num_examples=done, num_importance_samples=int(num_importance_samples))

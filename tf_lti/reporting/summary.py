@@ -84,6 +84,11 @@ def format_table(metrics, prefix="test"):
                      ("log_likelihood_term", "E_q log p(x|z)"),
                      ("log_likelihood_bits_per_dim", "bits/dim (IW)"),
                      ("elbo_bits_per_dim", "bits/dim (ELBO)"),
+                     ("log_likelihood_se", "log p(x) standard error"),
+                     ("iw_ess_mean", "IW effective samples (mean)"),
+                     ("iw_ess_min", "IW effective samples (min)"),
+                     ("pareto_k_max", "Pareto k-hat (max)"),
+                     ("pareto_k_unreliable_share", "share with k-hat > 0.7"),
                      ("active_units", "active units"), ("num_examples", "examples")):
     if f"{prefix}_{key}" in metrics:
       value = metrics[f"{prefix}_{key}"]

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from tf_lti.config import schema
 from tf_lti.data import base as data_lib
+from tf_lti.evaluation import diagnostics
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
 from tf_lti.reporting import plots
@@ -347,6 +348,9 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
   test_writer = tf.summary.create_file_writer(os.path.join(workdir, "validation"))
   summary.write_scalars(test_writer, {f"test_{name}": value for name, value in results.items()
                                       if isinstance(value, float)}, step)
+  warning = diagnostics.reliability_warning(metrics, prefix="test_")
+  if warning:
+    print(warning, file=sys.stderr, flush=True)
   if verbose:
     print(summary.format_table(metrics))
     print(f"parameter fingerprint {metrics['parameter_fingerprint']}", flush=True)
