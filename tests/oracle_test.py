@@ -16,7 +16,7 @@ from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.evaluation import quadrature
 from tf_lti.experiments import oracle
 from tf_lti.inference import svi
-from tf_lti.training import loop
+from tf_lti.training import in_memory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A tiny oracle whose latent matters (large weights), cheap enough to integrate exactly.
@@ -129,7 +129,7 @@ def test_savae_training_lowers_the_bound_which_stays_above_the_true_nll(tiny_ora
                              seed=0)
   evaluate = oracle.bound_function(model, num_samples=20, jit_compile=False)
   before = evaluate(x_test, 7)[0].mean()
-  run = loop.train_in_memory(model, x_train, epochs=3, batch_size=20, seed=0, jit_compile=False,
+  run = in_memory.train_in_memory(model, x_train, epochs=3, batch_size=20, seed=0, jit_compile=False,
                              validate=lambda: float(evaluate(x_train[:40], 8)[0].mean()))
   after, kl = evaluate(x_test, 7)
   after = after.mean()
@@ -142,7 +142,7 @@ def test_savae_training_lowers_the_bound_which_stays_above_the_true_nll(tiny_ora
 def test_svi_against_the_fixed_oracle_has_nothing_to_train(tiny_oracle, tiny_data):
   model = oracle.build_model("svi", tiny_oracle, TINY, SETTINGS)
   assert not model.trainable_variables
-  assert loop.train_in_memory(model, tiny_data[0], epochs=2, batch_size=20, seed=0)["steps"] == 0
+  assert in_memory.train_in_memory(model, tiny_data[0], epochs=2, batch_size=20, seed=0)["steps"] == 0
   path = oracle.refinement_path(model.inference, tiny_oracle, tiny_data[1][:2],
                                 seed=tf.constant([0, 1]))
   assert path.shape == (SETTINGS.num_steps + 1, 2, 4)
@@ -159,7 +159,7 @@ def test_errors_name_the_argument(tiny_oracle):
   with pytest.raises(ValueError, match="num_examples"):
     oracle.generate_data(tiny_oracle, 0, length=3, seed=0)
   with pytest.raises(ValueError, match="batch_size"):
-    loop.train_in_memory(oracle.build_model("vae", tiny_oracle, TINY, SETTINGS),
+    in_memory.train_in_memory(oracle.build_model("vae", tiny_oracle, TINY, SETTINGS),
                          np.zeros([4, 4], np.int32), epochs=1, batch_size=5, seed=0)
 
 

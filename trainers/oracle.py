@@ -113,7 +113,7 @@ def _check_flags():
 
 def _train_and_test(oracle, method, generator, config, settings, data, np):
   """Trains one inference setting; returns its record and the model."""
-  from tf_lti.training import loop  # pylint: disable=g-import-not-at-top
+  from tf_lti.training import in_memory  # pylint: disable=g-import-not-at-top
   x_train, x_valid, x_test = data
   rates = {name: FLAGS[name].value for name in ("learning_rate", "inference_learning_rate")
            if FLAGS[name].value is not None}
@@ -121,7 +121,7 @@ def _train_and_test(oracle, method, generator, config, settings, data, np):
                              seed=FLAGS.seed, **rates)
   evaluate = oracle.bound_function(model, num_samples=FLAGS.eval_samples,
                                    jit_compile=FLAGS.jit_compile)
-  run = loop.train_in_memory(model, x_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+  run = in_memory.train_in_memory(model, x_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                              seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
                              validate=lambda: float(np.mean(evaluate(x_valid, FLAGS.seed + 1)[0])))
   bounds, kl = evaluate(x_test, FLAGS.seed + 2)

@@ -87,7 +87,8 @@ PRESETS = {
         encoder="conv", decoder="pixelcnn", conv_blocks=3, conv_channels=64, pixelcnn_layers=12,
         pixelcnn_channels=32, latent_feature_maps=4, batch_size=50, learning_rate=1e-3,
         clip_norm=5.0, kl_warmup_epochs=10.0, kl_initial_weight=0.1, epochs=100,
-        procedure="semi_amortized", svi_training="savae", svi_steps=20),
+        procedure="semi_amortized", svi_training="savae", svi_steps=20,
+        validation_max_examples=1000),
     # The benchmark's small image configuration: conv encoder 3 x 32, PixelCNN 3 x 32 with
     # kernel 5, latent 32, batch 50, SA-VAE K = 10.
     "kim_mnist_small_savae": dict(
@@ -95,13 +96,14 @@ PRESETS = {
         encoder="conv", decoder="pixelcnn", conv_blocks=3, conv_channels=32, pixelcnn_layers=3,
         pixelcnn_channels=32, pixelcnn_kernel_sizes=(5,), latent_feature_maps=4, batch_size=50,
         learning_rate=1e-3, clip_norm=5.0, kl_warmup_epochs=10.0, kl_initial_weight=0.1,
-        epochs=10, procedure="semi_amortized", svi_training="savae", svi_steps=10),
+        epochs=10, procedure="semi_amortized", svi_training="savae", svi_steps=10,
+        validation_max_examples=1000),
     # SA-VAE with MLP networks (784-512-512-32, batch 50) for comparisons at CPU budgets.
     "savae_mnist_mlp": dict(
         source="../shared/data/binarized_mnist.npz", binarization="none", latent_sizes=(32,),
         hidden_units=(512,), batch_size=50, learning_rate=1e-3, clip_norm=5.0,
         kl_warmup_epochs=2.0, kl_initial_weight=0.1, epochs=10, procedure="semi_amortized",
-        svi_training="savae", svi_steps=10),
+        svi_training="savae", svi_steps=10, validation_max_examples=1000),
     # Text (Kim et al. 2018, section 4.2 and appendix B.2): the LSTM language model, VAE and
     # SA-VAE on Mikolov's PTB with the reference's training recipe (SGD lr 1, gradient-norm
     # clip 5, batch 32, decoder dropout 0.5, KL warm-up from 0.1 per batch over 10 epochs, SVI
@@ -112,13 +114,15 @@ PRESETS = {
     # SA-VAE clips the adjoint and H_theta,lambda v at 5 as the reference does: with SGD at lr 1
     # and exact (unclipped) backward passes, PTB training diverged in its second epoch here.
     "ptb_savae": dict(_PTB, encoder="lstm", procedure="semi_amortized", svi_training="savae",
-                      svi_steps=10, adjoint_clip_norm=5.0, **_svi_per_example(32)),
+                      svi_steps=10, adjoint_clip_norm=5.0, validation_max_examples=1000,
+                      **_svi_per_example(32)),
     # The paper's Yahoo setup (Yang et al.'s files are not available here: pass their paths).
     "yahoo_savae": dict(_PTB, source="text:data/yahoo/train.txt,data/yahoo/val.txt,"
                         "data/yahoo/test.txt", text_unk_token="_UNK", text_max_length=200,
                         embedding_size=512, lstm_hidden_size=1024, encoder="lstm", epochs=30,
                         procedure="semi_amortized", svi_training="savae", svi_steps=20,
-                        adjoint_clip_norm=5.0, **_svi_per_example(32)),
+                        adjoint_clip_norm=5.0, validation_max_examples=1000,
+                        **_svi_per_example(32)),
     # Frey faces with a Gaussian likelihood on dequantized 8-bit data (bits/dim reported).
     "freyfaces_gaussian": dict(source="../shared/data/freyfaces.npz", binarization="none",
                                likelihood="gaussian", gaussian_variance="per_dim",

@@ -258,6 +258,9 @@ class EvalConfig:
     eval_batch_size: examples per evaluation batch.
     eval_chunk_size: importance samples per chunk (bounds memory).
     eval_max_examples: evaluate on a fixed random subset of N test examples (0: all).
+    validation_max_examples: validate after every epoch on a fixed random subset of N
+      validation examples (0: all). The SA-VAE presets use 1000: with K SVI steps an example
+      costs K + 1 encoder and decoder passes.
     eval_svi_steps: SVI steps at test time (-1: as trained). A semi-amortized model uses this
       K instead of its training K; any other model is refined by K SVI steps on top of its
       own posterior ("VAE + SVI"), with the `svi_*` settings.
@@ -269,6 +272,7 @@ class EvalConfig:
   eval_batch_size: int = 50
   eval_chunk_size: int = 200
   eval_max_examples: int = 0
+  validation_max_examples: int = 0
   eval_svi_steps: int = -1
   eval_jit_compile: bool = False
 

@@ -219,6 +219,7 @@ def validate_experiment(config):
   checks.in_range("seed", config.train.seed, 0, MAX_SEED)
   checks.in_range("data_seed", config.data.data_seed, 0, MAX_SEED)
   checks.non_negative("eval_max_examples", config.eval.eval_max_examples)
+  checks.non_negative("validation_max_examples", config.eval.validation_max_examples)
   checks.non_negative("clip_norm", config.train.clip_norm)
   checks.non_negative("kl_warmup_epochs", config.objective.kl_warmup_epochs)
   if not 0.0 < config.train.lr_decay_per_epoch <= 1.0:

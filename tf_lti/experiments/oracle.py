@@ -35,7 +35,7 @@ SA-VAE's final log-variance of that example). Its expectation over q is a
 tensor-product Gauss-Hermite quadrature, so the landscape is a deterministic,
 smooth function of mu and its grid optimum, the methods' estimates and the
 optimum's value are comparable exactly (`evaluation.quadrature`). The training
-loop is `training.loop.train_in_memory`.
+loop is `training.in_memory.train_in_memory`.
 
 #### References
 [1] Kim, Wiseman, Miller, Sontag & Rush. Semi-Amortized Variational Autoencoders.

@@ -98,6 +98,8 @@ def format_table(metrics, prefix="test"):
     rows.append((f"{prefix} ELBO by iteration", " ".join(f"{v:.2f}" for v in trajectory)))
   if "valid_elbo" in metrics and prefix != "valid":
     rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
+    if metrics.get("valid_num_examples") is not None:
+      rows.append(("validation examples", str(metrics["valid_num_examples"])))
   width = max(len(label) for label, _ in rows)
   lines = ["", "Results (nats per example)", "-" * (width + 14)]
   lines += [f"{label:<{width}}  {value:>12}" for label, value in rows]

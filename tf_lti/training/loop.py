@@ -1,4 +1,4 @@
-"""The training loops: `train_and_evaluate` in a work directory, resumably; `train_in_memory`.
+"""The training loop: `train_and_evaluate` in a work directory, resumably.
 
 The work directory (config, checkpoints, summaries, history, plots, metrics) is
 described in `training.workdir`. Image data come as `data.images.DataSplits`
@@ -34,10 +34,8 @@ of the global batch, and validation and test evaluation shard whole batches
 across the replicas. Only the chief writes into the work dir; other workers
 checkpoint into temporary directories and resume from the chief's checkpoints.
 
-`train_in_memory` is the plain loop of the oracle experiment: epochs of
-`train_step` over in-memory token arrays, with optional model selection on a
-validation bound, and no work directory. Both run their steps with
-`steps.run_steps`.
+Steps run with `steps.run_steps`, as in `in_memory.train_in_memory`, the
+oracle experiment's plain loop without a work directory.
 """
 
 import contextlib
@@ -50,7 +48,6 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_lti.config import validation
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
@@ -61,7 +58,7 @@ from tf_lti.training import steps as steps_lib
 from tf_lti.training import vae as vae_lib
 from tf_lti.training import workdir as workdir_lib
 
-__all__ = ["train_and_evaluate", "train_in_memory"]
+__all__ = ["train_and_evaluate"]
 
 
 def _learning_rate(optimizer):
@@ -69,14 +66,15 @@ def _learning_rate(optimizer):
   return float(rate.numpy() if hasattr(rate, "numpy") else rate)
 
 
-def _validator(model, splits, batch_size, *, seed, strategy):
+def _validator(model, splits, batch_size, *, seed, strategy, subset):
   """A callable returning validation metrics (means per example) over the valid split of
-  `splits` (a `data.contract.Dataset`): `elbo`, `kl`, `log_likelihood` (E_q log p(x|z)),
-  `bound_step_t` (refining procedures) and, for text, `perplexity_bound`."""
-  evaluator = metrics_lib.make_evaluator(model, splits.eval_batches("valid", batch_size),
-                                         num_importance_samples=0, seed=seed, strategy=strategy,
-                                         posterior_means=False,
-                                         token_counts=splits.token_counts("valid"))
+  `splits` (a `data.contract.Dataset`), or its fixed random `subset` (`max_examples`, `seed`):
+  `elbo`, `kl`, `log_likelihood` (E_q log p(x|z)), `bound_step_t` (refining procedures) and,
+  for text, `perplexity_bound`; its `num_examples` says on how many examples."""
+  batches = splits.eval_batches("valid", batch_size, **subset)
+  evaluator = metrics_lib.make_evaluator(model, batches, num_importance_samples=0, seed=seed,
+                                         strategy=strategy, posterior_means=False,
+                                         token_counts=splits.token_counts("valid", **subset))
 
   def validate():
     results = evaluator()
@@ -88,6 +86,7 @@ def _validator(model, splits, batch_size, *, seed, strategy):
       logs["perplexity_bound"] = results["perplexity_bound"]
     return logs
 
+  validate.num_examples = sum(len(batch) for batch in batches)
   return validate
 
 
@@ -210,7 +209,9 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
                  and int(checkpoint.epoch.numpy()) < math.ceil(step / steps_per_epoch))
   workdir_lib.truncate_history(history_path, step - 1 if end_pending else step)
   validate = _validator(model, splits, config.eval.eval_batch_size, seed=train_config.seed,
-                        strategy=strategy)
+                        strategy=strategy,
+                        subset=dict(max_examples=config.eval.validation_max_examples,
+                                    seed=config.data.data_seed))
   if end_pending:
     train_logs = {name: float(value)
                   for name, value in model.results(model.train_metric_names).items()}
@@ -318,7 +319,8 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
       math.ceil(step / splits.steps_per_epoch(config.data.batch_size)))
   record = {"epoch": int(checkpoint.epoch.numpy()), "step": step,
             "train_elbo": train_logs["elbo"], "valid_elbo": valid_logs["elbo"],
-            "valid_kl": valid_logs["kl"], "skipped_steps": int(checkpoint.skipped_steps.numpy())}
+            "valid_kl": valid_logs["kl"], "valid_examples": validate.num_examples,
+            "skipped_steps": int(checkpoint.skipped_steps.numpy())}
   if "perplexity_bound" in valid_logs:
     record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
   if chief:
@@ -331,69 +333,3 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
           flush=True)
     for sentence in sentences[:3]:
       print(f"  sample: {sentence}")
-
-
-def train_in_memory(model, x_train, *, epochs, batch_size, seed, validate=None, jit_compile=True):
-  """Epochs of `model.train_step` over shuffled batches of `x_train` (a partial batch is dropped).
-
-  With `validate`, model selection follows Kim et al.'s reference code, simplified:
-  after every epoch whose validation bound is not the best so far both learning
-  rates are halved, and at the end the weights of the best epoch (0: the initial
-  weights) are restored.
-
-  A model without trainable variables (SVI against the fixed oracle) has
-  nothing to learn and takes no step.
-
-  Args:
-    model: a compiled `vae.VAE`.
-    x_train: int32 `np.ndarray` `[N, T]`.
-    epochs: passes over the data (>= 0).
-    batch_size: B <= N.
-    seed: Python int; epoch e's order is `default_rng((seed, e))`'s permutation.
-    validate: `() -> float`, the mean validation negative bound, or `None`.
-    jit_compile: XLA-compile the step. Default value: `True`.
-
-  Returns:
-    Dict: `steps`, `seconds` (wall-clock, including compilation and validation),
-    `train_loss` `[epochs]` (each epoch's mean negative training bound) and, with
-    `validate`, `valid_bound` `[epochs + 1]` (before training, then per epoch) and
-    `best_epoch`.
-  """
-  validation.check_int("epochs", epochs, minimum=0)
-  validation.check_int("batch_size", batch_size)
-  if batch_size > len(x_train):
-    raise ValueError(f"`batch_size` must be <= the {len(x_train)} training examples; got "
-                     f"{batch_size}.")
-  if not model.trainable_variables:
-    return {"steps": 0, "seconds": 0.0, "train_loss": []}
-  train_step = tf.function(model.train_step, jit_compile=jit_compile)
-
-  start, history, best_weights = time.perf_counter(), {}, None
-  if validate is not None:
-    history = {"valid_bound": [float(validate())], "best_epoch": 0}
-    best_weights = [v.numpy() for v in model.trainable_variables]
-
-  def select_model(epoch, step, logs):
-    """Keeps the best epoch's weights; halves the learning rates after any other epoch."""
-    del step, logs  # unused
-    nonlocal best_weights
-    history["valid_bound"].append(float(validate()))
-    if history["valid_bound"][-1] < min(history["valid_bound"][:-1]):
-      history["best_epoch"] = epoch + 1
-      best_weights = [v.numpy() for v in model.trainable_variables]
-    else:
-      for optimizer in (model.generative_optimizer, model.inference_optimizer):
-        optimizer.learning_rate = 0.5 * float(optimizer.learning_rate)
-
-  steps_per_epoch = len(x_train) // batch_size
-  _, epochs_run = steps_lib.run_steps(
-      train_step, steps_lib.shuffled_batches(x_train, batch_size, seed=seed),
-      total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
-      on_epoch_begin=lambda epoch, start_batch: model.reset_metrics(),
-      on_epoch_end=None if validate is None else select_model)
-  if validate is not None:
-    for variable, value in zip(model.trainable_variables, best_weights):
-      variable.assign(value)
-  return dict(history, steps=int(model.generative_optimizer.iterations.numpy()),
-              seconds=time.perf_counter() - start,
-              train_loss=[epoch["loss"] for epoch in epochs_run])

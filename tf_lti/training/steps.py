@@ -20,7 +20,7 @@ alone (e.g. `shuffled_batches`, `data.base.train_batches`), and a step's noise
 comes from the step (`vae.VAE.train_step`'s stateless seed (seed, step), or a
 seed in the batch), so a run resumed from any step ends as one that never
 stopped. The callers: `loop.train_and_evaluate` (a work directory, resumable),
-`loop.train_in_memory` (the oracle experiment) and `baselines.fit_encoder` (the
+`in_memory.train_in_memory` (the oracle experiment) and `baselines.fit_encoder` (the
 analyses' standard encoder), the last through `optimizer_step`.
 """
 

@@ -338,6 +338,7 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
   with open(os.path.join(workdir, "history.jsonl")) as f:
     history = [json.loads(line) for line in f]
   metrics["valid_elbo"] = history[-1]["valid_elbo"]
+  metrics["valid_num_examples"] = history[-1].get("valid_examples")
   for name, grid in epoch_images(model, splits, step).items():
     plots.save_image_grid(grid, os.path.join(plot_dir, f"{name}.png"), name)
   sentences = epoch_sentences(model, splits, step, count=20)
