@@ -85,11 +85,11 @@ def main():
 
 def _evaluate():
   """Restores the work dir's model and evaluates it (the caller holds the work dir's lock)."""
-  import keras  # pylint: disable=g-import-not-at-top  (slow imports after parsing)
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import diagnostics  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import progress as progress_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
   from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
   from tf_lti.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -105,11 +105,11 @@ def _evaluate():
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; evaluating {num_examples} {FLAGS.split} "
         f"examples with K={FLAGS.num_importance_samples}.", flush=True)
-  progress = keras.utils.Progbar(num_examples)
+  count = progress_lib.examples_counter(num_examples)
   results = metrics_lib.evaluate(model, batches,
                                  num_importance_samples=FLAGS.num_importance_samples,
                                  chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
-                                 jit_compile=FLAGS.jit_compile, progress=progress.update,
+                                 jit_compile=FLAGS.jit_compile, progress=count,
                                  token_counts=splits.token_counts(FLAGS.split, **subset))
   results.pop("per_example")
   metrics = {f"{FLAGS.split}_{name}": value for name, value in results.items()}
@@ -126,22 +126,22 @@ def _evaluate():
 
 def _gap_report(config, splits, model, step):
   """Runs and writes the amortization-gap report (`--report=gap`)."""
-  import keras  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import amortization_gap as gap_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
+  from tf_lti.reporting import progress as progress_lib  # pylint: disable=g-import-not-at-top
   batches = splits.eval_batches(FLAGS.split, FLAGS.eval_batch_size,
                                 max_examples=FLAGS.gap_num_examples, seed=config.data.data_seed)
   num_examples = sum(len(x) for x in batches)
   print(f"Restored step {step} from {FLAGS.workdir}; amortization-gap report on {num_examples} "
         f"{FLAGS.split} examples (SVI: Adam, up to {FLAGS.gap_svi_steps} steps; "
         f"K={FLAGS.num_importance_samples}).", flush=True)
-  progress = keras.utils.Progbar(num_examples)
+  count = progress_lib.examples_counter(num_examples)
   report = gap_lib.amortization_gap(
       model, batches, seed=FLAGS.seed, num_elbo_samples=FLAGS.gap_elbo_samples,
       num_importance_samples=FLAGS.num_importance_samples, chunk_size=FLAGS.eval_chunk_size,
       svi_steps=FLAGS.gap_svi_steps, svi_learning_rate=FLAGS.gap_learning_rate,
       svi_samples=FLAGS.gap_svi_samples, svi_tolerance=FLAGS.gap_tolerance,
-      svi_window=FLAGS.gap_window, progress=progress.update)
+      svi_window=FLAGS.gap_window, progress=count)
   report["per_example"] = {name: values.tolist() for name, values in report["per_example"].items()}
   report.update(split=FLAGS.split, steps=step, dataset=splits.name, config=config.to_dict())
   suffix = f"_svi{config.eval.eval_svi_steps}" if config.eval.eval_svi_steps >= 0 else ""

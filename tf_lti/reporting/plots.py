@@ -49,8 +49,14 @@ def save_training_curves(history, path):
   """
   figure, axis = plt.subplots(figsize=(6, 4))
   epochs = [entry["epoch"] for entry in history]
-  axis.plot(epochs, [entry["train_elbo"] for entry in history], label="train ELBO")
-  axis.plot(epochs, [entry["valid_elbo"] for entry in history], label="validation ELBO")
+  # Markers: a run of one epoch is one point per curve, which a line alone does not draw.
+  axis.plot(epochs, [entry["train_elbo"] for entry in history], "-o", markersize=4,
+            label="train ELBO")
+  axis.plot(epochs, [entry["valid_elbo"] for entry in history], "-s", markersize=4,
+            label="validation ELBO")
+  if len(epochs) == 1:
+    axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    axis.set_xticks([epochs[0]])
   axis.set_xlabel("epoch")
   axis.set_ylabel("nats per example")
   axis.legend()

@@ -45,12 +45,12 @@ import os
 import sys
 import time
 
-import keras
 import tensorflow as tf
 
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
+from tf_lti.reporting import progress as progress_lib
 from tf_lti.reporting import summary
 from tf_lti.training import distribute
 from tf_lti.training import faults
@@ -227,18 +227,14 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
                splits.train_batches(batch_size, seed=train_config.seed, epoch=epoch,
                                     start_batch=start_batch))
 
-  window = {}  # The progress bar and the timing window of the current epoch.
+  window = {}  # The timing window of the current epoch.
+  display = progress_lib.Progress(total_steps, steps_per_epoch, verbose=verbose)
 
   def on_epoch_begin(epoch, start_batch):
-    window["progress"] = keras.utils.Progbar(steps_per_epoch,
-                                             stateful_metrics=["elbo", "kl", "ex/s"],
-                                             verbose=1 if verbose else 0)
-    if verbose:
-      print(f"Epoch {epoch + 1}/{config.train.epochs}")
-    window["progress"].update(start_batch)
+    display.begin_epoch(epoch, start_batch)
     if start_batch == 0:  # A resumed epoch keeps its restored metric sums.
       model.reset_metrics()
-    window.update(epoch=epoch, start=time.perf_counter(), steps=0)
+    window.update(start=time.perf_counter(), steps=0)
 
   def on_step(step, logs):
     window["steps"] += 1
@@ -253,9 +249,8 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
                      inference_learning_rate=_learning_rate(model.inference_optimizer),
                      skipped_steps=float(checkpoint.skipped_steps.numpy()))
       summary.write_scalars(train_writer, scalars, step)
-      window["progress"].update(step - window["epoch"] * steps_per_epoch,
-                                [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
-                                 ("ex/s", examples_per_sec)])
+      display.update(step, [("elbo", scalars["elbo"]), ("kl", scalars["kl"]),
+                            ("ex/s", examples_per_sec)])
       window.update(start=time.perf_counter(), steps=0)
     if step % train_config.checkpoint_every_steps == 0:
       workdir_lib.save_checkpoint(manager, step)

@@ -30,7 +30,6 @@ import re
 import shutil
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -40,6 +39,7 @@ from tf_lti.evaluation import diagnostics
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
 from tf_lti.reporting import plots
+from tf_lti.reporting import progress as progress_lib
 from tf_lti.reporting import summary
 from tf_lti.training import builders
 from tf_lti.training import distribute
@@ -314,12 +314,12 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
   if verbose:
     print(f"Evaluating on {num_examples} test examples "
           f"(K={eval_config.num_importance_samples} importance samples) ...", flush=True)
-  progress = keras.utils.Progbar(num_examples, verbose=1 if verbose else 0)
+  count = progress_lib.examples_counter(num_examples, verbose=verbose)
   results = metrics_lib.evaluate(
       builders.evaluation_model(model, config), batches,
       num_importance_samples=eval_config.num_importance_samples,
       chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
-      jit_compile=eval_config.eval_jit_compile, progress=progress.update, strategy=strategy,
+      jit_compile=eval_config.eval_jit_compile, progress=count, strategy=strategy,
       token_counts=splits.token_counts("test", **subset))
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
