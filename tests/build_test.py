@@ -27,7 +27,7 @@ def _owner(targets):
 # (and its own modules). Data flows data -> inference -> posterior params -> family -> bound
 # <- model (docs/architecture.md); `tf_lti/__init__.py` sits above all (lazy imports only).
 LAYERS = [
-    ("config", "reporting"),
+    ("config", "reporting", "saving"),
     ("distributions",),
     ("data",),
     ("posteriors",),

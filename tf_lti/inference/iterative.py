@@ -46,6 +46,7 @@ from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
 from tf_lti.inference import base
 from tf_lti.models import layers
+from tf_lti.saving import serializable
 
 __all__ = ["ERROR_PARTS", "IterativeInferenceModel"]
 
@@ -56,6 +57,7 @@ ERROR_PARTS = {"residual": ("data_residual", "latent_residual"),
                "normalized": ("data_error", "latent_error")}
 
 
+@serializable.serializable
 class IterativeInferenceModel(base.InferenceProcedure):
   """A learned, iterated update of posterior parameters (one network per latent level).
 
