@@ -15,7 +15,8 @@ __all__ = [
     "ITERATIVE_INPUTS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
     "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
-    "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES",
+    "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
+    "likelihoods",
 ]
 
 
@@ -26,6 +27,21 @@ HELD_OUT_SPLITS = ("test", "valid")
 
 BINARIZATIONS = ("none", "static", "dynamic")
 LIKELIHOODS = ("bernoulli", "gaussian")
+# Names of the likelihoods users registered (`models.likelihoods.register_likelihood` adds
+# them here, so config validation accepts them without importing TensorFlow).
+_REGISTERED_LIKELIHOODS = []
+
+
+def add_likelihood(name):
+  """Makes `likelihoods()` list `name` (called by `models.likelihoods.register_likelihood`)."""
+  if name not in LIKELIHOODS and name not in _REGISTERED_LIKELIHOODS:
+    _REGISTERED_LIKELIHOODS.append(name)
+
+
+def likelihoods():
+  """The built-in `LIKELIHOODS` and the registered ones: a tuple of names."""
+  return LIKELIHOODS + tuple(_REGISTERED_LIKELIHOODS)
+
 CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
 ENCODERS = ("mlp", "conv", "lstm")
