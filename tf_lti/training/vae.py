@@ -215,6 +215,19 @@ class VAE(keras.Model):
     """`build_all` on a batch of ones of the saved shape and dtype (ones are valid tokens too)."""
     self.build_all(tf.ones([2] + list(config["shape"]), config["dtype"]))
 
+  def export(self, filepath, format="tf_saved_model", verbose=None,  # pylint: disable=redefined-builtin
+             input_signature=None, **kwargs):
+    """`keras.Model.export`; the input signature defaults to the built data's (any batch size).
+
+    It serves `call`: posterior parameters `[B, P]` (trainers' `export/` writes
+    the full serving signatures: encode with refinement controls, decode, ...).
+    """
+    if input_signature is None and self._example_spec is not None:
+      shape, dtype = self._example_spec
+      input_signature = [tf.TensorSpec([None] + shape, dtype)]
+    return super().export(filepath, format=format, verbose=verbose,
+                          input_signature=input_signature, **kwargs)
+
   def _build_for(self, x, argument="x"):
     """`build_all` on the first batch of `x` (arrays, tensors, `tf.data`, `PyDataset`) if needed."""
     if self._example_spec is not None and (
