@@ -5,7 +5,7 @@ Public API (the modules stay importable directly, e.g. `tf_lti.objectives.bounds
   data -> inference procedure -> posterior params -> posterior family -> bound <- generative model
 
 Packages, each importing only those before it (docs/architecture.md):
-config, reporting < distributions < data < posteriors < models < objectives
+config, reporting, saving < distributions < data < posteriors < models < objectives
 < inference < evaluation < training < experiments.
 
 The names below, and the packages themselves (`tf_lti.models`,
