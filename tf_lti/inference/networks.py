@@ -1,4 +1,4 @@
-"""The three inference procedures around any Keras network: `Amortized`, `Iterative`, `SemiAmortized`.
+"""The three inference procedures around any Keras network (`Amortized`, `Iterative`, ...).
 
 A user's network (convolutional, residual, attention: any Keras layer or
 model) maps its input to features; the procedure adds the output head, a
@@ -6,7 +6,8 @@ Dense layer to the family's parameter count P, so no subclassing is needed:
 
 ```none
 Amortized:      params = Dense_P(flatten(network(x)))
-Iterative:      h_t = network(concat(encoded inputs_t)),  lambda_t+1 = g * sg(lambda_t) + (1 - g) * Dense(h_t)
+Iterative:      h_t = network(concat(encoded inputs_t))
+                lambda_t+1 = g * sg(lambda_t) + (1 - g) * Dense(h_t),   g = sigmoid(Dense(h_t))
 SemiAmortized:  lambda_0 = Amortized(network)(x) (or zeros without a network), then K SVI steps
 ```
 
@@ -168,6 +169,7 @@ class SemiAmortized(semi_amortized.SemiAmortizedInference):
     settings = settings_lib.SVISettings(num_steps=svi_steps, **fields)
     encoder = (None if network is None else
                Amortized(network, family, latent_size, name="encoder"))
-    super().__init__(family, latent_size, estimators.Objective() if objective is None else objective,
-                     settings, mode=mode or ("svi" if network is None else "savae"),
+    objective = estimators.Objective() if objective is None else objective
+    super().__init__(family, latent_size, objective, settings,
+                     mode=mode or ("svi" if network is None else "savae"),
                      encoder=encoder, **options)

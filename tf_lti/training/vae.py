@@ -126,10 +126,8 @@ class VAE(keras.Model):
   def compile(self, optimizer="adam", inference_optimizer=None, *, jit_compile=False, **kwargs):
     """Sets the optimizers: one configuration for both parts, or one per part.
 
-    The generative model and the inference procedure always get optimizers of
-    their own (their steps and slots are separate; the generative one's
-    `iterations` is the model's step counter and is also `self.optimizer`, the
-    one Keras callbacks such as `ReduceLROnPlateau` adjust).
+    Each part has an optimizer of its own; the generative one is `self.optimizer`
+    (its `iterations` count the model's steps; callbacks adjust it).
 
     Args:
       optimizer: a `keras.optimizers.Optimizer`, its name or its config (for
@@ -215,8 +213,9 @@ class VAE(keras.Model):
     """`build_all` on a batch of ones of the saved shape and dtype (ones are valid tokens too)."""
     self.build_all(tf.ones([2] + list(config["shape"]), config["dtype"]))
 
-  def export(self, filepath, format="tf_saved_model", verbose=None,  # pylint: disable=redefined-builtin
-             input_signature=None, **kwargs):
+  # pylint: disable-next=redefined-builtin
+  def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+             **kwargs):
     """`keras.Model.export`; the input signature defaults to the built data's (any batch size).
 
     It serves `call`: posterior parameters `[B, P]` (trainers' `export/` writes
@@ -246,18 +245,16 @@ class VAE(keras.Model):
     batch = _features(batch)
     self.build_all(batch[:2])
 
+  # Keras' entry points, each creating every weight and slot from its first batch if needed.
   def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
-    """`keras.Model.fit`, with every weight and optimizer slot created from the first batch."""
     self._build_for(x)
     return super().fit(x, *args, **kwargs)
 
   def evaluate(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
-    """`keras.Model.evaluate` (validation ELBO; refining procedures add `bound_step_t`)."""
     self._build_for(x)
     return super().evaluate(x, *args, **kwargs)
 
-  def predict(self, x, *args, **kwargs):
-    """`keras.Model.predict`: posterior parameters `[N, P]` (see `call`)."""
+  def predict(self, x, *args, **kwargs):  # posterior parameters [N, P], see `call`
     self._build_for(x)
     return super().predict(x, *args, **kwargs)
 
