@@ -227,7 +227,7 @@ class VAE(keras.Model):
     return super().export(filepath, format=format, verbose=verbose,
                           input_signature=input_signature, **kwargs)
 
-  def _build_for(self, x, argument="x"):
+  def _build_for(self, x):
     """`build_all` on the first batch of `x` (arrays, tensors, `tf.data`, `PyDataset`) if needed."""
     if self._example_spec is not None and (
         self.generative_optimizer is None or self.generative_optimizer.built):
@@ -239,11 +239,11 @@ class VAE(keras.Model):
     elif hasattr(x, "shape") and len(x.shape) >= 1:
       batch = x[:2]
     else:
-      raise ValueError(f"`{argument}` must be an array, a tensor, a `tf.data.Dataset` or a "
+      raise ValueError(f"`x` must be an array, a tensor, a `tf.data.Dataset` or a "
                        f"`keras.utils.PyDataset` for the first call to create the weights; got "
                        f"{type(x).__name__}. Call `build_all(batch)` first for other inputs.")
-    batch = _features(batch)
-    self.build_all(batch[:2])
+    with self.distribute_strategy.scope():  # the strategy the model was created under, if any
+      self.build_all(_features(batch)[:2])
 
   # Keras' entry points, each creating every weight and slot from its first batch if needed.
   def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
