@@ -22,19 +22,25 @@ from tests import testing
 tfd = tfp.distributions
 
 
-def _continuous_bernoulli(event_size, **unused_options):
-  """A likelihood the library does not ship: the continuous Bernoulli, a density on [0, 1]^D."""
+def _noisy_bernoulli(event_size, **unused_options):
+  """A likelihood the library does not ship: each pixel flips at random with probability 1%.
+
+  ```none
+  p(x_d = 1 | logits) = 0.005 + 0.99 sigmoid(logits_d)
+  ```
+  """
 
   def distribution(logits):
-    return tfd.Independent(tfd.ContinuousBernoulli(logits=logits), 1)
+    return tfd.Independent(tfd.Bernoulli(probs=0.005 + 0.99 * tf.sigmoid(logits),
+                                         dtype=logits.dtype), 1)
 
   return likelihoods.ParameterHead(
-      event_size, event_size, name="continuous_bernoulli",
+      event_size, event_size, name="noisy_bernoulli",
       log_prob=lambda x, logits: distribution(logits).log_prob(x),
       mean=lambda logits: distribution(logits).mean(), distribution=distribution)
 
 
-tf_lti.register_likelihood("continuous_bernoulli", _continuous_bernoulli)
+tf_lti.register_likelihood("noisy_bernoulli", _noisy_bernoulli)
 
 
 def _conv_encoder():
@@ -48,7 +54,7 @@ def _conv_encoder():
 def _decoder(latent_size):
   return tf_lti.models.from_network(
       keras.Sequential([keras.layers.Dense(128, activation="relu")]),
-      likelihood="continuous_bernoulli", latent_size=latent_size, event_size=784)
+      likelihood="noisy_bernoulli", latent_size=latent_size, event_size=784)
 
 
 PROCEDURES = {
@@ -93,15 +99,15 @@ def test_users_networks_and_likelihood_train_with_fit(procedure, mnist):
 
 
 def test_registered_likelihood_passes_config_validation_and_builds():
-  """`--likelihood=continuous_bernoulli` is accepted by the CLI's config validation."""
+  """`--likelihood=noisy_bernoulli` is accepted by the CLI's config validation."""
   config = schema.ExperimentConfig().override(
-      dict(likelihood="continuous_bernoulli", latent_sizes=(2,), hidden_units=(8,))).validate()
+      dict(likelihood="noisy_bernoulli", latent_sizes=(2,), hidden_units=(8,))).validate()
   generative = builders.build_generative(config, 16)
   assert isinstance(generative.head, likelihoods.ParameterHead)
   with pytest.raises(ValueError, match="likelihood.*'no_such_likelihood'"):
     schema.ExperimentConfig().override(dict(likelihood="no_such_likelihood")).validate()
   with pytest.raises(ValueError, match="built-in likelihood"):
-    tf_lti.register_likelihood("bernoulli", _continuous_bernoulli)
+    tf_lti.register_likelihood("bernoulli", _noisy_bernoulli)
 
 
 def _binary(num, size=16, seed=0):
