@@ -1,7 +1,8 @@
 """Every enumeration of the library, defined once: the allowed values of the settings.
 
 Config fields, command-line flags and the modules that validate their
-arguments all import these tuples, so an error message lists the same values
+arguments all import these tuples (likelihoods, which users may register by
+name, are listed by `likelihoods()`), so an error message lists the same values
 in the same order everywhere. No TensorFlow: flags are parsed with them.
 """
 
@@ -27,21 +28,6 @@ HELD_OUT_SPLITS = ("test", "valid")
 
 BINARIZATIONS = ("none", "static", "dynamic")
 LIKELIHOODS = ("bernoulli", "gaussian")
-# Names of the likelihoods users registered (`models.likelihoods.register_likelihood` adds
-# them here, so config validation accepts them without importing TensorFlow).
-_REGISTERED_LIKELIHOODS = []
-
-
-def add_likelihood(name):
-  """Makes `likelihoods()` list `name` (called by `models.likelihoods.register_likelihood`)."""
-  if name not in LIKELIHOODS and name not in _REGISTERED_LIKELIHOODS:
-    _REGISTERED_LIKELIHOODS.append(name)
-
-
-def likelihoods():
-  """The built-in `LIKELIHOODS` and the registered ones: a tuple of names."""
-  return LIKELIHOODS + tuple(_REGISTERED_LIKELIHOODS)
-
 CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
 ENCODERS = ("mlp", "conv", "lstm")
@@ -91,3 +77,19 @@ IMPUTATION_FILLS = ("half", "noise")
 
 ORACLE_METHODS = ("vae", "svi", "savae")
 ORACLE_GENERATORS = ("oracle", "learned")
+
+
+# Names of the likelihoods users registered (`models.likelihoods.register_likelihood` adds
+# them here, so config validation accepts them without importing TensorFlow).
+_REGISTERED_LIKELIHOODS = []
+
+
+def add_likelihood(name):
+  """Makes `likelihoods()` list `name` (called by `models.likelihoods.register_likelihood`)."""
+  if name not in LIKELIHOODS and name not in _REGISTERED_LIKELIHOODS:
+    _REGISTERED_LIKELIHOODS.append(name)
+
+
+def likelihoods():
+  """The built-in `LIKELIHOODS` and the registered ones: a tuple of names."""
+  return LIKELIHOODS + tuple(_REGISTERED_LIKELIHOODS)
