@@ -18,6 +18,8 @@ from tf_lti.config import presets
 from tf_lti.config import schema
 from tf_lti.data import base as data_lib
 from tf_lti.data import text as text_data
+from tf_lti.inference import svi
+from tf_lti.saving import serializable
 from tf_lti.training import builders
 from tf_lti.training import optimizers
 from tf_lti.training import vae as vae_lib
@@ -129,3 +131,12 @@ def test_export_serves_the_mlp_model(tmp_path):
                              atol=tolerance["params"])
   model.train_on_batch(x)
   assert np.max(np.abs(served.numpy() - model(x).numpy())) > tolerance["params"]
+
+
+def test_configs_rebuild_only_tf_lti_settings_dataclasses():
+  """A `.keras` config names settings classes by path: only tf_lti's are imported and called."""
+  settings = serializable.from_config_value(serializable.to_config_value(
+      svi.SVISettings(num_steps=3, backward="unrolled")))
+  assert settings == svi.SVISettings(num_steps=3, backward="unrolled")
+  with pytest.raises(ValueError, match="dataclass.*'subprocess.Popen'"):
+    serializable.from_config_value({"dataclass": "subprocess.Popen", "fields": {"args": "ls"}})
