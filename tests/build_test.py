@@ -28,7 +28,7 @@ def _owner(targets):
 # <- model (docs/architecture.md); `cli` is what the binaries (trainers/, export/) share;
 # `tf_lti/__init__.py` sits above all (lazy imports only).
 LAYERS = [
-    ("config", "reporting"),
+    ("config", "reporting", "saving"),
     ("distributions",),
     ("data",),
     ("posteriors",),

@@ -1,7 +1,8 @@
 """Every enumeration of the library, defined once: the allowed values of the settings.
 
 Config fields, command-line flags and the modules that validate their
-arguments all import these tuples, so an error message lists the same values
+arguments all import these tuples (likelihoods, which users may register by
+name, are listed by `likelihoods()`), so an error message lists the same values
 in the same order everywhere. No TensorFlow: flags are parsed with them.
 """
 
@@ -15,7 +16,8 @@ __all__ = [
     "ITERATIVE_INPUTS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
     "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
-    "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES",
+    "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
+    "likelihoods",
 ]
 
 
@@ -88,3 +90,19 @@ CONFIG_FIELD_CHOICES = {
     "svi_backward": SVI_BACKWARD_MODES, "hvp": HVP_MODES, "bound": BOUNDS, "kl": KL_MODES,
     "estimator": ESTIMATORS, "optimizer": OPTIMIZERS, "on_nonfinite": NONFINITE_ACTIONS,
 }
+
+
+# Names of the likelihoods users registered (`models.likelihoods.register_likelihood` adds
+# them here, so config validation accepts them without importing TensorFlow).
+_REGISTERED_LIKELIHOODS = []
+
+
+def add_likelihood(name):
+  """Makes `likelihoods()` list `name` (called by `models.likelihoods.register_likelihood`)."""
+  if name not in LIKELIHOODS and name not in _REGISTERED_LIKELIHOODS:
+    _REGISTERED_LIKELIHOODS.append(name)
+
+
+def likelihoods():
+  """The built-in `LIKELIHOODS` and the registered ones: a tuple of names."""
+  return LIKELIHOODS + tuple(_REGISTERED_LIKELIHOODS)

@@ -62,7 +62,8 @@ class DataConfig:
 @dataclasses.dataclass
 class ModelConfig:
   """Attributes:
-    likelihood: `bernoulli` or `gaussian`.
+    likelihood: `bernoulli`, `gaussian`, or a name registered with
+      `models.likelihoods.register_likelihood` (in the process that validates the config).
     latent_sizes: z_1 ... z_L, bottom first; `0` with `decoder=lstm` is the LSTM language
       model (no latent variable).
     hidden_units: width of the networks at each level (encoder and decoder).

@@ -191,7 +191,7 @@ def validate_experiment(config):
   """Raises `ValueError` naming the field and the value for any bad setting of an
   `ExperimentConfig`; returns `config`."""
   checks.one_of("binarization", config.data.binarization, choices.BINARIZATIONS)
-  checks.one_of("likelihood", config.model.likelihood, choices.LIKELIHOODS)
+  checks.one_of("likelihood", config.model.likelihood, choices.likelihoods())
   checks.one_of("encoder_connection", config.model.encoder_connection, choices.CONNECTIONS)
   checks.one_of("decoder_connection", config.model.decoder_connection, choices.CONNECTIONS)
   checks.one_of("gaussian_variance", config.model.gaussian_variance, choices.GAUSSIAN_VARIANCES)

@@ -181,7 +181,7 @@ def load(source: str, *, binarization: str = "none", likelihood: str = "bernoull
       likelihood without binarization.
   """
   common.check_choice("binarization", binarization, choices.BINARIZATIONS)
-  common.check_choice("likelihood", likelihood, choices.LIKELIHOODS)
+  common.check_choice("likelihood", likelihood, choices.likelihoods())
   common.check_seed(seed)
   if validation_size is not None and validation_size < 1:
     raise common.DataError("validation_size must be a positive int or None, got "

@@ -23,7 +23,7 @@ from tf_lti.objectives import bounds as bounds_lib
 
 __all__ = [
     "active_units", "bits_per_dim", "distribute_batches", "evaluate", "is_distributed",
-    "make_evaluator", "num_replicas", "num_words", "perplexity",
+    "log_likelihood", "make_evaluator", "num_replicas", "num_words", "perplexity",
 ]
 
 
@@ -74,6 +74,31 @@ def evaluate(model, x, *, progress=None, **options):
     The summary dict of `make_evaluator`'s evaluator.
   """
   return make_evaluator(model, x, **options)(progress)
+
+
+def log_likelihood(model, x, *, num_samples=5000, batch_size=50, seed=0):
+  """The mean importance-weighted estimate of log p(x) over `x` (nats per example).
+
+  ```none
+  log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k | x),   z_k ~ q(z | x)   (K = num_samples)
+  ```
+  with q the posterior `model`'s inference procedure gives (after its
+  refinement steps).
+
+  Args:
+    model: a built `vae.VAE` (e.g. after `fit`, or `keras.saving.load_model`).
+    x: `np.ndarray` `[N, D]` (or a list of batches, see `make_evaluator`).
+    num_samples: K. Default value: 5000.
+    batch_size: examples per batch. Default value: 50.
+    seed: Python int. Default value: 0.
+
+  Returns:
+    Python float, the mean over the N examples.
+  """
+  if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    raise ValueError(f"`num_samples` must be a positive int; got {num_samples!r}.")
+  return make_evaluator(model, x, batch_size=batch_size, num_importance_samples=num_samples,
+                        seed=seed, posterior_means=False)()["log_likelihood"]
 
 
 def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chunk_size=200,

@@ -46,6 +46,7 @@ from tf_lti.data import text as text_data
 from tf_lti.inference import base
 from tf_lti.models import layers
 from tf_lti.models import lstm
+from tf_lti.saving import serializable
 
 __all__ = [
     "AmortizedEncoder", "ConvEncoder", "LSTMEncoder", "ResidualBlock", "SinglePassEncoder",
@@ -77,6 +78,7 @@ class SinglePassEncoder(base.InferenceProcedure):
     return self.encode(x, training)
 
 
+@serializable.serializable
 class AmortizedEncoder(SinglePassEncoder):
   """x -> params in a single pass.
 
@@ -163,6 +165,7 @@ class ResidualBlock(keras.layers.Layer):
     return tf.nn.relu(residual + branch)
 
 
+@serializable.serializable
 class ConvEncoder(SinglePassEncoder):
   """Images -> params in a single pass through a residual convolutional network.
 
@@ -226,6 +229,7 @@ class ConvEncoder(SinglePassEncoder):
     return self._head(tf.reshape(h, [-1, self._flat_size]))
 
 
+@serializable.serializable
 class LSTMEncoder(SinglePassEncoder):
   """x -> posterior params in one LSTM pass, read at each sentence's last token.
 

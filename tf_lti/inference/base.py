@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from tf_lti.config import choices
+from tf_lti.saving import serializable
 
 __all__ = [
     "InferenceProcedure", "InferenceResult", "NoLatentInference", "TrainingGradients",
@@ -158,6 +159,15 @@ class InferenceProcedure(keras.layers.Layer):
     """
     return self
 
+  def __dir__(self):
+    """Every attribute but `initializer`, which is usually `self`.
+
+    Keras' `.keras` loader recurses into each layer an attribute in `dir()`
+    returns before marking the current one visited, so a property returning
+    `self` would recurse forever; hidden from `dir()`, it is still an attribute.
+    """
+    return [name for name in super().__dir__() if name != "initializer"]
+
   @property
   def stepwise(self):
     """Whether the refinement can be run one step at a time (analyses time each step).
@@ -242,6 +252,7 @@ class InferenceProcedure(keras.layers.Layer):
                              loss=losses.generative_loss, terms=losses.terms, params=losses.params)
 
 
+@serializable.serializable
 class NoLatentInference(InferenceProcedure):
   """The procedure of a model without latent variables (e.g. an LSTM language model).
 

@@ -46,6 +46,7 @@ from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
 from tf_lti.inference import base
 from tf_lti.models import layers
+from tf_lti.saving import serializable
 
 __all__ = ["ERROR_PARTS", "IterativeInferenceModel"]
 
@@ -56,6 +57,7 @@ ERROR_PARTS = {"residual": ("data_residual", "latent_residual"),
                "normalized": ("data_error", "latent_error")}
 
 
+@serializable.serializable
 class IterativeInferenceModel(base.InferenceProcedure):
   """A learned, iterated update of posterior parameters (one network per latent level).
 
@@ -74,15 +76,23 @@ class IterativeInferenceModel(base.InferenceProcedure):
       a learned constant instead of N(0, I), trained by the bound at the initial estimate).
       Default value: `IterativeSettings()`.
     activation, connection, batch_norm: see `layers.MLP`.
+    networks: `None` for the MLPs, or one Keras network per latent level that
+      maps the level's concatenated encoded inputs `[B, width_l]` to features
+      `[B, H_l]` (the proposal and gate heads follow it); then `hidden_units`
+      is needed only by the recurrent model (its LSTM sizes). Default value: `None`.
   """
 
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
                settings=settings_lib.IterativeSettings(), activation="elu",
-               connection="highway", batch_norm=False, **kwargs):
+               connection="highway", batch_norm=False, networks=None, **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
-    if len(hidden_units) != len(latent_sizes):
+    if networks is not None and len(networks) != len(latent_sizes):
+      raise ValueError(f"`networks` needs one network per latent level ({len(latent_sizes)}); "
+                       f"got {len(networks)}.")
+    if (networks is None or settings.recurrent) and (
+        hidden_units is None or len(hidden_units) != len(latent_sizes)):
       raise ValueError(f"`hidden_units` needs one entry per latent level ({len(latent_sizes)}); "
-                       f"got {list(hidden_units)}.")
+                       f"got {hidden_units!r}.")
     settings.check_bound(objective.bound)
     self.latent_sizes = tuple(latent_sizes)
     self.objective = objective
@@ -97,7 +107,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
     # Each iteration's inputs have their own statistics: batch norm keeps one set per iteration.
     self._torsos = [layers.MLP(units, num_hidden_layers, activation, connection, batch_norm,
                                num_iterations=self.num_iterations, name=f"torso_{level}")
-                    for level, units in enumerate(hidden_units)]
+                    for level, units in enumerate(hidden_units)] if networks is None else None
+    self._networks = None if networks is None else list(networks)
     self._cells = ([keras.layers.LSTMCell(units, name=f"lstm_{level}")
                     for level, units in enumerate(hidden_units)] if self.recurrent else None)
     self._proposals = [keras.layers.Dense(self._num_groups * size, name=f"proposal_{level}")
@@ -220,7 +231,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
     old = base.split_levels(tf.stop_gradient(params), self._num_groups, self.latent_sizes)
     new, new_state = [], []
     for level, inputs in enumerate(self._level_inputs(x, params, feedback)):
-      h = self._torsos[level](inputs, training=training, iteration=iteration)
+      h = (self._torsos[level](inputs, training=training, iteration=iteration)
+           if self._networks is None else self._networks[level](inputs, training=training))
       if self.recurrent:
         h, level_state = self._cells[level](h, state[level], training=training)
         new_state.append(level_state)

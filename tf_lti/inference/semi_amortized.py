@@ -39,12 +39,14 @@ import tensorflow_probability as tfp
 from tf_lti.config import choices
 from tf_lti.inference import base
 from tf_lti.inference import svi
+from tf_lti.saving import serializable
 
 tfd = tfp.distributions
 
 __all__ = ["SemiAmortizedInference"]
 
 
+@serializable.serializable
 class SemiAmortizedInference(base.InferenceProcedure):
   """lambda_0 from an encoder (or a constant), refined by K SVI steps.
 

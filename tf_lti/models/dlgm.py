@@ -30,6 +30,7 @@ from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
 from tf_lti.models import likelihoods
+from tf_lti.saving import serializable
 
 tfd = tfp.distributions
 
@@ -47,6 +48,7 @@ def _check_sizes(name, values, length):
     raise ValueError(f"`{name}` must be non-negative; got {list(values)}.")
 
 
+@serializable.serializable
 class DLGM(models_base.GenerativeModel, keras.layers.Layer):
   """p(x, z) for a one-level or hierarchical deep latent Gaussian model (MLP networks).
 

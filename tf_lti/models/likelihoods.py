@@ -1,10 +1,21 @@
-"""Observation models p(x | z): pure log-densities and the output heads that feed them.
+"""Observation models p(x | z): pure log-densities, the output heads that feed them, a registry.
 
 A likelihood head is a Keras layer (it owns the output projection and, for the
 Gaussian, the learned variance) that maps the decoder's hidden units `h`
 `[N, H]` to distribution parameters `[N, *P]`. Log-densities are pure
 functions of `(x, params)`, summed over the event dimensions, so one
 evaluation of the decoder serves the ELBO, importance weights and serving.
+
+Likelihoods are looked up by name, as posterior families are
+(`posteriors.base`): `register_likelihood(name, factory)` makes `make_head(name,
+D)` return `factory(D, **options)`, so `DLGM(likelihood=name)`,
+`models.network.from_network(..., likelihood=name)` and the command line
+(`--likelihood=name`: the name is added to `config.choices.likelihoods()`)
+accept it. A head has `call(h) -> params`, `log_prob(x, params)` `[...]`,
+`mean(params)` `[..., D]`, `distribution(params)` (event `[D]`) and
+`prediction_error(x, params)` `[..., D]` (what error-encoding iterative models
+read; `x - mean` is always a valid choice); `ParameterHead` builds one from a
+parameter width and those functions.
 """
 
 import contextlib
@@ -20,8 +31,8 @@ from tf_lti.config import choices
 tfd = tfp.distributions
 
 __all__ = [
-    "BernoulliHead", "GaussianHead", "bernoulli_log_prob", "compiled_log_probs",
-    "gaussian_log_prob", "make_head",
+    "BernoulliHead", "GaussianHead", "ParameterHead", "bernoulli_log_prob", "compiled_log_probs",
+    "gaussian_log_prob", "make_head", "register_likelihood",
 ]
 
 # Range of the Gaussian output log-variance (the iterative-inference reference code's clamp).
@@ -218,11 +229,88 @@ class GaussianHead(keras.layers.Layer):
     return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1)
 
 
+class ParameterHead(keras.layers.Layer):
+  """A likelihood head from a parameter width and pure functions of the parameters.
+
+  `call(h)` is a Dense layer to `num_params` units followed by `transform`; the
+  rest are the given functions. Subclass it, or pass the functions, to
+  register a likelihood (`register_likelihood`).
+
+  Args:
+    event_size: D.
+    num_params: P_x, the width of the parameters (e.g. D, or 2D for a mean and
+      a log-variance).
+    log_prob: `(x [..., D], params [..., P_x]) -> [...]`.
+    mean: `params -> [..., D]`, E[x | params].
+    distribution: `params -> tfd.Distribution` with event `[D]`.
+    prediction_error: `(x, params) -> [..., D]`. Default value: `None`, `x - mean(params)`.
+    transform: applied to the Dense output. Default value: `None` (identity).
+  """
+
+  def __init__(self, event_size, num_params, log_prob, mean, distribution,
+               prediction_error=None, transform=None, **kwargs):
+    super().__init__(**kwargs)
+    self.event_size = event_size
+    self._params = keras.layers.Dense(num_params, name="params")
+    self._log_prob, self._mean, self._distribution = log_prob, mean, distribution
+    self._prediction_error, self._transform = prediction_error, transform
+
+  def call(self, h):
+    """Returns `params` `[N, P_x]`."""
+    params = self._params(h)
+    return params if self._transform is None else self._transform(params)
+
+  def log_prob(self, x, params):
+    return self._log_prob(x, params)
+
+  def mean(self, params):
+    return self._mean(params)
+
+  def prediction_error(self, x, params):
+    if self._prediction_error is None:
+      return x - self._mean(params)
+    return self._prediction_error(x, params)
+
+  def distribution(self, params):
+    return self._distribution(params)
+
+
+def _bernoulli_head(event_size, **unused_options):
+  return BernoulliHead(event_size, name="bernoulli_head")
+
+
+def _gaussian_head(event_size, gaussian_variance="global", num_bins=None, **unused_options):
+  return GaussianHead(event_size, variance=gaussian_variance, num_bins=num_bins,
+                      name="gaussian_head")
+
+
+# The heads by likelihood name: the built-ins here, the users' by `register_likelihood`.
+_HEADS = {"bernoulli": _bernoulli_head, "gaussian": _gaussian_head}
+
+
+def register_likelihood(name, factory):
+  """Makes `make_head(name, D, **options)` return `factory(D, **options)`.
+
+  Also adds `name` to `config.choices.likelihoods()`, so config validation
+  (and with it `--likelihood=name` on the command line) accepts it.
+
+  Args:
+    name: Python `str`, not a built-in likelihood's name.
+    factory: callable `(event_size, **options) -> head` (ignoring the options
+      it does not take: `gaussian_variance`, `num_bins`); see the module for
+      what a head provides, e.g. a `ParameterHead`.
+
+  Raises:
+    ValueError: if `name` is a built-in likelihood's name.
+  """
+  if name in choices.LIKELIHOODS:
+    raise ValueError(f"`name` {name!r} is a built-in likelihood; register another name.")
+  _HEADS[name] = factory
+  choices.add_likelihood(name)
+
+
 def make_head(likelihood, event_size, *, gaussian_variance="global", num_bins=None):
-  """Builds the output head for `likelihood` in `LIKELIHOODS`."""
-  if likelihood == "bernoulli":
-    return BernoulliHead(event_size, name="bernoulli_head")
-  if likelihood == "gaussian":
-    return GaussianHead(event_size, variance=gaussian_variance, num_bins=num_bins,
-                        name="gaussian_head")
-  raise ValueError(f"`likelihood` must be one of {choices.LIKELIHOODS}; got {likelihood!r}.")
+  """Builds the output head of the likelihood named `likelihood` (built-in or registered)."""
+  if likelihood not in _HEADS:
+    raise ValueError(f"`likelihood` must be one of {sorted(_HEADS)}; got {likelihood!r}.")
+  return _HEADS[likelihood](event_size, gaussian_variance=gaussian_variance, num_bins=num_bins)

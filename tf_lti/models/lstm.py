@@ -55,6 +55,7 @@ from tf_lti.config import choices
 from tf_lti.data import text as text_data
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
+from tf_lti.saving import serializable
 
 __all__ = ["DEFAULT_INIT_SCALE", "LSTMDecoder", "REFERENCE_SIZES", "SMALL_PTB_SIZES", "check_size"]
 
@@ -91,6 +92,7 @@ def _dropout(values, rate, seed):
   return tf.where(keep, values / (1.0 - rate), tf.zeros_like(values))
 
 
+@serializable.serializable
 class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_t p(w_t | w_<t, z), an LSTM over words (see the module).
 

@@ -56,6 +56,7 @@ import tensorflow as tf
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
 from tf_lti.models import likelihoods
+from tf_lti.saving import serializable
 
 __all__ = ["CONFIGURATIONS", "GatedPixelCNN", "default_kernel_sizes"]
 
@@ -99,6 +100,7 @@ def _per_layer(name, value, num_layers):
   return tuple(int(v) for v in values)
 
 
+@serializable.serializable
 class GatedPixelCNN(models_base.GenerativeModel, keras.layers.Layer):
   """p(x, z) = N(z; 0, I) prod_d Bernoulli(x_d | x_<d, z) with a gated PixelCNN.
 

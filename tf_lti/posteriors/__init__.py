@@ -3,8 +3,9 @@
 `base` holds the contract and the registry; `gaussian`, `rank_one`,
 `categorical` and `flows` (with its `bijectors`) the families. Importing this
 package imports every family module, so all families (and their KLs) are
-registered: look families up with `posteriors.get_family`. May import config
-and distributions only.
+registered: look families up with `posteriors.get_family`. Every family is
+also Keras-serializable (`saving.serializable`), so models holding one save to
+`.keras`. May import config, saving and distributions only.
 """
 
 # Imported for their registrations: the families (and their KLs) and the flow factories.

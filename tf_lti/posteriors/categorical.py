@@ -7,10 +7,12 @@ Groups `("logits",)`; the distribution is
 
 from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.posteriors import base as posterior_base
+from tf_lti.saving import serializable
 
 __all__ = ["CategoricalFamily"]
 
 
+@serializable.serializable
 class CategoricalFamily(posterior_base.PosteriorFamily):
   """N independent categoricals of K classes as one-hot units, groups `("logits",)`.
 

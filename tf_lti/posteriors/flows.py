@@ -76,6 +76,7 @@ from tf_lti.config import validation
 from tf_lti.posteriors import base as posterior_base
 from tf_lti.posteriors import bijectors
 from tf_lti.posteriors import gaussian
+from tf_lti.saving import serializable
 
 tfb = tfp.bijectors
 
@@ -134,6 +135,7 @@ def _base_distribution(loc, log_variance, min_log_variance, max_log_variance):
   return diagonal.distribution(diagonal.join({"loc": loc, "log_variance": log_variance}))
 
 
+@serializable.serializable
 class PlanarFlowFamily(posterior_base.PosteriorFamily):
   """A diagonal Gaussian through `flow_length` planar steps with per-example parameters.
 
@@ -190,6 +192,7 @@ class PlanarFlowFamily(posterior_base.PosteriorFamily):
     raise NotImplementedError("Use `distribution(params)`.")
 
 
+@serializable.serializable
 class IAFFamily(keras.layers.Layer, posterior_base.PosteriorFamily):
   """A diagonal Gaussian through `flow_length` IAF steps; a Keras layer owning the AR-nets.
 

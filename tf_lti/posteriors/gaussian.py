@@ -10,12 +10,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lti.posteriors import base as posterior_base
+from tf_lti.saving import serializable
 
 tfd = tfp.distributions
 
 __all__ = ["DiagonalGaussian", "PointEstimate"]
 
 
+@serializable.serializable
 class DiagonalGaussian(posterior_base.PosteriorFamily):
   """Diagonal Gaussian, groups `("loc", "log_variance")`.
 
@@ -58,6 +60,7 @@ class DiagonalGaussian(posterior_base.PosteriorFamily):
         reinterpreted_batch_ndims=1)
 
 
+@serializable.serializable
 class PointEstimate(posterior_base.PosteriorFamily):
   """Dirac delta at `loc` (Marino et al. 2018, appendix C.1), groups `("loc",)`.
 

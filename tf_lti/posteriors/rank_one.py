@@ -9,10 +9,12 @@ import tensorflow as tf
 
 from tf_lti.distributions import rank_one as rank_one_lib
 from tf_lti.posteriors import base as posterior_base
+from tf_lti.saving import serializable
 
 __all__ = ["RankOnePrecisionGaussian"]
 
 
+@serializable.serializable
 class RankOnePrecisionGaussian(posterior_base.PosteriorFamily):
   """Rank-one-plus-diagonal precision Gaussian (Rezende et al. 2014, eq. 19).
 

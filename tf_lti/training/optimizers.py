@@ -41,10 +41,13 @@ class ClipAfterAggregation:
     return dict(super().get_config(), aggregated_clipnorm=self.aggregated_clipnorm)
 
 
+# Registered, so a `.keras` file of a model compiled with them reloads them.
+@keras.saving.register_keras_serializable(package="tf_lti")
 class _Adam(ClipAfterAggregation, keras.optimizers.Adam):
   pass
 
 
+@keras.saving.register_keras_serializable(package="tf_lti")
 class _SGD(ClipAfterAggregation, keras.optimizers.SGD):
   pass
 

@@ -3,7 +3,11 @@
 `VAE.train_step` asks the inference procedure for its training gradients (so
 standard, iterative and semi-amortized procedures all train through the same
 step), applies the generative and inference gradients with their own
-optimizers, and updates the metric trackers. `fit()` works on it; the trainer
+optimizers, and updates the metric trackers. It follows Keras' conventions:
+`compile` then `fit`/`evaluate`/`predict` on arrays or `tf.data` (every weight
+and optimizer slot is created from the first batch, eagerly, before Keras
+traces a step), Keras callbacks, and `save`/`keras.saving.load_model` (a
+`saving.serializable` config plus build and compile configs). The trainer
 drives the same `train_step` from its own checkpointed loop, on one device or as
 `strategy.run(train_step)` on every replica of a `tf.distribute` strategy
 (`tf_lti/training/distribute.py`): then each replica draws its own noise and scales its
@@ -17,6 +21,8 @@ import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.objectives import estimators
+from tf_lti.saving import serializable
 from tf_lti.training import distribute
 
 __all__ = ["FAULT_QUANTITIES", "METRIC_NAMES", "VAE", "nonfinite_quantities"]
@@ -49,6 +55,13 @@ def _nonfinite(tensors):
   return tf.logical_not(tf.math.is_finite(tf.add_n(sums)))
 
 
+def _features(data):
+  """`x` of a batch that is `x` or Keras' `(x,)`, `(x, y)`, `(x, y, sample_weight)`."""
+  x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+  return x
+
+
+@serializable.serializable
 class VAE(keras.Model):
   """A deep latent-variable model trained with a chosen inference procedure.
 
@@ -56,6 +69,8 @@ class VAE(keras.Model):
     generative: a `models.base.GenerativeModel`.
     inference: an `inference.base.InferenceProcedure`.
     objective: an `objectives.estimators.Objective` (the training bound).
+      Default value: `None`, the ELBO with one sample and analytic KL
+      (`Objective()`).
     kl_warmup_steps: steps of linear KL warm-up. Default value: 0 (none).
     kl_initial_weight: KL weight at step 0 of the warm-up. Default value: 1.
     seed: Python int; every step draws with the stateless seed (seed, step).
@@ -66,9 +81,10 @@ class VAE(keras.Model):
       Default value: `False`.
   """
 
-  def __init__(self, generative, inference, objective, *, kl_warmup_steps=0,
+  def __init__(self, generative, inference, objective=None, *, kl_warmup_steps=0,
                kl_initial_weight=1.0, seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
+    objective = estimators.Objective() if objective is None else objective
     if kl_warmup_steps < 0:
       raise ValueError(f"`kl_warmup_steps` must be >= 0; got {kl_warmup_steps}.")
     if not 0.0 <= kl_initial_weight <= 1.0:
@@ -91,6 +107,8 @@ class VAE(keras.Model):
       self._trackers["temperature"] = keras.metrics.Mean(name="temperature")
     self.generative_optimizer = None
     self.inference_optimizer = None
+    # (shape without the batch axis, dtype) of the batch `build_all` created the weights from.
+    self._example_spec = None
 
   @property
   def family(self):
@@ -105,15 +123,71 @@ class VAE(keras.Model):
   def metrics(self):
     return list(self._trackers.values())
 
-  def compile(self, generative_optimizer, inference_optimizer=None, jit_compile=False, **kwargs):
-    """Sets the two optimizers (the inference one defaults to a copy of the generative one)."""
-    super().compile(jit_compile=jit_compile, **kwargs)
+  def compile(self, optimizer="adam", inference_optimizer=None, *, jit_compile=False, **kwargs):
+    """Sets the optimizers: one configuration for both parts, or one per part.
+
+    Each part has an optimizer of its own; the generative one is `self.optimizer`
+    (its `iterations` count the model's steps; callbacks adjust it).
+
+    Args:
+      optimizer: a `keras.optimizers.Optimizer`, its name or its config (for
+        the generative model, and a fresh copy of it for the inference
+        procedure unless `inference_optimizer` is given); or a pair
+        `(generative, inference)` or a dict with keys `"generative"` and
+        `"inference"`. Default value: `"adam"`.
+      inference_optimizer: the inference procedure's optimizer (the trainer's
+        two-optimizer form `compile(generative, inference)`). Default value:
+        `None`.
+      jit_compile: XLA-compile the steps `fit` and `evaluate` trace. Default
+        value: `False` (Keras' `"auto"` means no XLA on CPU anyway).
+      **kwargs: other arguments of `keras.Model.compile` (e.g. `steps_per_execution`).
+    """
+    if isinstance(optimizer, dict) and set(optimizer) == {"generative", "inference"}:
+      optimizer, inference_optimizer = optimizer["generative"], optimizer["inference"]
+    elif isinstance(optimizer, (list, tuple)):
+      if len(optimizer) != 2 or inference_optimizer is not None:
+        raise ValueError(f"`optimizer` must be one optimizer or a pair (generative, inference); "
+                         f"got {optimizer!r} (with inference_optimizer={inference_optimizer!r}).")
+      optimizer, inference_optimizer = optimizer
+    generative_optimizer = keras.optimizers.get(optimizer)
+    inference_optimizer = (keras.optimizers.get(inference_optimizer)
+                           if inference_optimizer is not None else
+                           generative_optimizer.from_config(generative_optimizer.get_config()))
+    if inference_optimizer is generative_optimizer:
+      raise ValueError("`inference_optimizer` must not be the generative optimizer itself (each "
+                       "part counts its own steps); pass one optimizer to use its configuration "
+                       "for both.")
+    super().compile(optimizer=generative_optimizer, jit_compile=jit_compile, **kwargs)
     self.generative_optimizer = generative_optimizer
-    self.inference_optimizer = inference_optimizer or generative_optimizer.from_config(
-        generative_optimizer.get_config())
+    self.inference_optimizer = inference_optimizer
+    if self._example_spec is not None:  # Compiled after the weights exist: create the slots now.
+      self._build_optimizers()
+
+  def get_compile_config(self):
+    """Both optimizers and `jit_compile`, for `keras.saving.load_model`."""
+    if self.generative_optimizer is None:
+      return {}
+    return {"optimizer": keras.saving.serialize_keras_object(self.generative_optimizer),
+            "inference_optimizer": keras.saving.serialize_keras_object(self.inference_optimizer),
+            "jit_compile": bool(self.jit_compile)}
+
+  def compile_from_config(self, config):
+    """Compiles with the optimizers of `get_compile_config` (slots built if the weights are)."""
+    self.compile(**{name: keras.saving.deserialize_keras_object(value)
+                    if isinstance(value, dict) else value for name, value in config.items()})
+
+  def _build_optimizers(self):
+    if not self.generative_optimizer.built:
+      self.generative_optimizer.build(self.generative.trainable_variables)
+    if not self.inference_optimizer.built:
+      self.inference_optimizer.build(self.inference.trainable_variables)
 
   def build_all(self, x):
     """Creates every weight and optimizer slot (before any `tf.function` traces a step).
+
+    `fit`, `evaluate`, `predict` and the `*_on_batch` methods call it on their
+    first batch, and `keras.saving.load_model` on a batch of ones of the saved
+    shape; the trainer calls it on `data.base.example_batch(spec)`.
 
     Args:
       x: an example batch `[B, ...]` of the data (float `[B, D]`, int32 tokens
@@ -123,9 +197,74 @@ class VAE(keras.Model):
     self.inference.infer(x, self.generative, seed=tf.constant([0, 0]), training=False)
     batch_size = tf.shape(x)[0]
     self.generative.log_joint(x, tf.zeros(tf.stack([1, batch_size, self.generative.latent_size])))
+    self._example_spec = (list(x.shape[1:]), x.dtype.name)
+    self.built = True
     if self.generative_optimizer is not None:
-      self.generative_optimizer.build(self.generative.trainable_variables)
-      self.inference_optimizer.build(self.inference.trainable_variables)
+      self._build_optimizers()
+
+  def get_build_config(self):
+    """The shape (without batch axis) and dtype of the data the weights were built for."""
+    if self._example_spec is None:
+      return None
+    shape, dtype = self._example_spec
+    return {"shape": shape, "dtype": dtype}
+
+  def build_from_config(self, config):
+    """`build_all` on a batch of ones of the saved shape and dtype (ones are valid tokens too)."""
+    self.build_all(tf.ones([2] + list(config["shape"]), config["dtype"]))
+
+  # pylint: disable-next=redefined-builtin
+  def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+             **kwargs):
+    """`keras.Model.export`; the input signature defaults to the built data's (any batch size).
+
+    It serves `call`: posterior parameters `[B, P]` (trainers' `export/` writes
+    the full serving signatures: encode with refinement controls, decode, ...).
+    """
+    if input_signature is None and self._example_spec is not None:
+      shape, dtype = self._example_spec
+      input_signature = [tf.TensorSpec([None] + shape, dtype)]
+    return super().export(filepath, format=format, verbose=verbose,
+                          input_signature=input_signature, **kwargs)
+
+  def _build_for(self, x):
+    """`build_all` on the first batch of `x` (arrays, tensors, `tf.data`, `PyDataset`) if needed."""
+    if self._example_spec is not None and (
+        self.generative_optimizer is None or self.generative_optimizer.built):
+      return
+    if isinstance(x, tf.data.Dataset):
+      batch = next(iter(x.take(1)))
+    elif isinstance(x, keras.utils.PyDataset):
+      batch = x[0]
+    elif hasattr(x, "shape") and len(x.shape) >= 1:
+      batch = x[:2]
+    else:
+      raise ValueError(f"`x` must be an array, a tensor, a `tf.data.Dataset` or a "
+                       f"`keras.utils.PyDataset` for the first call to create the weights; got "
+                       f"{type(x).__name__}. Call `build_all(batch)` first for other inputs.")
+    with self.distribute_strategy.scope():  # the strategy the model was created under, if any
+      self.build_all(_features(batch)[:2])
+
+  # Keras' entry points, each creating every weight and slot from its first batch if needed.
+  def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
+    self._build_for(x)
+    return super().fit(x, *args, **kwargs)
+
+  def evaluate(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
+    self._build_for(x)
+    return super().evaluate(x, *args, **kwargs)
+
+  def predict(self, x, *args, **kwargs):  # posterior parameters [N, P], see `call`
+    self._build_for(x)
+    return super().predict(x, *args, **kwargs)
+
+  def train_on_batch(self, x, *args, **kwargs):
+    self._build_for(x)
+    return super().train_on_batch(x, *args, **kwargs)
+
+  def test_on_batch(self, x, *args, **kwargs):
+    self._build_for(x)
+    return super().test_on_batch(x, *args, **kwargs)
 
   def call(self, x, training=False):
     """Posterior parameters `[B, P]` for `x` `[B, D]` (fixed seed)."""
@@ -176,14 +315,17 @@ class VAE(keras.Model):
     """The current results of the metric trackers `names` (read across replicas)."""
     return {name: self._trackers[name].result() for name in names}
 
-  def train_step(self, x):
+  def train_step(self, data):
     """One optimization step on a batch `x` `[B, D]`; returns the metric results.
+
+    `data` is `x` or, as Keras' adapters give it, `(x,)`.
 
     The results also hold `nonfinite`, an int32 bit mask of the
     `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
     With `skip_nonfinite` such a step applies nothing and updates no metric;
     only the step counter advances (so the next batch still gets its own seed).
     """
+    x = _features(data)
     kl_weight = self.kl_weight()
     step = self.generative_optimizer.iterations
     temperature = (self.objective.temperature_at(step) if "temperature" in self._trackers
@@ -249,8 +391,9 @@ class VAE(keras.Model):
     tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(finite, generative_grads, inference_grads))
 
-  def test_step(self, x):
-    """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` at the inferred posterior."""
+  def test_step(self, data):
+    """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` (`data`: `x` or `(x,)`)."""
+    x = _features(data)
     inference_seed, elbo_seed = tf.unstack(
         tf.random.experimental.stateless_split(self.step_seed(1), 2))
     result = self.infer(x, seed=inference_seed, training=False)
