@@ -447,7 +447,7 @@ CASES = {
 }
 # Also run as a fresh process: a restore that fails (TensorFlow would log at exit).
 FRESH = ("export-checkpoint-of-other-model",)
-RUNS = ("run", "other", "hybrid", "config_only")
+RUNS = ("run", "other", "hybrid", "config_only", "truncated")
 NEEDS_RUNS = re.compile(r"\{(%s)\}" % "|".join(RUNS))
 
 
@@ -503,7 +503,11 @@ def _runs(runs):
   config_only = os.path.join(runs, "config_only")
   os.makedirs(config_only)
   shutil.copy(os.path.join(run, "config.json"), config_only)
-  return dict(run=run, other=other, hybrid=hybrid, config_only=config_only)
+  truncated = os.path.join(runs, "truncated")  # The run's checkpoint, its data cut in half.
+  shutil.copytree(os.path.join(run, "checkpoints"), truncated)
+  data = os.path.join(truncated, "ckpt-3.data-00000-of-00001")
+  os.truncate(data, os.path.getsize(data) // 2)
+  return dict(run=run, other=other, hybrid=hybrid, config_only=config_only, truncated=truncated)
 
 
 def _fresh(case, places, watch):
@@ -697,6 +701,9 @@ EXPORT_ARGUMENTS = {
                        "`export_base` '{cases}/notes.txt' cannot be a directory"),
     "missing-checkpoint": (dict(checkpoint="{run}/checkpoints/ckpt-9"), FileNotFoundError,
                            "`checkpoint` '{run}/checkpoints/ckpt-9' is not a checkpoint prefix"),
+    "truncated-checkpoint": (dict(checkpoint="{truncated}/ckpt-3"), ValueError,
+                             "`checkpoint` '{truncated}/ckpt-3' does not match the model of "
+                             "'{run}'"),
 }
 
 
