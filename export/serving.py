@@ -97,13 +97,13 @@ def _control_input(name, trained):
           lambda value: serving_lib.check_positive(value, name, MAX_STEP_SIZE))
 
 
-def calibrated_budget(generative, seconds=DEFAULT_REQUEST_SECONDS, batch_size=256,
+def calibrated_budget(generative, seconds=DEFAULT_REQUEST_SECONDS, batch_size=128,
                       num_samples=16):
   """The request budget worth about `seconds` of `generative`'s work on this machine.
 
   Times the compiled log p(x, z) of `batch_size` examples at `num_samples`
   latent draws each (a decoder pass per example and draw, as importance
-  sampling runs them; the median of 5 calls after a warm-up) and returns how
+  sampling runs them; the median of 3 calls after a warm-up) and returns how
   many example-passes fit in `seconds`: a work unit of the budget.
   """
   shape = [batch_size, generative.max_sample_length] if generative.token_sequences else [
@@ -113,7 +113,7 @@ def calibrated_budget(generative, seconds=DEFAULT_REQUEST_SECONDS, batch_size=25
   log_joint = tf.function(lambda: generative.log_joint(x, z))
   log_joint()
   times = []
-  for _ in range(5):
+  for _ in range(3):
     start = time.perf_counter()
     log_joint().numpy()
     times.append(time.perf_counter() - start)

@@ -241,12 +241,15 @@ def served(tmp_path_factory):
       exports[kind] = os.path.join(base, "1")
     else:
       exports[kind] = exporter.export_from_workdir(workdir, base)
-    config, specs[kind], model, _ = workdir_lib.restore_model(workdir)
+    plan.entries[kind] = dict(path=exports[kind], calls=[])
+  cli_output = _communicate(cli)  # (It exported while the others trained.)
+  for kind in exports:
+    config, specs[kind], model, _ = workdir_lib.restore_model(str(root / kind))
+    # The export's own budget: the graph the export holds, and no second calibration.
     modules[kind] = exporter.ServingModule(
         model, vocabulary=specs[kind].vocabulary,
-        num_importance_samples=config.eval.num_importance_samples)
-    plan.entries[kind] = dict(path=exports[kind], calls=[])
-  cli_output = _communicate(cli)
+        num_importance_samples=config.eval.num_importance_samples,
+        max_request_work=exporter.request_budget(exports[kind]))
   sentences, tokens = _add_text_requests(plan, "text_vae", modules["text_vae"], refined=False)
   _add_text_requests(plan, "text_savae", modules["text_savae"], refined=True)
   x = np.asarray(data_lib.load_data(_configs("")["pixelcnn"].validate()).valid[:3], np.float32)
