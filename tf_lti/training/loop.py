@@ -199,7 +199,9 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   if chief:
     train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
     valid_writer = tf.summary.create_file_writer(os.path.join(output_dir, "validation"))
-    summary.write_hparams(train_writer, config.to_dict())
+    run_writer = tf.summary.create_file_writer(output_dir)
+    summary.write_hparams(run_writer, config.to_dict())
+    run_writer.close()
   else:
     train_writer = valid_writer = tf.summary.create_noop_writer()
   history_path = os.path.join(output_dir, "history.jsonl")
