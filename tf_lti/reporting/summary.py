@@ -119,6 +119,9 @@ def format_table(metrics, prefix="test"):
     rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
     if metrics.get("valid_num_examples") is not None:
       rows.append(("validation examples", str(metrics["valid_num_examples"])))
+  if metrics.get("epochs_departing_from_training"):
+    epochs = ",".join(str(epoch) for epoch in metrics["epochs_departing_from_training"])
+    rows.append(("WARNING: diverging in epochs", epochs))
   width = max(len(label) for label, _ in rows)
   lines = ["", "Results (nats per example)", "-" * (width + 14)]
   lines += [f"{label:<{width}}  {value:>12}" for label, value in rows]
