@@ -1,4 +1,5 @@
-"""Training progress honours max_steps and epochs; plain lines off a terminal; readable curves."""
+"""Training progress honours max_steps and epochs; plain lines off a terminal; readable curves;
+a run whose validation departs from training by an order of magnitude is flagged."""
 
 import io
 import os
@@ -10,6 +11,8 @@ import numpy as np
 
 from tf_lti.reporting import plots
 from tf_lti.reporting import progress
+from tf_lti.reporting import summary
+from tf_lti.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,3 +66,16 @@ def test_the_curves_of_a_single_epoch_are_drawn(tmp_path):
     rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
     # Each curve's marker (and its legend entry): far more than a few stray pixels.
     assert np.sum(np.all(np.abs(pixels - rgb) < 0.05, axis=-1)) > 40, color
+
+
+def test_validation_departing_from_training_by_an_order_of_magnitude_is_flagged():
+  # The issue's ptb_savae run: running-mean training KL 19.9, validation KL 307.
+  assert loop._departure({"kl": 19.9, "elbo": -90.0}, {"kl": 307.0, "elbo": -95.0}) == (  # pylint: disable=protected-access
+      "validation KL 307 is 15x the training KL 19.9")
+  assert loop._departure({"kl": 4.0, "elbo": -90.0}, {"kl": 5.0, "elbo": -2000.0}) == (  # pylint: disable=protected-access
+      "validation ELBO -2000 is 22x the training ELBO -90")
+  # Ordinary gaps between the running training mean and validation are not flagged.
+  assert loop._departure({"kl": 4.0, "elbo": -90.0}, {"kl": 8.0, "elbo": -120.0}) is None  # pylint: disable=protected-access
+  table = summary.format_table({"dataset": "ptb", "steps": 10, "valid_elbo": -95.0,
+                                "epochs_departing_from_training": [2, 3]})
+  assert "WARNING: diverging in epochs" in table and table.rstrip().endswith("2,3")

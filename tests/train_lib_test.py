@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests import testing
 from tf_lti.config import presets
+from tf_lti.config import schema
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.training import loop
@@ -47,9 +49,18 @@ def test_smoke_writes_metrics_checkpoints_summaries_and_plots(tmp_path):
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["test_elbo"] == metrics["test_elbo"]
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-56")
-  assert {"loss", "elbo", "kl", "examples_per_sec", "generative_learning_rate",
-          "_hparams_/session_start_info"} <= _scalar_tags(
+  assert {"loss", "elbo", "kl", "examples_per_sec", "generative_learning_rate"} <= _scalar_tags(
       os.path.join(workdir, "train"))
+  # The HParams experiment (every field, the compared metrics) and this run's values, at the
+  # run's root: its metrics' groups are the train/ and validation/ subdirectories.
+  assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= _scalar_tags(workdir)
+  accumulator = event_accumulator.EventAccumulator(workdir)
+  accumulator.Reload()
+  experiment = plugin_data_pb2.HParamsPluginData.FromString(
+      accumulator.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
+  assert {(info.name.group, info.name.tag) for info in experiment.metric_infos} >= {
+      ("validation", "test_log_likelihood"), ("validation", "elbo"), ("train", "elbo")}
+  assert len(experiment.hparam_infos) == len(schema.field_index())
   validation_tags = _scalar_tags(os.path.join(workdir, "validation"))
   assert {"elbo", "kl", "reconstructions", "samples", "test_log_likelihood"} <= validation_tags
   for name in ("samples", "reconstructions", "training_curves"):

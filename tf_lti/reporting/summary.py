@@ -4,7 +4,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-__all__ = ["image_grid", "write_hparams", "write_images", "write_scalars", "write_text"]
+__all__ = ["HPARAMS_METRICS", "image_grid", "write_hparams", "write_images", "write_scalars",
+           "write_text"]
 
 
 def image_grid(images, image_shape, columns):
@@ -58,8 +59,22 @@ def write_text(writer, name, lines, step):
     tf.summary.text(name, tf.constant(list(lines)))
 
 
+# The metrics the TensorBoard HParams dashboard compares runs by: (tag, group, display name).
+# A group is the run's subdirectory the scalar is written to (`training.workdir`'s layout).
+HPARAMS_METRICS = (
+    ("elbo", "train", "train ELBO"),
+    ("elbo", "validation", "validation ELBO"),
+    ("kl", "validation", "validation KL"),
+    ("test_elbo", "validation", "test ELBO"),
+    ("test_log_likelihood", "validation", "test log p(x) (IW)"),
+    ("test_kl", "validation", "test KL"),
+)
+
+
 def write_hparams(writer, config):
-  """Records a nested config dict as TensorBoard hparams (`section.field` names).
+  """Declares the HParams experiment (every config field, `HPARAMS_METRICS`) and records this
+  run's values of a nested config dict (`section.field` names), with `writer` at the run's
+  root directory, so `tensorboard --logdir runs/` compares runs in its HParams dashboard.
 
   Tuples become strings; `None` becomes `"none"` (hparams take bool, number or string).
   """
@@ -69,7 +84,11 @@ def write_hparams(writer, config):
       if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
       values[f"{section}.{name}"] = "none" if value is None else value
+  metrics = [hparams_api.Metric(tag, group=group, display_name=display_name)
+             for tag, group, display_name in HPARAMS_METRICS]
   with writer.as_default():
+    hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in sorted(values)],
+                               metrics=metrics)
     hparams_api.hparams(values)
 
 
@@ -100,6 +119,9 @@ def format_table(metrics, prefix="test"):
     rows.append(("validation ELBO", f"{metrics['valid_elbo']:.3f}"))
     if metrics.get("valid_num_examples") is not None:
       rows.append(("validation examples", str(metrics["valid_num_examples"])))
+  if metrics.get("epochs_departing_from_training"):
+    epochs = ",".join(str(epoch) for epoch in metrics["epochs_departing_from_training"])
+    rows.append(("WARNING: diverging in epochs", epochs))
   width = max(len(label) for label, _ in rows)
   lines = ["", "Results (nats per example)", "-" * (width + 14)]
   lines += [f"{label:<{width}}  {value:>12}" for label, value in rows]

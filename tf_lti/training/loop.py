@@ -199,7 +199,9 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   if chief:
     train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
     valid_writer = tf.summary.create_file_writer(os.path.join(output_dir, "validation"))
-    summary.write_hparams(train_writer, config.to_dict())
+    run_writer = tf.summary.create_file_writer(output_dir)
+    summary.write_hparams(run_writer, config.to_dict())
+    run_writer.close()
   else:
     train_writer = valid_writer = tf.summary.create_noop_writer()
   history_path = os.path.join(output_dir, "history.jsonl")
@@ -295,6 +297,23 @@ def _check_finite(mask, step, config, checkpoint, manager):
         file=sys.stderr, flush=True)
 
 
+# Validation this many times the training value (or worse) means divergence, not noise.
+DEPARTURE_FACTOR = 10.0
+
+
+def _departure(train_logs, valid_logs):
+  """What departs by an order of magnitude: the validation KL from the training KL (running
+  mean), or the validation ELBO from the training ELBO; `None` if nothing does."""
+  kl, elbo = (abs(train_logs["kl"]), valid_logs["kl"]), (train_logs["elbo"], valid_logs["elbo"])
+  if kl[1] > DEPARTURE_FACTOR * max(kl[0], 1.0):
+    return (f"validation KL {kl[1]:.4g} is {kl[1] / max(kl[0], 1.0):.0f}x the training KL "
+            f"{kl[0]:.4g}")
+  if abs(elbo[1]) > DEPARTURE_FACTOR * max(abs(elbo[0]), 1.0):
+    return (f"validation ELBO {elbo[1]:.4g} is {abs(elbo[1]) / max(abs(elbo[0]), 1.0):.0f}x "
+            f"the training ELBO {elbo[0]:.4g}")
+  return None
+
+
 def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, validate,
                valid_writer, history_path, *, verbose, chief):
   """Validation, summaries, the history line and a checkpoint, in that order.
@@ -318,6 +337,11 @@ def _end_epoch(config, model, splits, checkpoint, manager, step, train_logs, val
             "skipped_steps": int(checkpoint.skipped_steps.numpy())}
   if "perplexity_bound" in valid_logs:
     record["valid_perplexity_bound"] = valid_logs["perplexity_bound"]
+  departure = _departure(train_logs, valid_logs)
+  if departure:
+    record["departs_from_training"] = departure
+    print(f"\nwarning: epoch {record['epoch']}: {departure}; the run is likely diverging.",
+          file=sys.stderr, flush=True)
   if chief:
     files.append_line(history_path, json.dumps(record))
   workdir_lib.save_checkpoint(manager, step)

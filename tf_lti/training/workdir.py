@@ -339,6 +339,8 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
     history = [json.loads(line) for line in f]
   metrics["valid_elbo"] = history[-1]["valid_elbo"]
   metrics["valid_num_examples"] = history[-1].get("valid_examples")
+  metrics["epochs_departing_from_training"] = [line["epoch"] for line in history
+                                               if line.get("departs_from_training")]
   for name, grid in epoch_images(model, splits, step).items():
     plots.save_image_grid(grid, os.path.join(plot_dir, f"{name}.png"), name)
   sentences = epoch_sentences(model, splits, step, count=20)
