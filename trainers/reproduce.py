@@ -64,9 +64,7 @@ def main():
   table = reproduce.get_table(FLAGS.table)
   overrides = None
   if FLAGS.smoke and table.kind == "train":
-    if any("ptb" in run.for_budget(FLAGS.budget)[0] for run in table.runs):
-      raise ValueError(f"`smoke` needs an image table; {table.name!r} trains on text.")
-    overrides = reproduce.SMOKE_OVERRIDES
+    overrides = reproduce.smoke_overrides(table)
   workdir = FLAGS.workdir or os.path.join("runs", "reproduce", table.name)
   markdown = reproduce.run_table(
       table, FLAGS.budget, workdir, overrides=overrides, max_steps=FLAGS.max_steps,

@@ -26,7 +26,7 @@ from tf_lti.reporting import plots
 
 __all__ = [
     "ORACLE_SMOKE_FLAGS", "SMOKE_OVERRIDES", "build_config", "format_markdown", "get_table",
-    "list_tables", "oracle_flags", "read_results", "run_table", "table_configs",
+    "list_tables", "oracle_flags", "read_results", "run_table", "smoke_overrides", "table_configs",
 ]
 
 # Overrides of `--smoke`: the embedded 8x8 digits and tiny evaluations (image tables only).
@@ -79,6 +79,15 @@ def table_configs(table, budget, *, overrides=None, max_steps=0):
   """`{run name: validated config}` of a training table's runs at `budget`."""
   return {run.name: build_config(run, budget, overrides=overrides, max_steps=max_steps)
           for run in table.budget_runs(budget)}
+
+
+def smoke_overrides(table):
+  """`SMOKE_OVERRIDES` (digits), or `ValueError` for a table that trains on text."""
+  for run in table.runs:
+    if table.kind == "train" and build_config(run, "cpu").data.source.startswith(
+        ("ptb:", "text:")):
+      raise ValueError(f"`smoke` needs an image table; {table.name!r} trains on text.")
+  return dict(SMOKE_OVERRIDES)
 
 
 def oracle_flags(run, budget, *, smoke=False):
