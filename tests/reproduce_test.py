@@ -96,6 +96,9 @@ def test_a_table_end_to_end_then_resumed(tmp_path, capsys):
   assert again == markdown
   assert capsys.readouterr().out.count("skipped") == len(table.runs)
   assert stamps == {path: os.stat(path).st_mtime_ns for path in stamps}
+  # Finished runs of another budget are refused, not reported as this one's.
+  with pytest.raises(ValueError, match=r"finished run of another config \(.*train\.max_steps"):
+    reproduce.run_table(table, "cpu", workdir, overrides=TINY, max_steps=3, train=must_not_train)
 
 
 def _binary(*args):

@@ -9,7 +9,8 @@
 `run_table` trains every run of the table in its sub-directory with
 `training.loop.train_and_evaluate` (which resumes from a checkpoint), skipping runs
 whose results file (`metrics.json`; the oracle's `oracle.json`) exists, so rerunning
-the same command continues. Our numbers are read from those files, never stored here.
+the same command continues; a finished training run of another config (another budget,
+`max_steps`, smoke overrides) is refused rather than reported. Our numbers are read from those files, never stored here.
 An oracle table is run by a caller-supplied `oracle_runner` (the `tf-lti-oracle`
 experiment, see trainers/reproduce.py).
 """
@@ -119,6 +120,18 @@ def read_results(table, run_dir):
     return None
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def _check_same_config(run_dir, record, config):
+  """`ValueError` if the finished run in `run_dir` was trained with another config."""
+  wanted = json.loads(json.dumps(config.to_dict()))
+  stored = record.get("config", {})
+  differ = sorted(f"{section}.{name}" for section, fields in wanted.items()
+                  for name, value in fields.items()
+                  if stored.get(section, {}).get(name) != value)
+  if differ:
+    raise ValueError(f"{run_dir!r} holds a finished run of another config ({', '.join(differ)} "
+                     "differ: another budget, --max_steps or --smoke?); use another `workdir`.")
 
 
 def _value(results, cell):
@@ -250,6 +263,8 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
     run_dir = os.path.join(workdir, run.name)
     results[run.name] = read_results(table, run_dir)
     if results[run.name] is not None:
+      if table.kind == "train":
+        _check_same_config(run_dir, results[run.name], configs[run.name])
       if verbose:
         print(f"== {run.name}: done ({_RESULTS_FILE[table.kind]} exists), skipped", flush=True)
       continue
