@@ -162,7 +162,8 @@ _MARINO_F5 = Table(
         f"T = {r.cpu['num_iterations']}" for r in _FIG5_RUNS],
         (("test_elbo", True, {}), ("test_log_likelihood", True, {}))),
     budgets={"cpu": "static binarized MNIST, marino_mnist_one_level_iterative networks, batch "
-                    "100, Adam 1e-3, 3 epochs per point; test: fixed 1,000-example subset, K = 1000",
+                    "100, Adam 1e-3, 3 epochs per point; test: fixed 1,000-example subset, "
+                    "K = 1000",
              "paper": "the marino_mnist_one_level_iterative preset (dynamic binarization, batch "
                       "64, Adam 2e-4, 1500 epochs); full test set, K = 5000"},
     note="T = 16 runs only at the paper budget (it did not fit the cpu session).")

@@ -10,7 +10,8 @@
 `training.loop.train_and_evaluate` (which resumes from a checkpoint), skipping runs
 whose results file (`metrics.json`; the oracle's `oracle.json`) exists, so rerunning
 the same command continues; a finished training run of another config (another budget,
-`max_steps`, smoke overrides) is refused rather than reported. Our numbers are read from those files, never stored here.
+`max_steps`, smoke overrides) is refused rather than reported. Our numbers are read
+from those files, never stored here.
 An oracle table is run by a caller-supplied `oracle_runner` (the `tf-lti-oracle`
 experiment, see trainers/reproduce.py).
 """
@@ -126,9 +127,10 @@ def _check_same_config(run_dir, record, config):
   """`ValueError` if the finished run in `run_dir` was trained with another config."""
   wanted = json.loads(json.dumps(config.to_dict()))
   stored = record.get("config", {})
+  # Fields the stored config lacks (added to the schema since) take their defaults: skip them.
   differ = sorted(f"{section}.{name}" for section, fields in wanted.items()
                   for name, value in fields.items()
-                  if stored.get(section, {}).get(name) != value)
+                  if name in stored.get(section, {}) and stored[section][name] != value)
   if differ:
     raise ValueError(f"{run_dir!r} holds a finished run of another config ({', '.join(differ)} "
                      "differ: another budget, --max_steps or --smoke?); use another `workdir`.")

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tf_lti.reporting import files
 
 __all__ = [
-    "save_bars", "save_curves", "save_embedding", "save_figure", "save_image_grid", "save_landscape",
-    "save_training_curves",
+    "save_bars", "save_curves", "save_embedding", "save_figure", "save_image_grid",
+    "save_landscape", "save_training_curves",
 ]
 
 
