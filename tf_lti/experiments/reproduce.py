@@ -260,13 +260,15 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
       train = loop.train_and_evaluate
   elif oracle_runner is None:
     raise ValueError(f"table {table.name!r} runs the oracle experiment: pass `oracle_runner`.")
-  results = {}
+  results = {run.name: read_results(table, os.path.join(workdir, run.name))
+             for run in table.budget_runs(budget)}
+  if table.kind == "train":  # Before anything trains.
+    for name, record in results.items():
+      if record is not None:
+        _check_same_config(os.path.join(workdir, name), record, configs[name])
   for run in table.budget_runs(budget):
     run_dir = os.path.join(workdir, run.name)
-    results[run.name] = read_results(table, run_dir)
     if results[run.name] is not None:
-      if table.kind == "train":
-        _check_same_config(run_dir, results[run.name], configs[run.name])
       if verbose:
         print(f"== {run.name}: done ({_RESULTS_FILE[table.kind]} exists), skipped", flush=True)
       continue
