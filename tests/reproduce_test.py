@@ -140,3 +140,33 @@ def test_oracle_paper_numbers_match_the_oracle_experiments():
   assert quoted == {(generator, method): value for generator, bounds in oracle.PAPER_BOUNDS.items()
                     for method, value in bounds.items()}
   assert rows[-1].cells[0].paper == oracle.PAPER_TRUE_NLL
+
+
+def test_the_oracle_table_reads_oracle_json_and_resumes(tmp_path):
+  # A stand-in for the oracle experiment (tests/oracle_test.py runs the real one): it
+  # records its flags and writes an oracle.json of the experiment's layout.
+  calls = []
+
+  def oracle_runner(run_dir, flags):
+    calls.append(flags)
+    os.makedirs(run_dir)
+    table = {generator: {"vae": 20.5 + i, "svi": 20.25 + i, "savae": 20.125 + i}
+             for i, generator in enumerate(("oracle", "learned"))}
+    with open(os.path.join(run_dir, "oracle.json"), "w", encoding="utf-8") as f:
+      json.dump({"table": table, "true_nll": 19.5, "settings": {"epochs": 1, "num_train": 200}},
+                f)
+
+  workdir = str(tmp_path / "kim")
+  markdown = reproduce.run_table("kim_table1", "cpu", workdir, oracle_runner=oracle_runner,
+                                 smoke_oracle=True, verbose=False)
+  assert calls == [reproduce.oracle_flags(paper_tables.TABLES["kim_table1"].runs[0], "cpu",
+                                          smoke=True)]
+  assert "--num_train=200" in calls[0]
+  assert "| SA-VAE | 20.12 | 20.13 | 21.12 | 25.21 |" in markdown
+  assert "| true NLL (est.) | 19.50 | 19.63 | — | — |" in markdown
+  assert os.path.getsize(os.path.join(workdir, "table.png")) > 0
+  assert reproduce.run_table("kim_table1", "cpu", workdir, oracle_runner=oracle_runner,
+                             smoke_oracle=True, verbose=False) == markdown
+  assert len(calls) == 1
+  with pytest.raises(ValueError, match="pass `oracle_runner`"):
+    reproduce.run_table("kim_table1", "cpu", workdir)
