@@ -170,3 +170,26 @@ def test_the_oracle_table_reads_oracle_json_and_resumes(tmp_path):
   assert len(calls) == 1
   with pytest.raises(ValueError, match="pass `oracle_runner`"):
     reproduce.run_table("kim_table1", "cpu", workdir)
+
+
+def test_a_diverged_run_is_reported_and_the_others_still_run(tmp_path):
+  from tf_lti.training import faults  # pylint: disable=g-import-not-at-top
+  trained = []
+
+  def train(config, run_dir, verbose):  # Writes what `loop.train_and_evaluate` would.
+    trained.append(os.path.basename(run_dir))
+    if config.inference.posterior == "planar":
+      raise faults.NumericalFault(7, ["loss"], "amortized")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "metrics.json"), "w", encoding="utf-8") as f:
+      json.dump({"config": config.to_dict(), "test_log_likelihood": -90.0, "test_elbo": -95.0,
+                 "test_kl": 20.0, "steps": 1, "dataset": "digits"}, f)
+
+  workdir = str(tmp_path / "rezende")
+  with pytest.raises(faults.NumericalFault, match="at step 7"):
+    reproduce.run_table("rezende_posteriors", "cpu", workdir, train=train, verbose=False)
+  assert trained == ["diagonal", "rank_one", "planar", "iaf"]
+  with open(os.path.join(workdir, "table.md"), encoding="utf-8") as f:
+    markdown = f.read()
+  assert "| planar (4) | failed | — |" in markdown
+  assert "| IAF (4) | 90.00 | — | 95.00 | — | 20.00 | — |" in markdown

@@ -25,6 +25,7 @@ from tf_lti.config import presets
 from tf_lti.experiments import paper_tables
 from tf_lti.reporting import files
 from tf_lti.reporting import plots
+from tf_lti.training import faults
 
 __all__ = [
     "ORACLE_SMOKE_FLAGS", "SMOKE_OVERRIDES", "build_config", "format_markdown", "get_table",
@@ -184,7 +185,7 @@ def _budget_line(table, budget, results, max_steps, overrides):
           f"Host: {host}.")
 
 
-def format_markdown(table, budget, results, *, max_steps=0, overrides=None):
+def format_markdown(table, budget, results, *, max_steps=0, overrides=None, failed=()):
   """The Markdown table: ours beside the paper's per column, then the budget line.
 
   Args:
@@ -193,6 +194,7 @@ def format_markdown(table, budget, results, *, max_steps=0, overrides=None):
     results: `{run name: results dict or None}` (`read_results`).
     max_steps: the runs' step limit (0: none), stated in the budget line.
     overrides: extra config overrides the runs used, stated in the budget line.
+    failed: names of runs that failed (marked "failed" rather than "not run").
 
   Returns:
     The Markdown text.
@@ -205,7 +207,8 @@ def format_markdown(table, budget, results, *, max_steps=0, overrides=None):
     cells = [row.label]
     for cell in row.cells:
       ours = None if record is None else _value(record, cell)
-      cells += [_format(ours, True) if record is not None else "not run",
+      missing = "failed" if row.run in failed else "not run"
+      cells += [_format(ours, True) if record is not None else missing,
                 _format(cell.paper, False)]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", _budget_line(table, budget, results, max_steps, overrides or {})]
@@ -248,6 +251,10 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
 
   Returns:
     The Markdown of table.md.
+
+  Raises:
+    faults.NumericalFault: the first run that failed with one (non-finite values), after
+      the other runs and table.md / table.png (its row "failed"); a rerun retries it.
   """
   if isinstance(table, str):
     table = get_table(table)
@@ -266,6 +273,7 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
     for name, record in results.items():
       if record is not None:
         _check_same_config(os.path.join(workdir, name), record, configs[name])
+  failures = []
   for run in table.budget_runs(budget):
     run_dir = os.path.join(workdir, run.name)
     if results[run.name] is not None:
@@ -275,13 +283,20 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
     if verbose:
       print(f"== {run.name}", flush=True)
     if table.kind == "train":
-      train(configs[run.name], run_dir, verbose=verbose)
+      try:
+        train(configs[run.name], run_dir, verbose=verbose)
+      except faults.NumericalFault as fault:  # A diverged run: report it, run the others.
+        print(f"== {run.name}: failed: {fault}", flush=True)
+        failures.append((run.name, fault))
     else:
       oracle_runner(run_dir, oracle_flags(run, budget, smoke=smoke_oracle))
     results[run.name] = read_results(table, run_dir)
   if smoke_oracle and table.kind == "oracle":
     overrides = ORACLE_SMOKE_FLAGS
-  markdown = format_markdown(table, budget, results, max_steps=max_steps, overrides=overrides)
+  markdown = format_markdown(table, budget, results, max_steps=max_steps, overrides=overrides,
+                             failed=[name for name, _ in failures])
   files.write_text(os.path.join(workdir, "table.md"), markdown)
   _save_plot(table, budget, results, os.path.join(workdir, "table.png"))
+  if failures:
+    raise failures[0][1]
   return markdown
