@@ -298,5 +298,7 @@ def run_table(table, budget, workdir, *, overrides=None, max_steps=0, oracle_run
   files.write_text(os.path.join(workdir, "table.md"), markdown)
   _save_plot(table, budget, results, os.path.join(workdir, "table.png"))
   if failures:
+    if verbose:
+      print(markdown, end="", flush=True)
     raise failures[0][1]
   return markdown
