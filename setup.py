@@ -45,6 +45,7 @@ setuptools.setup(
             "tf-lti-impute=tf_lti_trainers.impute:run",
             "tf-lti-sweep=tf_lti_trainers.sweep:run",
             "tf-lti-oracle=tf_lti_trainers.oracle:run",
+            "tf-lti-reproduce=tf_lti_trainers.reproduce:run",
             "tf-lti-soak=tf_lti_trainers.soak:run",
             "tf-lti-export=tf_lti_export.export:run",
         ]

@@ -16,6 +16,7 @@ from tf_lti.config import schema
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = ["trainers.train", "trainers.evaluate", "trainers.analyze", "trainers.impute",
             "trainers.benchmark", "trainers.sweep", "trainers.oracle", "trainers.soak",
+            "trainers.reproduce",
             "export.export", "export.latency_benchmark"]
 
 

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tf_lti.reporting import files
 
 __all__ = [
-    "save_curves", "save_embedding", "save_figure", "save_image_grid", "save_landscape",
-    "save_training_curves",
+    "save_bars", "save_curves", "save_embedding", "save_figure", "save_image_grid",
+    "save_landscape", "save_training_curves",
 ]
 
 
@@ -90,6 +90,32 @@ def save_landscape(values, axis, paths, path, title):
   axes.set_ylabel("mu_2")
   axes.set_title(title)
   axes.legend(loc="lower left", fontsize=8)
+  save_figure(figure, path)
+
+
+def save_bars(panels, path, title):
+  """Side-by-side grouped bar charts (e.g. our numbers beside a paper's).
+
+  Args:
+    panels: list of `(y_label, bar_labels [N], {series: values [N]})`; a NaN value
+      draws no bar.
+    path: output PNG.
+    title: figure title.
+  """
+  width = max(5.0, 0.55 * max(len(labels) for _, labels, _ in panels) + 2.0)
+  figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.8), squeeze=False)
+  for axis, (y_label, labels, series) in zip(axes[0], panels):
+    positions = np.arange(len(labels))
+    bar_width = 0.8 / max(len(series), 1)
+    for index, (name, values) in enumerate(series.items()):
+      axis.bar(positions + (index - (len(series) - 1) / 2) * bar_width,
+               np.asarray(values, dtype=float), bar_width, label=name)
+    axis.set_xticks(positions)
+    axis.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+    axis.set_ylabel(y_label)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8)
+  figure.suptitle(title)
   save_figure(figure, path)
 
 
