@@ -363,9 +363,12 @@ def test_two_worker_processes_train_identically_and_resume(tmp_path):
   assert metrics["strategy"] == "multi_worker"
   assert metrics["parameter_fingerprint"] == _fingerprint(chief)
   # Only the chief wrote into the work dir; the worker's temporary directory is gone.
-  assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "history.jsonl",
-                                         "metrics.json", "model_spec.json", "plots", "train",
-                                         "validation"]
+  # (The events file at the root holds the run's TensorBoard HParams.)
+  events = [name for name in os.listdir(workdir) if name.startswith("events.out.tfevents")]
+  assert len(events) == 1
+  assert sorted(set(os.listdir(workdir)) - set(events)) == [
+      "checkpoints", "config.json", "history.jsonl", "metrics.json", "model_spec.json", "plots",
+      "train", "validation"]
   _, _, model, step = workdir_lib.restore_model(workdir)
   assert step == 3 and workdir_lib.parameter_fingerprint(model) == metrics["parameter_fingerprint"]
 

@@ -15,6 +15,8 @@ log-likelihoods and ELBOs, so such cells carry `negate=True`.
 import dataclasses
 from typing import Optional
 
+from tf_lti.config import choices
+
 __all__ = ["BUDGETS", "Cell", "Row", "Run", "TABLES", "Table"]
 
 BUDGETS = ("cpu", "paper")
@@ -179,7 +181,7 @@ _KIM_T1 = Table(
     columns=("oracle gen -ELBO", "learned gen -ELBO"),
     rows=tuple(Row(label, "oracle", tuple(
         Cell(("table", generator, method), _ORACLE_PAPER[generator][method])
-        for generator in ("oracle", "learned")))
+        for generator in choices.ORACLE_GENERATORS))
                for label, method in (("VAE", "vae"), ("SVI", "svi"), ("SA-VAE", "savae"))) + (
         Row("true NLL (est.)", "oracle", (Cell(("true_nll",), 19.63), Cell(("-",)))),),
     budgets={"cpu": "tf-lti-oracle defaults: 5,000 / 1,000 / 1,000 sequences of 5 words, "

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 
+from tf_lti.config import choices
 from tf_lti.config import presets
 from tf_lti.experiments import paper_tables
 from tf_lti.reporting import files
@@ -88,7 +89,7 @@ def smoke_overrides(table):
   """`SMOKE_OVERRIDES` (digits), or `ValueError` for a table that trains on text."""
   for run in table.runs:
     if table.kind == "train" and build_config(run, "cpu").data.source.startswith(
-        ("ptb:", "text:")):
+        choices.TEXT_SOURCE_PREFIXES):
       raise ValueError(f"`smoke` needs an image table; {table.name!r} trains on text.")
   return dict(SMOKE_OVERRIDES)
 
