@@ -6,6 +6,8 @@ r"""Throughput and memory of a training step or of the IW evaluation, as JSON li
   tf-lti-benchmark --mode=iw_eval --encoder_connection=sequential --xla=both
   # Iterative inference (gradient encoding, T=5, S=1) and its cost ratio to the standard step:
   tf-lti-benchmark --mode=train --procedure=iterative --num_iterations=5 --xla=on
+  # Every preset on its own data, with XLA on and off (docs/benchmarks.md, "XLA per preset"):
+  tf-lti-benchmark --mode=train --preset=kim_mnist_small_savae --preset_data --xla=both
   # SA-VAE: time and memory vs K for one backward mode (one process per K):
   tf-lti-benchmark --mode=train --procedure=semi_amortized --svi_backward=reverse \
       --sweep_svi_steps=5,10,20,40 --xla=off
@@ -15,7 +17,10 @@ r"""Throughput and memory of a training step or of the IW evaluation, as JSON li
   tf-lti-benchmark --mode=train --strategy=mirrored --num_cpu_devices=2 --xla=off
 
 Every config field is a flag, as for `tf-lti-train`. Data are random binary
-vectors of `--event_size` dimensions (speed does not depend on the values).
+vectors of `--event_size` dimensions (speed does not depend on the values), or
+with `--preset_data` the first training batch of the config's data source.
+Each line reports `jit_compile` (this run's) and `default_jit_compile` (what
+`jit_compile=auto` picks for the model).
 Each XLA setting runs in its own process, so `peak_memory_mb` (the process's
 peak resident memory, VmHWM) belongs to that setting alone; `tensor_peak_mb` is
 the TF CPU allocator's peak during a few steps of the timed procedure alone (the
@@ -42,6 +47,9 @@ flags.DEFINE_enum("mode", "train", ["train", "iw_eval", "hvp"], "What to time.")
 flags.DEFINE_list("sweep_svi_steps", [], "Run once per SVI step count K (each in a process).")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA settings to run (each in a process).")
 flags.DEFINE_integer("event_size", 784, "Data dimension D of the synthetic binary data.")
+flags.DEFINE_bool("preset_data", False,
+                  "Time on the first training batch of the config's own data source (images or "
+                  "text) instead of synthetic binary vectors (`--event_size` is then ignored).")
 flags.DEFINE_integer("warmup_steps", 10, "Untimed steps after compilation.")
 flags.DEFINE_integer("timed_steps", 100,
                      "Timed steps (train, hvp) or batches (iw_eval); >= 3 (use >= 50 for fast steps).")
@@ -78,15 +86,21 @@ def _build(config, tf, strategy):
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.training import builders  # pylint: disable=g-import-not-at-top
   from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top
-  side = int(round(FLAGS.event_size ** 0.5))
-  spec = data_lib.DataSpec(kind="images", event_size=FLAGS.event_size,
-                           num_train=config.data.batch_size,
-                           image_shape=(side, side) if side * side == FLAGS.event_size else None)
+  if FLAGS.preset_data:
+    splits = data_lib.load_data(config)
+    spec = splits.spec
+    x = tf.convert_to_tensor(next(iter(splits.train_batches(config.data.batch_size, seed=0,
+                                                            epoch=0, start_batch=0))))
+  else:
+    side = int(round(FLAGS.event_size ** 0.5))
+    spec = data_lib.DataSpec(kind="images", event_size=FLAGS.event_size,
+                             num_train=config.data.batch_size,
+                             image_shape=(side, side) if side * side == FLAGS.event_size else None)
+    x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1])
+                < 0.3, tf.float32)
   with strategy.scope():
     model = builders.build_model(config, spec)
     model.compile(*optimizers.build_optimizers(config, steps_per_epoch=1000))
-    x = tf.cast(tf.random.stateless_uniform([config.data.batch_size, FLAGS.event_size], [0, 1])
-                < 0.3, tf.float32)
     model.build_all(x)
   return model, x
 
@@ -164,7 +178,9 @@ def _run_one(config, jit_compile, strategy):
                                            jit_compile=jit_compile)
   distribute.check_batch_size(config.data.batch_size, strategy)
   model, x = _build(config, tf, strategy)
-  result = {"mode": FLAGS.mode, "jit_compile": jit_compile, "event_size": FLAGS.event_size,
+  result = {"mode": FLAGS.mode, "jit_compile": jit_compile,
+            "default_jit_compile": model.resolve_jit_compile(config.train.jit_compile),
+            "event_size": int(model.generative.event_size), "preset": FLAGS.preset,
             "strategy": distribute.strategy_name(strategy),
             "replicas": distribute.num_replicas(strategy),
             "batch_size": config.data.batch_size, "config": config.to_dict(),

@@ -13,7 +13,7 @@ __all__ = [
     "DISCRETE_ESTIMATORS",
     "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
-    "ITERATIVE_INPUTS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
+    "ITERATIVE_INPUTS", "JIT_COMPILE_SETTINGS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
     "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
     "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
@@ -37,6 +37,8 @@ DATA_KINDS = ("images", "text")
 # Data sources that name a text corpus (tf_lti/data/text.py).
 TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
 OPTIMIZERS = ("adam", "sgd")
+# XLA for the training step: `auto` asks the model (`VAE.prefers_xla`), `on`/`off` force it.
+JIT_COMPILE_SETTINGS = ("auto", "on", "off")
 NONFINITE_ACTIONS = ("stop", "skip")
 PROCEDURES = ("amortized", "iterative", "semi_amortized")
 SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
@@ -89,6 +91,7 @@ CONFIG_FIELD_CHOICES = {
     "update": UPDATES, "svi_training": SVI_TRAINING_MODES, "svi_clip_scope": SVI_CLIP_SCOPES,
     "svi_backward": SVI_BACKWARD_MODES, "hvp": HVP_MODES, "bound": BOUNDS, "kl": KL_MODES,
     "estimator": ESTIMATORS, "optimizer": OPTIMIZERS, "on_nonfinite": NONFINITE_ACTIONS,
+    "jit_compile": JIT_COMPILE_SETTINGS,
 }
 
 

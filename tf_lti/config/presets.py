@@ -15,7 +15,7 @@ def _svi_per_example(batch_size):
 _PTB = dict(source="ptb:../shared/data", binarization="none", decoder="lstm",
             latent_sizes=(32,), embedding_size=128, lstm_hidden_size=256, text_dropout=0.5,
             batch_size=32, optimizer="sgd", learning_rate=1.0, clip_norm=5.0,
-            kl_warmup_epochs=10.0, kl_initial_weight=0.1, epochs=10, jit_compile=False,
+            kl_warmup_epochs=10.0, kl_initial_weight=0.1, epochs=10,
             num_importance_samples=500, eval_batch_size=20, eval_chunk_size=25,
             log_every_steps=20)
 

@@ -14,6 +14,7 @@ import json
 import re
 from typing import Optional
 
+from tf_lti.config import choices
 from tf_lti.config import settings
 from tf_lti.config import validation
 
@@ -223,7 +224,11 @@ class TrainConfig:
     lr_decay_per_epoch: learning rate factor per epoch (Marino: 0.999).
     clip_norm: global gradient-norm clipping per optimizer (0: none).
     seed: seeds data order, binarization and every sample.
-    jit_compile: compile the training step with XLA (it is never on by default on CPU).
+    jit_compile: compile the training step with XLA: `auto` (the default) compiles it when
+      every network of the model is one XLA runs faster than TensorFlow's kernels (dense
+      layers: DLGM decoders, MLP encoders, iterative models) and not for convolutions or LSTMs
+      (measured per preset in docs/benchmarks.md); `on` and `off` force it. `true`/`false`
+      (older config.json files) read as `on`/`off`.
     checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
     log_every_steps: TensorBoard scalar period in steps.
     keep_checkpoints: checkpoints kept by the manager.
@@ -244,7 +249,7 @@ class TrainConfig:
   lr_decay_per_epoch: float = 1.0
   clip_norm: float = 0.0
   seed: int = 0
-  jit_compile: bool = True
+  jit_compile: str = "auto"
   checkpoint_every_steps: int = 1000
   log_every_steps: int = 50
   keep_checkpoints: int = 3
@@ -366,12 +371,19 @@ def _typed(name, field, value):
   elif kind is float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
       return float(value)
+  elif kind is str and isinstance(value, bool) and _is_switch(name):
+    return "on" if value else "off"
   elif isinstance(value, kind):
     return value
   names = {tuple: "a list", bool: "true or false", int: "an integer", float: "a number",
            str: "a string"}
   raise ValueError(f"config field `{name}` must be {names.get(kind, kind.__name__)}; got "
                    f"{value!r}.")
+
+
+def _is_switch(name):
+  """Whether field `name` is an auto/on/off switch (once a bool: it still reads one)."""
+  return choices.CONFIG_FIELD_CHOICES.get(name) == choices.JIT_COMPILE_SETTINGS
 
 
 def field_docs():

@@ -230,6 +230,7 @@ def validate_experiment(config):
                      f"{config.objective.kl_initial_weight}.")
   checks.one_of("optimizer", config.train.optimizer, choices.OPTIMIZERS)
   checks.one_of("on_nonfinite", config.train.on_nonfinite, choices.NONFINITE_ACTIONS)
+  checks.one_of("jit_compile", config.train.jit_compile, choices.JIT_COMPILE_SETTINGS)
   levels = len(config.model.latent_sizes)
   if levels == 0 or min(config.model.latent_sizes) < 1 and not _is_language_model(config):
     raise ValueError("`latent_sizes` must be positive sizes, one per level; got "

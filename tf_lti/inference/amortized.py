@@ -184,6 +184,11 @@ class ConvEncoder(SinglePassEncoder):
   of them, under this layer's name scope.
   """
 
+  @property
+  def prefers_xla(self):
+    """`False`: convolutions run faster on TensorFlow's kernels (docs/benchmarks.md)."""
+    return False
+
   def __init__(self, family, latent_size, image_shape, num_blocks=3, channels=64,
                batch_norm=True, **kwargs):
     super().__init__(family, latent_size, **kwargs)
@@ -246,6 +251,11 @@ class LSTMEncoder(SinglePassEncoder):
 
   The reference encoder has no dropout.
   """
+
+  @property
+  def prefers_xla(self):
+    """`False`: LSTMs run faster on TensorFlow's kernels (docs/benchmarks.md)."""
+    return False
 
   def __init__(self, family, vocab_size, embedding_size=512, hidden_size=1024, latent_size=32,
                init_scale=lstm.DEFAULT_INIT_SCALE, **kwargs):

@@ -169,6 +169,14 @@ class InferenceProcedure(keras.layers.Layer):
     return [name for name in super().__dir__() if name != "initializer"]
 
   @property
+  def prefers_xla(self):
+    """Whether XLA runs this procedure's networks faster than TensorFlow's CPU kernels (as
+    `models.base.GenerativeModel.prefers_xla`; `jit_compile="auto"` asks both). Default
+    value: `True`, the procedures built of dense layers; convolutional, recurrent and
+    user-supplied networks say `False`."""
+    return True
+
+  @property
   def stepwise(self):
     """Whether the refinement can be run one step at a time (analyses time each step).
 

@@ -73,6 +73,11 @@ class Amortized(amortized.SinglePassEncoder):
       Default value: `None`.
   """
 
+  @property
+  def prefers_xla(self):
+    """`False`: a user's network may hold layers XLA runs slower; `jit_compile="on"` forces it."""
+    return False
+
   def __init__(self, network, family="diagonal", latent_size=None, family_options=None,
                **kwargs):
     latent_size = _check_latent_size(latent_size)
@@ -124,6 +129,11 @@ class Iterative(iterative.IterativeInferenceModel):
       `learned_initialization`, ...) and Keras layer arguments (`name`).
   """
 
+  @property
+  def prefers_xla(self):
+    """`False`: a user's network may hold layers XLA runs slower; `jit_compile="on"` forces it."""
+    return False
+
   def __init__(self, network, family="diagonal", latent_size=None, *, latent_sizes=None,
                num_iterations=5, inputs=("data", "params", "gradient"), objective=None,
                family_options=None, hidden_units=None, **options):
@@ -159,6 +169,11 @@ class SemiAmortized(semi_amortized.SemiAmortizedInference):
       `variance_step_size`, `momentum`, `clip_norm`, `backward`, ...) and Keras
       layer arguments (`name`).
   """
+
+  @property
+  def prefers_xla(self):
+    """`False`: a user's network may hold layers XLA runs slower; `jit_compile="on"` forces it."""
+    return False
 
   def __init__(self, network, family="diagonal", latent_size=None, *, svi_steps=20, mode=None,
                objective=None, family_options=None, **options):

@@ -61,6 +61,11 @@ class SemiAmortizedInference(base.InferenceProcedure):
       diagonal family), which `mode="svi"` requires.
   """
 
+  @property
+  def prefers_xla(self):
+    """The encoder's preference (`True` without one: the SVI loop itself compiles well)."""
+    return True if self.encoder is None else self.encoder.prefers_xla
+
   def __init__(self, family, latent_size, objective, settings, *, mode="savae", encoder=None,
                **kwargs):
     super().__init__(family, latent_size, **kwargs)

@@ -101,6 +101,15 @@ class GenerativeModel(abc.ABC):
     return False
 
   @property
+  def prefers_xla(self):
+    """Whether XLA runs this model's training step faster than TensorFlow's own CPU kernels
+    (`jit_compile="auto"` compiles only when every network of a model says so). Dense layers
+    do (1.6x on the standard step); convolutions and LSTMs do not -- XLA took 25x longer on
+    the PixelCNN's SA-VAE step (docs/benchmarks.md). Default value: `False` (TensorFlow's
+    kernels are never far off; a model that measured faster under XLA says `True`)."""
+    return False
+
+  @property
   def max_sample_length(self):
     """Default most words per sampled sequence of a token model (`token_sequences`), else
     `None`. Default value: `None`."""

@@ -110,9 +110,9 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     tf.config.experimental.enable_op_determinism()
   splits = data_lib.load_data(config)
   train_config = config.train
-  jit_compile = distribute.check_supported(
-      strategy, variable_length=not splits.batch_spec().shape[1:].is_fully_defined(),
-      jit_compile=train_config.jit_compile)
+  # Refuses what the strategy cannot run before any file is written (XLA is decided in
+  # `_run`, once the model that prefers it or not exists).
+  distribute.check_supported(strategy, variable_length=_variable_length(splits), jit_compile=False)
   distributed = distribute.is_distributed(strategy)
   if distributed:
     distribute.check_batch_size(config.data.batch_size, strategy)
@@ -133,14 +133,16 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
     if chief:
       workdir_lib.prepare_workdir(config, workdir, splits.spec)
     return _run(config, workdir, splits, strategy, total_steps=total_steps,
-                steps_per_epoch=steps_per_epoch, jit_compile=jit_compile, verbose=verbose)
+                steps_per_epoch=steps_per_epoch, verbose=verbose)
 
 
-def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, jit_compile,
-         verbose):
+def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, verbose):
   """Builds the model, resumes from the newest checkpoint, trains and evaluates on test."""
   with strategy.scope():
     model, checkpoint = workdir_lib.build(config, splits.spec, steps_per_epoch)
+  jit_compile = distribute.check_supported(
+      strategy, variable_length=_variable_length(splits),
+      jit_compile=model.resolve_jit_compile(config.train.jit_compile))
   # Every worker resumes from the chief's checkpoints.
   workdir_lib.restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints"))
   step = int(model.generative_optimizer.iterations.numpy())
@@ -162,6 +164,11 @@ def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, jit
                   jit_compile=jit_compile, verbose=verbose)
     return workdir_lib.final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
                                         verbose)
+
+
+def _variable_length(splits):
+  """Whether training batches vary in shape beyond the batch size (text corpora)."""
+  return not splits.batch_spec().shape[1:].is_fully_defined()
 
 
 def _make_train_step(model, strategy, splits, jit_compile):

@@ -115,6 +115,21 @@ class VAE(keras.Model):
     return self.inference.family
 
   @property
+  def prefers_xla(self):
+    """Whether `jit_compile="auto"` XLA-compiles this model's steps: when both its parts
+    prefer XLA (`GenerativeModel.prefers_xla`, `InferenceProcedure.prefers_xla`)."""
+    return bool(self.generative.prefers_xla and self.inference.prefers_xla)
+
+  def resolve_jit_compile(self, setting):
+    """`setting`, one of `choices.JIT_COMPILE_SETTINGS` or a bool, as a bool."""
+    if isinstance(setting, bool):
+      return setting
+    if setting not in choices.JIT_COMPILE_SETTINGS:
+      raise ValueError(f"`jit_compile` must be a bool or one of {choices.JIT_COMPILE_SETTINGS}; "
+                       f"got {setting!r}.")
+    return self.prefers_xla if setting == "auto" else setting == "on"
+
+  @property
   def train_metric_names(self):
     """The names of the results `train_step` returns."""
     return METRIC_NAMES + (("temperature",) if "temperature" in self._trackers else ())
@@ -123,7 +138,7 @@ class VAE(keras.Model):
   def metrics(self):
     return list(self._trackers.values())
 
-  def compile(self, optimizer="adam", inference_optimizer=None, *, jit_compile=False, **kwargs):
+  def compile(self, optimizer="adam", inference_optimizer=None, *, jit_compile="auto", **kwargs):
     """Sets the optimizers: one configuration for both parts, or one per part.
 
     Each part has an optimizer of its own; the generative one is `self.optimizer`
@@ -138,8 +153,8 @@ class VAE(keras.Model):
       inference_optimizer: the inference procedure's optimizer (the trainer's
         two-optimizer form `compile(generative, inference)`). Default value:
         `None`.
-      jit_compile: XLA-compile the steps `fit` and `evaluate` trace. Default
-        value: `False` (Keras' `"auto"` means no XLA on CPU anyway).
+      jit_compile: XLA-compile the steps `fit` and `evaluate` trace: a bool, or
+        `"auto"` (XLA when `prefers_xla`), `"on"`, `"off"`. Default value: `"auto"`.
       **kwargs: other arguments of `keras.Model.compile` (e.g. `steps_per_execution`).
     """
     if isinstance(optimizer, dict) and set(optimizer) == {"generative", "inference"}:
@@ -157,7 +172,8 @@ class VAE(keras.Model):
       raise ValueError("`inference_optimizer` must not be the generative optimizer itself (each "
                        "part counts its own steps); pass one optimizer to use its configuration "
                        "for both.")
-    super().compile(optimizer=generative_optimizer, jit_compile=jit_compile, **kwargs)
+    super().compile(optimizer=generative_optimizer,
+                    jit_compile=self.resolve_jit_compile(jit_compile), **kwargs)
     self.generative_optimizer = generative_optimizer
     self.inference_optimizer = inference_optimizer
     if self._example_spec is not None:  # Compiled after the weights exist: create the slots now.

@@ -1,0 +1,76 @@
+"""`jit_compile`: `auto` asks the model whether XLA runs it faster; `on`/`off` force it.
+
+What `auto` picks per model kind is the contract `prefers_xla` of the generative model and of
+the inference procedure (measured per preset in docs/benchmarks.md, "XLA per preset").
+"""
+
+import json
+
+import keras
+import pytest
+import tensorflow as tf
+
+from tf_lti.config import schema
+from tf_lti.inference import networks
+from tf_lti.models import pixelcnn
+from tf_lti.training import builders
+from tf_lti.training import optimizers
+from tests import testing
+
+
+@pytest.mark.parametrize("value, expected", [(True, "on"), (False, "off"), ("auto", "auto"),
+                                             ("on", "on"), ("off", "off")])
+def test_switch_reads_older_booleans(value, expected):
+  """config.json files written before the switch hold `true`/`false`."""
+  config = schema.ExperimentConfig.from_dict({"train": {"jit_compile": value}})
+  assert config.train.jit_compile == expected
+
+
+def test_default_is_auto_and_bad_values_are_named():
+  assert schema.ExperimentConfig().train.jit_compile == "auto"
+  with pytest.raises(ValueError, match=r"`jit_compile`.*'sometimes'"):
+    schema.ExperimentConfig().override({"jit_compile": "sometimes"}).validate()
+  with pytest.raises(ValueError, match="config field `jit_compile` must be a string; got 1"):
+    schema.ExperimentConfig().override({"jit_compile": 1})
+
+
+@pytest.mark.parametrize("overrides, prefers", [
+    ({}, True),  # DLGM + MLP encoder: dense layers.
+    (dict(procedure="iterative", num_iterations=2), True),
+    (dict(procedure="semi_amortized", svi_steps=2), True),
+    (dict(encoder="conv", conv_blocks=1, conv_channels=4), False),
+    (dict(decoder="pixelcnn", pixelcnn_layers=1, pixelcnn_channels=4), False),
+])
+def test_auto_follows_the_networks(overrides, prefers):
+  model = _image_model(**overrides)
+  assert model.prefers_xla is prefers
+  assert model.resolve_jit_compile("auto") is prefers
+  assert model.resolve_jit_compile("on") is True
+  assert model.resolve_jit_compile("off") is False
+
+
+def _image_model(**overrides):
+  """A built model of 4x4 binary images (the conv encoder and PixelCNN need an image shape)."""
+  config = schema.ExperimentConfig().override(
+      dict(latent_sizes=(2,), hidden_units=(8,), **overrides)).validate()
+  model = builders.build_model(config, testing.image_spec(16, (4, 4)), steps_per_epoch=1)
+  model.compile(*optimizers.build_optimizers(config, steps_per_epoch=1))
+  model.build_all(tf.zeros([2, 16]))
+  return model
+
+
+def test_users_networks_do_not_assume_xla():
+  """A user's encoder may hold layers XLA runs slower: `auto` leaves it to TF's kernels."""
+  encoder = networks.Amortized(keras.Sequential([keras.layers.Dense(8)]), latent_size=2)
+  assert encoder.prefers_xla is False
+  decoder = pixelcnn.GatedPixelCNN((4, 4), latent_size=2, num_layers=1, channels=4)
+  assert decoder.prefers_xla is False
+
+
+def test_keras_compile_resolves_auto():
+  model = testing.small_model(event_size=16)
+  model.compile("adam", jit_compile="auto")
+  assert model.jit_compile is True
+  model.compile("adam", jit_compile="off")
+  assert model.jit_compile is False
+  assert json.loads(json.dumps(model.get_compile_config()))["jit_compile"] is False
