@@ -33,6 +33,7 @@ KINDS = {
     "point": dict(_MLP, posterior="point", kl="sample", num_importance_samples=0),
     "planar": dict(_MLP, posterior="planar", kl="sample", flow_length=2),
     "iaf": dict(_MLP, posterior="iaf", kl="sample", flow_length=2, flow_hidden_units=8),
+    "hierarchical": dict(_MLP, posterior="hierarchical", kl="sample", auxiliary_hidden_units=8),
     "categorical": dict(_MLP, latent_sizes=(4,), posterior="categorical", num_categories=2,
                         estimator="gumbel_softmax"),
     "iterative": dict(_MLP, procedure="iterative", num_iterations=2),

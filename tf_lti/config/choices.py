@@ -15,7 +15,7 @@ __all__ = [
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
     "ITERATIVE_INPUTS", "JIT_COMPILE_SETTINGS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
-    "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
+    "PROCEDURES", "RELAXED_ESTIMATORS", "SAMPLED_KL_POSTERIORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
     "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
     "likelihoods",
 ]
@@ -50,8 +50,10 @@ ITERATIVE_INPUTS = ("data", "params", "gradient", "error")
 GRADIENT_ENCODINGS = ("log_sign", "scaled_log_sign", "standardized", "raw")
 UPDATES = ("gated", "residual")
 ERROR_ENCODINGS = ("residual", "normalized")
-POSTERIORS = ("diagonal", "rank_one", "point", "planar", "iaf", "categorical")
+POSTERIORS = ("diagonal", "rank_one", "point", "planar", "iaf", "hierarchical", "categorical")
 FLOW_POSTERIORS = ("planar", "iaf")
+# Posteriors without a closed-form KL or density: the KL (log q) is sampled.
+SAMPLED_KL_POSTERIORS = FLOW_POSTERIORS + ("hierarchical",)
 BOUNDS = ("elbo", "iw")
 KL_MODES = ("analytic", "sample")
 # Gradient estimators (tf_lti/objectives/estimators.py): for continuous, reparameterized

@@ -71,6 +71,13 @@ PRESETS = {
     "rezende_mnist_iaf": dict(source="../shared/data/binarized_mnist.npz",
                               binarization="none", latent_sizes=(64,), hidden_units=(512,),
                               posterior="iaf", kl="sample", epochs=50),
+    # The same model with a hierarchical posterior (tf_lti/posteriors/hierarchical.py): an
+    # auxiliary variable eps, q(z|x) = ∫ q(z|eps,x) q(eps|x) deps, 256-unit networks for
+    # q(z|eps,x) and the reverse model r(eps|z,x), trained on the auxiliary bound (sampled KL).
+    "rezende_mnist_hierarchical_posterior": dict(
+        source="../shared/data/binarized_mnist.npz", binarization="none", latent_sizes=(64,),
+        hidden_units=(512,), posterior="hierarchical", kl="sample", auxiliary_hidden_units=256,
+        epochs=50),
     # Jang et al. (2017) Gumbel-softmax VAE: 30 categorical variables x 10 classes (300 one-hot
     # units), Adam 1e-3, batch 100, temperature annealed per step as max(0.5, exp(-3e-5 t)).
     "discrete_mnist": dict(source="../shared/data/binarized_mnist.npz", binarization="none",

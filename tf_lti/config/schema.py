@@ -125,11 +125,14 @@ class InferenceConfig:
     posterior: the posterior family: `diagonal`, `rank_one` (Rezende's
       rank-one-plus-diagonal precision), `point` (a Dirac point estimate), `planar` or
       `iaf` (a diagonal Gaussian pushed through a planar / inverse autoregressive flow),
-      or `categorical` (discrete latents: `latent_sizes` one-hot units in groups of
+      `hierarchical` (an auxiliary variable eps, q(z|x) = ∫ q(z|eps,x) q(eps|x) deps, with a
+      reverse model r(eps|z,x) and the auxiliary bound; Ranganath et al. 2016), or `categorical` (discrete latents: `latent_sizes` one-hot units in groups of
       `num_categories`).
     flow_length: planar/iaf: number of flow steps.
     flow_hidden_units: iaf: hidden units of each step's autoregressive network (and the
       size of the encoder's context vector).
+    auxiliary_hidden_units: hierarchical: hidden units of the networks of q(z|eps,x) and
+      r(eps|z,x).
     num_categories: categorical: classes per categorical latent variable.
     num_iterations: iterative: refinement steps T in training (and by default at test time).
     iterative_inputs: iterative: what the model encodes, from `data`, `params`,
@@ -162,6 +165,7 @@ class InferenceConfig:
   posterior: str = "diagonal"
   flow_length: int = 4
   flow_hidden_units: int = 256
+  auxiliary_hidden_units: int = 256
   num_categories: int = 10
   num_iterations: int = _ITERATIVE.num_iterations
   iterative_inputs: tuple = _ITERATIVE.inputs

@@ -109,14 +109,20 @@ def _validate_posterior_and_estimator(config):
   inference, objective = config.inference, config.objective
   checks.positive("flow_length", inference.flow_length)
   checks.positive("flow_hidden_units", inference.flow_hidden_units)
+  checks.positive("auxiliary_hidden_units", inference.auxiliary_hidden_units)
   posterior, estimator = inference.posterior, objective.estimator
-  if posterior in choices.FLOW_POSTERIORS or posterior == "categorical":
+  if posterior in choices.SAMPLED_KL_POSTERIORS or posterior == "categorical":
     if len(config.model.latent_sizes) != 1 or config.model.decoder == "lstm":
       raise ValueError(f"`posterior={posterior}` works with one-level image models; got "
                        f"latent_sizes={list(config.model.latent_sizes)}, "
                        f"decoder={config.model.decoder!r}.")
-  if posterior in choices.FLOW_POSTERIORS and objective.kl != "sample":
+  if posterior in choices.SAMPLED_KL_POSTERIORS and objective.kl != "sample":
     raise ValueError(f"`posterior={posterior}` has no closed-form KL: use `kl=sample`.")
+  if posterior == "hierarchical" and inference.procedure == "semi_amortized":
+    raise ValueError("`posterior=hierarchical` cannot train with `procedure=semi_amortized`: its "
+                     "shared networks q(z|eps,x) and r(eps|z,x) get no gradient through the SVI "
+                     "steps; train `procedure=amortized` or `iterative` (and refine at test time "
+                     "with `eval_svi_steps`).")
   if posterior in choices.FLOW_POSTERIORS and inference.procedure == "iterative":
     raise ValueError(f"`posterior={posterior}` works with `procedure=amortized` or "
                      f"`semi_amortized` (SVI refines every per-example parameter of the flow "

@@ -1,7 +1,8 @@
 """Posterior families: flat parameters `params` `[B, P]` -> a distribution over `z` `[Z]`.
 
 `base` holds the contract and the registry; `gaussian`, `rank_one`,
-`categorical` and `flows` (with its `bijectors`) the families. Importing this
+`categorical`, `flows` (with its `bijectors`) and `hierarchical` (an auxiliary
+variable with a reverse model) the families. Importing this
 package imports every family module, so all families (and their KLs) are
 registered: look families up with `posteriors.get_family`. Every family is
 also Keras-serializable (`saving.serializable`), so models holding one save to
@@ -12,6 +13,7 @@ also Keras-serializable (`saving.serializable`), so models holding one save to
 from tf_lti.posteriors import categorical  # pylint: disable=unused-import
 from tf_lti.posteriors import flows  # pylint: disable=unused-import
 from tf_lti.posteriors import gaussian  # pylint: disable=unused-import
+from tf_lti.posteriors import hierarchical  # pylint: disable=unused-import
 from tf_lti.posteriors import rank_one  # pylint: disable=unused-import
 from tf_lti.posteriors.base import PosteriorFamily
 from tf_lti.posteriors.base import get_family

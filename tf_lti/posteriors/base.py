@@ -208,11 +208,13 @@ def get_family(name, *, num_categories=10, **options):
   Args:
     name: Python `str`, one of `"diagonal"`, `"rank_one"`, `"point"`, `"categorical"`,
       or a registered family: `"planar"`, `"iaf"` (registered by importing
-      tf_lti/posteriors/flows.py, which importing `tf_lti.posteriors` does).
+      tf_lti/posteriors/flows.py), `"hierarchical"` (tf_lti/posteriors/hierarchical.py);
+      importing `tf_lti.posteriors` imports both.
     num_categories: classes per variable of the `"categorical"` family.
       Default value: 10.
     **options: options of registered families, e.g. `flow_length`,
-      `flow_hidden_units` and `latent_size` of the flow families. A family ignores
+      `flow_hidden_units` and `latent_size` of the flow families,
+      `auxiliary_hidden_units` and `latent_size` of the hierarchical family. A family ignores
       the options it does not take, so callers may pass a config's settings for any
       family.
 

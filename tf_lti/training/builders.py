@@ -55,6 +55,7 @@ def build_model(config, spec, *, steps_per_epoch=1):
                                  num_categories=config.inference.num_categories,
                                  flow_length=config.inference.flow_length,
                                  flow_hidden_units=config.inference.flow_hidden_units,
+                                 auxiliary_hidden_units=config.inference.auxiliary_hidden_units,
                                  latent_size=sum(model_config.latent_sizes))
   event_size = spec.event_size
   _check_fits_memory(config, event_size)
