@@ -156,7 +156,7 @@ def logits_gradient(log_likelihood, logits, num_categories, control_variate, *, 
       control variate's weights (for the variance objective).
   """
   fixed = tf.stop_gradient(logits)
-  perturbation_seed, conditional_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  conditional_seed = tf.random.experimental.stateless_fold_in(seed, 2)  # (1: the decoder's)
   with tf.GradientTape(watch_accessed_variables=False) as tape:
     tape.watch(fixed)
     grouped = categorical_lib.IndependentOneHotCategorical(fixed, num_categories).grouped_logits()
@@ -164,7 +164,7 @@ def logits_gradient(log_likelihood, logits, num_categories, control_variate, *, 
     # log_softmax(logits + g): the sample's Gumbel perturbation up to a per-variable
     # shift, which neither the argmax nor sigma_tau sees.
     perturbation = tfd.ExpRelaxedOneHotCategorical(
-        tf.ones([], fixed.dtype), logits=grouped).sample(num_samples, seed=perturbation_seed)
+        tf.ones([], fixed.dtype), logits=grouped).sample(num_samples, seed=seed)
     hard = tf.stop_gradient(tf.one_hot(tf.argmax(perturbation, axis=-1), num_categories,
                                        dtype=fixed.dtype))
     conditional = conditional_perturbation(log_probs, hard, conditional_seed)
