@@ -25,30 +25,10 @@ from tf_lti.training import builders
 from tf_lti.training import loop
 from tf_lti.training import optimizers
 
+from tests import testing
+
 tfd = tfp.distributions
 SEED = tf.constant([1, 2])
-
-
-class _FixedFunction:
-  """A stand-in decoder: log p(x | z) = f(z) for a fixed f, the uniform categorical prior.
-
-  Implements the part of `GenerativeModel` that `estimators.discrete_elbo` uses and records
-  every `z` it is given.
-  """
-
-  def __init__(self, function, latent_size, num_categories):
-    self.function = function
-    self.latent_size = latent_size
-    self.num_categories = num_categories
-    self.seen = []
-
-  def log_joint_parts(self, x, z, training=False, seed=None):
-    del x, training, seed
-    self.seen.append(z)
-    return self.function(z), self.prior(z.dtype).log_prob(z)
-
-  def prior(self, dtype=tf.float32):
-    return categorical_lib.uniform_prior(self.latent_size, self.num_categories, dtype)
 
 
 def _logits(batch, latent_size, seed=(3, 4), scale=1.5):
@@ -140,7 +120,7 @@ def test_relaxed_samples_approach_the_hard_one_hot_as_the_temperature_falls():
 def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
   num_categories, temperature = 3, 0.7
   target = tf.random.stateless_uniform([12], [5, 6])
-  generative = _FixedFunction(lambda z: -tf.reduce_sum(tf.square(z - target), -1), 12,
+  generative = testing.FixedFunction(lambda z: -tf.reduce_sum(tf.square(z - target), -1), 12,
                               num_categories)
   logits = tf.Variable(_logits(4, 12))
   with tf.GradientTape() as tape:
@@ -159,15 +139,6 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
   np.testing.assert_allclose(gradient, tape.gradient(contracted, logits), rtol=1e-5, atol=1e-6)
 
 
-def _enumerated_objective(logits, table, num_categories):
-  """Exact E_q[f(z)] - KL(q || uniform) for N = 2 variables by summing over the K^2 states."""
-  log_q = tf.math.log_softmax(tf.reshape(logits, [-1, 2, num_categories]))
-  q = tf.exp(log_q)
-  expectation = tf.einsum("bi,bj,ij->b", q[:, 0], q[:, 1], table)
-  kl = tf.reduce_sum(q * (log_q + math.log(num_categories)), axis=[-2, -1])
-  return expectation - kl
-
-
 def test_score_function_gradient_is_unbiased_on_an_enumerable_model():
   # Two variables of three classes, f(z) = table[z_1, z_2]: nine configurations.
   num_categories, num_copies = 3, 20000
@@ -177,11 +148,11 @@ def test_score_function_gradient_is_unbiased_on_an_enumerable_model():
     groups = tf.reshape(z, tf.concat([tf.shape(z)[:-1], [2, num_categories]], 0))
     return tf.einsum("...i,...j,ij->...", groups[..., 0, :], groups[..., 1, :], table)
 
-  generative = _FixedFunction(function, 6, num_categories)
+  generative = testing.FixedFunction(function, 6, num_categories)
   base_logits = tf.constant([[0.3, -0.8, 0.5, 1.0, 0.0, -0.4]])
   with tf.GradientTape() as tape:
     tape.watch(base_logits)
-    exact_objective = _enumerated_objective(base_logits, table, num_categories)
+    exact_objective = testing.enumerated_objective(base_logits, table, num_categories)
   exact = tape.gradient(exact_objective, base_logits)[0].numpy()
   # num_copies independent estimates: one copy of the logits per example.
   estimates = {}
@@ -221,8 +192,12 @@ def test_estimators_change_gradients_not_values():
   sampled_kl = bounds_lib.elbo(x, generative, posterior, seed=SEED, num_samples=3,
                                kl="sample")
   for estimator in choices.DISCRETE_ESTIMATORS:
+    control_variate = estimators.Objective(estimator=estimator).control_variate  # rebar, relax
+    if control_variate is not None:
+      control_variate.build_for(12, x)
     terms = estimators.discrete_elbo(x, generative, posterior, seed=SEED, num_samples=3,
-                          estimator=estimator, temperature=0.5, kl_weight=0.3, training=False)
+                                     estimator=estimator, temperature=0.5, kl_weight=0.3,
+                                     training=False, control_variate=control_variate)
     for name in ("elbo", "log_likelihood", "kl"):
       np.testing.assert_allclose(terms[name], reference[name], rtol=1e-6, err_msg=estimator)
     np.testing.assert_allclose(terms["bound"], terms["log_likelihood"] - 0.3 * terms["kl"],
@@ -236,7 +211,7 @@ def test_objective_dispatches_with_the_annealed_temperature():
                                    min_temperature=0.5, temperature_decay=0.01)
   np.testing.assert_allclose([objective.temperature_at(t) for t in (0, 10, 1000)],
                              [1.0, math.exp(-0.1), 0.5], rtol=1e-6)
-  generative = _FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
+  generative = testing.FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
   posterior = categorical_lib.IndependentOneHotCategorical(_logits(2, 6), 3)
   terms = objective(tf.zeros([2, 1]), generative, posterior, seed=SEED, step=10)
   assert set(terms) == {"bound", "elbo", "log_likelihood", "kl"}
@@ -331,7 +306,7 @@ def test_bad_configs_name_the_argument(overrides, match):
 
 def test_bad_arguments_name_the_argument():
   posterior = categorical_lib.IndependentOneHotCategorical(_logits(2, 6), 3)
-  generative = _FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
+  generative = testing.FixedFunction(lambda z: tf.reduce_sum(z, -1), 6, 3)
   with pytest.raises(ValueError, match="num_samples"):
     _elbo(generative, posterior, "score_function", num_samples=1)
   with pytest.raises(ValueError, match="estimator"):

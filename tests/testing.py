@@ -26,6 +26,7 @@ import tensorflow_probability as tfp
 from tf_lti.config import presets
 from tf_lti.config import schema
 from tf_lti.data import base as data_lib
+from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.models import base as models_base
 from tf_lti.training import builders
 from tf_lti.training import loop
@@ -237,3 +238,34 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
   return reference, {name: 2.0 * float(np.max(np.abs(perturbed[name] - value), initial=0.0))
                            + gamma * float(np.max(np.abs(value), initial=0.0))
                      for name, value in reference.items()}
+
+
+class FixedFunction:
+  """A stand-in decoder: log p(x | z) = f(z) for a fixed f, the uniform categorical prior.
+
+  Implements the part of `GenerativeModel` that `estimators.discrete_elbo` uses and records
+  every `z` it is given.
+  """
+
+  def __init__(self, function, latent_size, num_categories):
+    self.function = function
+    self.latent_size = latent_size
+    self.num_categories = num_categories
+    self.seen = []
+
+  def log_joint_parts(self, x, z, training=False, seed=None):
+    del x, training, seed
+    self.seen.append(z)
+    return self.function(z), self.prior(z.dtype).log_prob(z)
+
+  def prior(self, dtype=tf.float32):
+    return categorical_lib.uniform_prior(self.latent_size, self.num_categories, dtype)
+
+
+def enumerated_objective(logits, table, num_categories):
+  """Exact E_q[f(z)] - KL(q || uniform) for N = 2 variables by summing over the K^2 states."""
+  log_q = tf.math.log_softmax(tf.reshape(logits, [-1, 2, num_categories]))
+  q = tf.exp(log_q)
+  expectation = tf.einsum("bi,bj,ij->b", q[:, 0], q[:, 1], table)
+  kl = tf.reduce_sum(q * (log_q + math.log(num_categories)), axis=[-2, -1])
+  return expectation - kl

@@ -12,8 +12,12 @@ r"""Inference diagnostics of a trained work directory, as PNG + JSON (+ TensorBo
   # labels come with a grayscale MNIST source (mnist.npz's y_test) or from --labels
   tf-lti-analyze --workdir=runs/mnist2d --analysis=embedding
   tf-lti-analyze --workdir=runs/mnist2d --analysis=embedding --labels=labels.npz --labels_key=y_test
+  # discrete latents: the variance of the run's gradient estimator (and the score function's)
+  # with respect to the posterior logits, at the trained model (JSON only)
+  tf-lti-analyze --workdir=runs/discrete --analysis=gradient_variance --num_examples=100
 
-Outputs go to `<workdir>/analysis/<analysis>.{png,json}` and, as images, to
+Outputs go to `<workdir>/analysis/<analysis>.{png,json}` (`.json` only for
+gradient_variance) and, as images, to
 `<workdir>/validation` for TensorBoard.
 """
 
@@ -26,7 +30,7 @@ from tf_lti.config import choices
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("analysis", "landscape",
-                  ["landscape", "reconstructions", "optimizers", "embedding"],
+                  ["landscape", "reconstructions", "optimizers", "embedding", "gradient_variance"],
                   "Which diagnostic to run.")
 flags.DEFINE_integer("example_index", 0, "landscape: the test example to plot.")
 flags.DEFINE_float("grid_step", 0.05, "landscape: grid spacing over [-5, 5]^2 (paper: 0.05).")
@@ -34,7 +38,10 @@ flags.DEFINE_integer("num_iterations", 16, "Inference iterations of the iterativ
 flags.DEFINE_integer("encoder_steps", 1000,
                      "landscape of an iterative model: Adam steps of a standard encoder fitted to "
                      "its frozen decoder, whose estimate is drawn too (0: none).")
-flags.DEFINE_integer("num_examples", 100, "reconstructions/optimizers: test examples used.")
+flags.DEFINE_integer("num_examples", 100,
+                     "reconstructions/optimizers/gradient_variance: test examples used.")
+flags.DEFINE_integer("num_draws", 100,
+                     "gradient_variance: independent gradient estimates per example.")
 flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
 flags.DEFINE_list("learning_rates", [str(v) for v in choices.ANALYSIS_LEARNING_RATES],
                   "optimizers: learning-rate grid of the baselines.")
@@ -71,6 +78,7 @@ def _learning_rates():
 def _check_flags():
   """Every flag, before anything slow (imports, data, the model) runs."""
   flags_lib.check_minimum(1, "num_iterations", "num_examples", "num_steps")
+  flags_lib.check_minimum(2, "num_draws")
   flags_lib.check_minimum(0, "example_index", "encoder_steps", "embedding_examples")
   if not 0 < FLAGS.grid_step <= 1:
     raise ValueError(f"`grid_step` must be in (0, 1]; got {FLAGS.grid_step}.")
@@ -192,6 +200,17 @@ def _embedding(model, splits, tf, np, analysis, plots):
   return results
 
 
+def _gradient_variance(model, splits, tf, np, analysis, plots):
+  """Per-example summed variance of the logits gradient: the run's estimator, the score function."""
+  del np, plots  # unused
+  step = int(model.generative_optimizer.iterations) if model.generative_optimizer else 0
+  x = tf.constant(splits.test[:FLAGS.num_examples], tf.float32)
+  variances = analysis.gradient_variances(model, x, seed=FLAGS.seed, num_draws=FLAGS.num_draws,
+                                          step=step)
+  return {"gradient_variance": variances, "num_examples": int(x.shape[0]),
+          "num_draws": FLAGS.num_draws}
+
+
 @flags_lib.exit_on_user_error
 def main():
   _check_flags()
@@ -213,12 +232,16 @@ def _analyze():
   config, _, model, step = workdir_lib.restore_model(FLAGS.workdir)
   splits = data_lib.load_data(config)  # The examples analyzed (the model needs none).
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
-         "optimizers": _optimizers, "embedding": _embedding}[FLAGS.analysis]
+         "optimizers": _optimizers, "embedding": _embedding,
+         "gradient_variance": _gradient_variance}[FLAGS.analysis]
   results = run(model, splits, tf, np, analysis, plots)
   results.update(step=step, analysis=FLAGS.analysis)
   path = _output_path(f"{FLAGS.analysis}.json")
   files.write_json(path, results)
   png = _output_path(f"{FLAGS.analysis}.png")
+  if not os.path.exists(png):  # gradient_variance: numbers only
+    print(f"Wrote {path}")
+    return
   picture = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy() / 255.0
   writer = tf.summary.create_file_writer(os.path.join(FLAGS.workdir, "validation"))
   summary.write_images(writer, {f"analysis/{FLAGS.analysis}": picture}, step)

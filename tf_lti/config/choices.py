@@ -9,7 +9,8 @@ in the same order everywhere. No TensorFlow: flags are parsed with them.
 
 __all__ = [
     "ANALYSIS_LEARNING_RATES", "ANALYSIS_OPTIMIZERS", "BINARIZATIONS", "BLOCK_POSITIONS",
-    "BOUNDS", "CONFIG_FIELD_CHOICES", "CONNECTIONS", "CONTINUOUS_ESTIMATORS", "DATA_KINDS", "DECODERS",
+    "BOUNDS", "CONFIG_FIELD_CHOICES", "CONNECTIONS", "CONTINUOUS_ESTIMATORS",
+    "CONTROL_VARIATE_ESTIMATORS", "DATA_KINDS", "DECODERS",
     "DISCRETE_ESTIMATORS",
     "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
@@ -59,7 +60,10 @@ KL_MODES = ("analytic", "sample")
 # Gradient estimators (tf_lti/objectives/estimators.py): for continuous, reparameterized
 # posteriors and for the categorical posterior's discrete latents.
 CONTINUOUS_ESTIMATORS = ("reparameterization", "stl", "dreg")
-DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function")
+DISCRETE_ESTIMATORS = ("gumbel_softmax", "straight_through", "score_function", "rebar", "relax")
+# The unbiased discrete estimators with a learned relaxation as control variate
+# (tf_lti/objectives/rebar.py): their temperature (and RELAX's network) are weights.
+CONTROL_VARIATE_ESTIMATORS = ("rebar", "relax")
 ESTIMATORS = CONTINUOUS_ESTIMATORS + DISCRETE_ESTIMATORS
 
 # The estimators whose gradients depend on the relaxation temperature.

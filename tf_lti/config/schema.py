@@ -201,11 +201,16 @@ class ObjectiveConfig:
       drops the score term of log q; ELBO with `kl=sample`); `dreg` (doubly reparameterized
       gradients of the IW bound, `bound=iw`); for `posterior=categorical`:
       `gumbel_softmax` (relaxed one-hot samples), `straight_through` (hard one-hot forward,
-      relaxed gradient) or `score_function` (REINFORCE with a baseline, unbiased).
-    temperature: gumbel_softmax/straight_through: initial relaxation temperature tau_0.
+      relaxed gradient), `score_function` (REINFORCE with a baseline, unbiased), `rebar`
+      (unbiased, the relaxation as control variate, Tucker et al. 2017; temperature learned
+      to minimize the gradient variance) or `relax` (REBAR plus a learned control-variate
+      network, Grathwohl et al. 2018).
+    temperature: gumbel_softmax/straight_through: initial relaxation temperature tau_0;
+      rebar/relax: the learned temperature's initial value.
     min_temperature: the floor of the annealed temperature.
     temperature_decay: per-step rate r of tau_t = max(min_temperature, tau_0 exp(-r t))
       (Jang et al.: 1e-5; 0: constant).
+    control_variate_units: relax: hidden units of the control-variate network.
   """
   bound: str = _OBJECTIVE.bound
   num_samples: int = _OBJECTIVE.num_samples
@@ -216,6 +221,7 @@ class ObjectiveConfig:
   temperature: float = _OBJECTIVE.temperature
   min_temperature: float = _OBJECTIVE.min_temperature
   temperature_decay: float = _OBJECTIVE.temperature_decay
+  control_variate_units: int = _OBJECTIVE.control_variate_units
 
 
 @dataclasses.dataclass

@@ -123,10 +123,13 @@ class ObjectiveSettings(Settings):
     estimator: gradient estimator, one of `choices.ESTIMATORS`: `reparameterization`;
       `stl` (sticking the landing, ELBO with `kl="sample"`); `dreg` (doubly
       reparameterized IW gradients, `bound="iw"`); for discrete latents
-      `gumbel_softmax`, `straight_through` or `score_function` (ELBO only).
-    temperature: initial relaxation temperature tau_0 of the relaxed estimators.
+      `gumbel_softmax`, `straight_through`, `score_function`, `rebar` or `relax`
+      (ELBO only).
+    temperature: initial relaxation temperature tau_0 of the relaxed estimators (for
+      `rebar` and `relax`, the learned temperature's initial value).
     min_temperature: floor of the annealed temperature, in (0, `temperature`].
     temperature_decay: r >= 0 in tau_t = max(min_temperature, tau_0 exp(-r t)), per step.
+    control_variate_units: hidden units of RELAX's control-variate network r_rho.
   """
   bound: str = "elbo"
   num_samples: int = 1
@@ -135,6 +138,7 @@ class ObjectiveSettings(Settings):
   temperature: float = 1.0
   min_temperature: float = 0.5
   temperature_decay: float = 0.0
+  control_variate_units: int = 64
 
   def __post_init__(self):
     self._check(checks.one_of, "bound", choices.BOUNDS)
@@ -144,6 +148,7 @@ class ObjectiveSettings(Settings):
     self._check(checks.positive, "temperature")
     self._check(checks.positive, "min_temperature")
     self._check(checks.non_negative, "temperature_decay")
+    self._check(checks.positive, "control_variate_units")
     if self.min_temperature > self.temperature:
       raise ValueError(f"`min_temperature` must be <= `temperature`; got min_temperature="
                        f"{self.min_temperature!r}, temperature={self.temperature!r}.")

@@ -16,9 +16,10 @@ import tensorflow as tf
 from tf_lti.config import choices
 from tf_lti.data import readers
 from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.objectives import estimators
 
 __all__ = [
-    "elbo_landscape", "embedding_summary", "likelihood_means", "load_labels",
+    "elbo_landscape", "embedding_summary", "gradient_variances", "likelihood_means", "load_labels",
     "optimize_params", "posterior_means", "refinement_trajectory", "source_labels",
 ]
 
@@ -269,3 +270,49 @@ def source_labels(source, key="y_test", num_examples=None):
       return None
   labels = load_labels(source, key)
   return labels if num_examples is None or len(labels) == num_examples else None
+
+
+def gradient_variances(model, x, *, seed, num_draws, step=0, compare=("score_function", "gumbel_softmax")):
+  """Variance of discrete gradient estimators at a trained model's posterior logits.
+
+  For each estimator, the per-example `sum_z Var(g_z)` of its estimate of the
+  bound's gradient with respect to the logits (`estimators.logits_gradient_variance`,
+  `num_draws` independent draws), averaged over the examples: the model's own
+  estimator (its objective, with a learned control variate as trained) and those
+  in `compare`, at the same logits (S = max(2, the model's S) for `score_function`,
+  whose leave-one-out baseline needs two samples).
+
+  Args:
+    model: a `vae.VAE` with the categorical posterior and a discrete estimator.
+    x: float `[B, D]` examples.
+    seed: Python int.
+    num_draws: M >= 2.
+    step: the training step, for an annealed temperature. Default value: 0.
+    compare: names of other `choices.DISCRETE_ESTIMATORS` (without a learned control
+      variate). Default value: `("score_function", "gumbel_softmax")`.
+
+  Returns:
+    Dict: estimator name -> mean over the examples of the summed variance (float).
+  """
+  own = model.objective
+  if own.estimator not in choices.DISCRETE_ESTIMATORS:
+    raise ValueError(f"A gradient-variance analysis needs a discrete estimator; the run's "
+                     f"`estimator` is {own.estimator!r}.")
+  x = tf.convert_to_tensor(x, tf.float32)
+  logits = model.infer(x, seed=tf.constant([seed, 0]), training=False).params
+  objectives = {own.estimator: own}
+  for name in compare:
+    if name in choices.CONTROL_VARIATE_ESTIMATORS or name not in choices.DISCRETE_ESTIMATORS:
+      raise ValueError(f"`compare` must name discrete estimators without a control variate; "
+                       f"got {name!r}.")
+    num_samples = max(2, own.num_samples) if name == "score_function" else own.num_samples
+    objectives.setdefault(name, estimators.Objective(
+        estimator=name, num_samples=num_samples, temperature=own.temperature,
+        min_temperature=own.min_temperature, temperature_decay=own.temperature_decay))
+  results = {}
+  for name, objective in objectives.items():
+    variance, _ = estimators.logits_gradient_variance(
+        x, model.generative, logits, model.family.num_categories, objective,
+        seed=tf.constant([seed, 1]), num_draws=num_draws, step=step)
+    results[name] = float(tf.reduce_mean(variance))
+  return results

@@ -94,12 +94,16 @@ class TrainingGradients:
     terms: dict of `[B]` tensors for metrics.
     params: the posterior parameters `[B, P]` the loss was evaluated at (after
       the SVI steps or iterative updates of refining procedures).
+    estimator: gradients for the objective's `trainable_variables` (the control
+      variate of `rebar`/`relax`, minimizing the mean of its `estimator_loss`
+      term, the gradient estimator's variance), in order; empty for the others.
   """
   generative: list
   inference: list
   loss: tf.Tensor
   terms: dict
   params: tf.Tensor
+  estimator: list = dataclasses.field(default_factory=list)
 
 
 class InferenceProcedure(keras.layers.Layer):
@@ -238,16 +242,21 @@ class InferenceProcedure(keras.layers.Layer):
     """Gradients of one training step (default: autodiff of `training_losses`).
 
     Procedures that must accumulate gradients inside their own loop (so that
-    memory stays flat in the number of refinement steps) override this.
+    memory stays flat in the number of refinement steps) override this. An
+    objective with weights (`objective.trainable_variables`, REBAR's and RELAX's
+    control variate) gets the gradient of its `estimator_loss` term's mean.
 
     Returns:
       A `TrainingGradients`.
     """
     generative_vars = generative.trainable_variables
     inference_vars = self.trainable_variables
+    estimator_vars = list(getattr(objective, "trainable_variables", []))
     with tf.GradientTape(persistent=True) as tape:
       losses = self.training_losses(x, generative, objective, seed=seed, kl_weight=kl_weight,
                                     step=step)
+      estimator_loss = (tf.reduce_mean(losses.terms["estimator_loss"]) if estimator_vars
+                        else None)
     if losses.generative_loss is losses.inference_loss:
       # One backward pass serves both sets of variables.
       grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)
@@ -255,9 +264,11 @@ class InferenceProcedure(keras.layers.Layer):
     else:
       generative_grads = tape.gradient(losses.generative_loss, generative_vars)
       inference_grads = tape.gradient(losses.inference_loss, inference_vars)
+    estimator_grads = tape.gradient(estimator_loss, estimator_vars) if estimator_vars else []
     del tape
     return TrainingGradients(generative=generative_grads, inference=inference_grads,
-                             loss=losses.generative_loss, terms=losses.terms, params=losses.params)
+                             loss=losses.generative_loss, terms=losses.terms, params=losses.params,
+                             estimator=estimator_grads)
 
 
 @serializable.serializable

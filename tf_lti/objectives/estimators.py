@@ -15,6 +15,12 @@ discrete latents (`distributions.categorical`), `discrete_elbo` with one of:
 * `score_function` (REINFORCE; Williams 1992, Mnih & Gregor 2014): hard samples,
   `grad = mean_s (f_s - b_s) grad log q(z_s | x)` with the leave-one-out baseline
   `b_s = mean_{j != s} f_j` (independent of z_s, so unbiased; needs S >= 2).
+* `rebar` and `relax` (Tucker et al. 2017; Grathwohl et al. 2018): the score
+  function with the relaxed decoder pass as a control variate, corrected by its
+  reparameterized gradient at the sample and at the sample's conditional
+  perturbation -- unbiased; the temperature (and RELAX's network) are the weights
+  of the `Objective`'s `control_variate` (`objectives.rebar`), trained on the
+  estimator's variance.
 
 Every discrete estimator draws one Gumbel perturbation `logits + g` per sample
 and uses its argmax as the hard sample -- exactly what
@@ -37,6 +43,10 @@ to the value).
     Reinforcement Learning. Machine Learning 1992.
 [6] Mnih & Rezende. Variational Inference for Monte Carlo Objectives. ICML 2016
     (leave-one-out baselines). https://arxiv.org/abs/1602.06725
+[7] Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein. REBAR. NeurIPS 2017.
+    https://arxiv.org/abs/1703.07370
+[8] Grathwohl, Choi, Wu, Roeder & Duvenaud. Backpropagation through the Void (RELAX).
+    ICLR 2018. https://arxiv.org/abs/1711.00123
 """
 
 import dataclasses
@@ -48,11 +58,13 @@ from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
 from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.objectives import bounds as bounds_lib
+from tf_lti.objectives import rebar as rebar_lib
 
 tfd = tfp.distributions
 
 __all__ = [
     "Objective", "discrete_elbo", "dreg_iw_bound", "gumbel_samples", "leave_one_out_baseline",
+    "logits_gradient_variance",
 ]
 
 
@@ -104,8 +116,30 @@ class Objective(settings_lib.ObjectiveSettings):
   The fields, their defaults and their validation are `config.settings.ObjectiveSettings`'s
   (`Objective.from_config(config.objective)` builds one from a config). Estimators change
   the gradient of `bound`, never its value; the discrete ones (`gumbel_softmax`,
-  `straight_through`, `score_function`) go with `posteriors.categorical.CategoricalFamily`.
+  `straight_through`, `score_function`, `rebar`, `relax`) go with
+  `posteriors.categorical.CategoricalFamily`.
+
+  For `rebar` and `relax` the objective owns a `control_variate`
+  (`objectives.rebar.ControlVariate`, a Keras layer whose weights the `VAE` saves and
+  trains), created with it; its terms then include `estimator_loss` `[B]`, the squared
+  norm of each example's logits-gradient estimate, whose gradient with respect to
+  `trainable_variables` is that of the estimator's variance. Other objectives have no
+  weights (`control_variate` is `None`).
   """
+
+  def __post_init__(self):
+    super().__post_init__()
+    control_variate = None
+    if self.estimator in choices.CONTROL_VARIATE_ESTIMATORS:
+      control_variate = rebar_lib.ControlVariate(
+          initial_temperature=self.temperature, name="control_variate",
+          network_units=self.control_variate_units if self.estimator == "relax" else 0)
+    object.__setattr__(self, "control_variate", control_variate)  # a weight, not a setting
+
+  @property
+  def trainable_variables(self):
+    """The control variate's weights (trained on the estimator's variance), else `[]`."""
+    return [] if self.control_variate is None else list(self.control_variate.trainable_variables)
 
   def temperature_at(self, step):
     """tau_t = max(min_temperature, temperature * exp(-temperature_decay * t)), float32 scalar."""
@@ -125,7 +159,8 @@ class Objective(settings_lib.ObjectiveSettings):
         raise ValueError("Prediction errors are not defined for discrete latents.")
       return discrete_elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
                            estimator=self.estimator, temperature=self.temperature_at(step),
-                           kl_weight=kl_weight, training=training)
+                           kl_weight=kl_weight, training=training,
+                           control_variate=self.control_variate)
     if self.bound == "elbo":
       return bounds_lib.elbo(x, generative, posterior, seed=seed, num_samples=self.num_samples,
                   kl=self.kl, kl_weight=kl_weight, training=training, with_errors=with_errors,
@@ -193,7 +228,7 @@ def _check_discrete_arguments(posterior, num_samples, estimator, temperature):
 
 
 def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, temperature, kl_weight,
-                  training):
+                  training, control_variate=None):
   """ELBO of a model with discrete latents, its gradient from a discrete estimator.
 
   ```none
@@ -204,6 +239,8 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
                       straight_through  grad (1/S) sum_s log p(x | hard_s + y_s - sg(y_s))
                       score_function    (1/S) sum_s (f_s - b_s) grad log q(hard_s | x),
                                         f_s = log p(x | hard_s),  b_s = mean_{j != s} f_j
+                      rebar, relax      objectives.rebar.logits_gradient, entering as
+                                        sum_z sg(g_hat_z) logits_z
   ```
 
   The decoder's gradient comes from the same decoder pass (relaxed inputs for
@@ -221,10 +258,13 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
     temperature: float scalar tau > 0 of the relaxation (unused by `score_function`).
     kl_weight: scalar weight of the KL term in `bound`.
     training: batch-norm mode of the decoder.
+    control_variate: the `objectives.rebar.ControlVariate` of `rebar` and `relax`
+      (unused by the others).
 
   Returns:
     Dict of `[B]` tensors: `bound`, `elbo`, `log_likelihood` (the reconstruction
-    term) and `kl`, as `objectives.bounds.elbo`.
+    term) and `kl`, as `objectives.bounds.elbo`; `rebar` and `relax` add
+    `estimator_loss`, ||g_hat||^2 per example (see `Objective`).
 
   Raises:
     TypeError: if `posterior` is not an `IndependentOneHotCategorical`.
@@ -242,7 +282,20 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
   def log_likelihood(z):  # [S, B, Z] -> [S, B]
     return generative.log_joint_parts(x, z, training, seed=decoder_seed)[0]
 
-  if estimator == "score_function":
+  extra = {}
+  if estimator in choices.CONTROL_VARIATE_ESTIMATORS:
+    if control_variate is None:
+      raise ValueError(f"`estimator={estimator}` needs its `control_variate` "
+                       f"(`objectives.rebar.ControlVariate`); got None.")
+    features = tf.reshape(tf.cast(x, posterior.dtype), tf.stack([tf.shape(x)[0], -1]))
+    values, gradient = rebar_lib.logits_gradient(
+        log_likelihood, posterior.logits, posterior.num_categories, control_variate,
+        features=features, num_samples=num_samples, seed=seed)
+    encoder_term = tf.reduce_sum(tf.stop_gradient(gradient) * posterior.logits, axis=-1)
+    reconstruction = tf.reduce_mean(values, axis=0) + (
+        encoder_term - tf.stop_gradient(encoder_term))
+    extra["estimator_loss"] = tf.reduce_sum(tf.square(gradient), axis=-1)
+  elif estimator == "score_function":
     hard = posterior.sample(num_samples, seed=seed)  # [S, B, Z]
     values = log_likelihood(hard)
     advantage = tf.stop_gradient(values - leave_one_out_baseline(values))
@@ -265,4 +318,48 @@ def discrete_elbo(x, generative, posterior, *, seed, num_samples, estimator, tem
       "elbo": reconstruction - kl_term,
       "log_likelihood": reconstruction,
       "kl": kl_term,
+      **extra,
   }
+
+
+def logits_gradient_variance(x, generative, logits, num_categories, objective, *, seed, num_draws,
+                             step=0):
+  """Per-example variance of a discrete estimator's gradient of the bound w.r.t. the logits.
+
+  ```none
+  g_m = grad_logits bound(x; logits, draw m)  [Z],   m = 1..M independent draws
+  variance = sum_z Var_m(g_mz)                       (unbiased sample variance)
+  ```
+  The M draws run as one batch of M copies of `x` (each copy gets its own noise).
+
+  Args:
+    x: float `Tensor` `[B, D]`.
+    generative: the discrete generative model (`discrete_elbo`'s).
+    logits: the posterior's logits `[B, Z]`.
+    num_categories: K.
+    objective: an `Objective` with a discrete estimator.
+    seed: stateless seed, int `Tensor` `[2]`.
+    num_draws: M >= 2.
+    step: the training step, for an annealed temperature. Default value: 0.
+
+  Returns:
+    variance: `[B]`.
+    mean: the mean gradient `[B, Z]`.
+  """
+  if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 2:
+    raise ValueError(f"`num_draws` must be an int >= 2; got {num_draws!r}.")
+  batch = tf.shape(logits)[0]
+  tiled = tf.repeat(tf.convert_to_tensor(logits)[tf.newaxis], num_draws, axis=0)  # [M, B, Z]
+  tiled = tf.reshape(tiled, [-1, logits.shape[-1]])
+  copies = tf.reshape(tf.repeat(x[tf.newaxis], num_draws, axis=0),
+                      tf.concat([[-1], tf.shape(x)[1:]], 0))
+  with tf.GradientTape() as tape:
+    tape.watch(tiled)
+    terms = objective(copies, generative,
+                      categorical_lib.IndependentOneHotCategorical(tiled, num_categories),
+                      seed=seed, training=False, step=step)
+    total = tf.reduce_sum(terms["bound"])
+  draws = tf.reshape(tape.gradient(total, tiled), [num_draws, batch, -1])  # [M, B, Z]
+  mean = tf.reduce_mean(draws, axis=0)
+  variance = tf.reduce_sum(tf.square(draws - mean), axis=[0, 2]) / (num_draws - 1.0)
+  return variance, mean

@@ -92,6 +92,9 @@ class VAE(keras.Model):
     self.generative = generative
     self.inference = inference
     self.objective = objective
+    # REBAR's and RELAX's control variate: weights of the model (saved, checkpointed), trained
+    # by the inference optimizer on the estimator's variance.
+    self.control_variate = getattr(objective, "control_variate", None)
     self.kl_warmup_steps = int(kl_warmup_steps)
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
@@ -102,8 +105,9 @@ class VAE(keras.Model):
         if inference.refinement_name is not None else ())
     self._trackers = {name: keras.metrics.Mean(name=name)
                       for name in METRIC_NAMES + self._trajectory_names}
-    # The relaxed discrete estimators also log their annealed temperature in training.
-    if getattr(objective, "estimator", None) in choices.RELAXED_ESTIMATORS:
+    # The relaxed discrete estimators also log their annealed (or learned) temperature.
+    if getattr(objective, "estimator", None) in (choices.RELAXED_ESTIMATORS
+                                                 + choices.CONTROL_VARIATE_ESTIMATORS):
       self._trackers["temperature"] = keras.metrics.Mean(name="temperature")
     self.generative_optimizer = None
     self.inference_optimizer = None
@@ -113,6 +117,11 @@ class VAE(keras.Model):
   @property
   def family(self):
     return self.inference.family
+
+  @property
+  def estimator_variables(self):
+    """The objective's trainable weights (the control variate of `rebar`/`relax`), else `[]`."""
+    return [] if self.control_variate is None else list(self.control_variate.trainable_variables)
 
   @property
   def prefers_xla(self):
@@ -196,7 +205,8 @@ class VAE(keras.Model):
     if not self.generative_optimizer.built:
       self.generative_optimizer.build(self.generative.trainable_variables)
     if not self.inference_optimizer.built:
-      self.inference_optimizer.build(self.inference.trainable_variables)
+      self.inference_optimizer.build(self.inference.trainable_variables
+                                     + self.estimator_variables)
 
   def build_all(self, x):
     """Creates every weight and optimizer slot (before any `tf.function` traces a step).
@@ -213,6 +223,9 @@ class VAE(keras.Model):
     self.inference.infer(x, self.generative, seed=tf.constant([0, 0]), training=False)
     batch_size = tf.shape(x)[0]
     self.generative.log_joint(x, tf.zeros(tf.stack([1, batch_size, self.generative.latent_size])))
+    if self.control_variate is not None:
+      self.control_variate.build_for(self.generative.latent_size,
+                                     tf.reshape(x, tf.stack([batch_size, -1])))
     self._example_spec = (list(x.shape[1:]), x.dtype.name)
     self.built = True
     if self.generative_optimizer is not None:
@@ -325,7 +338,8 @@ class VAE(keras.Model):
       return [None if g is None else g * tf.cast(fraction, g.dtype) for g in grads]
 
     return dataclasses.replace(gradients, generative=scale(gradients.generative),
-                               inference=scale(gradients.inference))
+                               inference=scale(gradients.inference),
+                               estimator=scale(gradients.estimator))
 
   def results(self, names):
     """The current results of the metric trackers `names` (read across replicas)."""
@@ -344,21 +358,24 @@ class VAE(keras.Model):
     x = _features(data)
     kl_weight = self.kl_weight()
     step = self.generative_optimizer.iterations
-    temperature = (self.objective.temperature_at(step) if "temperature" in self._trackers
-                   else None)
+    temperature = None
+    if "temperature" in self._trackers:
+      temperature = (self.control_variate.temperature if self.control_variate is not None
+                     else self.objective.temperature_at(step))
     gradients = self.compute_gradients(x)
     mask = self._nonfinite_mask(gradients)
     loss, terms, weight = gradients.loss, gradients.terms, None
+    inference_grads = list(gradients.inference) + list(gradients.estimator)
     if self.skip_nonfinite:
       finite = tf.equal(mask, 0)
-      self._apply_if(finite, gradients.generative, gradients.inference)
+      self._apply_if(finite, gradients.generative, inference_grads)
       # A skipped step leaves the metrics as they were: its terms enter with weight 0.
       weight = tf.cast(finite, tf.float32)
       loss = tf.where(finite, loss, tf.zeros_like(loss))
       terms = {name: tf.where(finite, value, tf.zeros_like(value))
                for name, value in terms.items()}
     else:
-      self._apply(gradients.generative, gradients.inference)
+      self._apply(gradients.generative, inference_grads)
     logs = self._update_metrics(loss, terms, kl_weight, sample_weight=weight)
     if temperature is not None:
       self._trackers["temperature"].update_state(temperature, sample_weight=weight)
@@ -369,7 +386,8 @@ class VAE(keras.Model):
   def _nonfinite_mask(self, gradients):
     """The step's `nonfinite` bit mask, int32 scalar, OR-ed across replicas."""
     flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
-                              _nonfinite(gradients.generative), _nonfinite(gradients.inference)]),
+                              _nonfinite(gradients.generative),
+                              _nonfinite(list(gradients.inference) + list(gradients.estimator))]),
                     tf.int32)
     context = distribute.multi_replica_context()
     if context is not None:  # Faulty on any replica.
@@ -381,8 +399,10 @@ class VAE(keras.Model):
       self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.
       self.generative_optimizer.iterations.assign_add(1)
-    if self.inference.trainable_variables:
-      self.inference_optimizer.apply(inference_grads, self.inference.trainable_variables)
+    # `inference_grads` include the estimator's (`TrainingGradients.estimator`), last.
+    inference_vars = self.inference.trainable_variables + self.estimator_variables
+    if inference_vars:
+      self.inference_optimizer.apply(inference_grads, inference_vars)
 
   def _skip(self):
     self.generative_optimizer.iterations.assign_add(1)
