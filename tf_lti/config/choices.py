@@ -15,7 +15,7 @@ __all__ = [
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
     "ITERATIVE_INPUTS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
-    "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
+    "PRECISIONS", "PROCEDURES", "RELAXED_ESTIMATORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
     "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
     "likelihoods",
 ]
@@ -38,6 +38,8 @@ DATA_KINDS = ("images", "text")
 TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
 OPTIMIZERS = ("adam", "sgd")
 NONFINITE_ACTIONS = ("stop", "skip")
+# Keras dtype policies of the networks (tf_lti/models/precision.py): variables stay float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PROCEDURES = ("amortized", "iterative", "semi_amortized")
 SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
 SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
@@ -89,6 +91,7 @@ CONFIG_FIELD_CHOICES = {
     "update": UPDATES, "svi_training": SVI_TRAINING_MODES, "svi_clip_scope": SVI_CLIP_SCOPES,
     "svi_backward": SVI_BACKWARD_MODES, "hvp": HVP_MODES, "bound": BOUNDS, "kl": KL_MODES,
     "estimator": ESTIMATORS, "optimizer": OPTIMIZERS, "on_nonfinite": NONFINITE_ACTIONS,
+    "precision": PRECISIONS, "eval_precision": PRECISIONS,
 }
 
 

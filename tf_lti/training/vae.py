@@ -20,10 +20,12 @@ import keras
 import tensorflow as tf
 
 from tf_lti.config import choices
+from tf_lti.models import precision as precision_lib
 from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.objectives import estimators
 from tf_lti.saving import serializable
 from tf_lti.training import distribute
+from tf_lti.training import optimizers as optimizers_lib
 
 __all__ = ["FAULT_QUANTITIES", "METRIC_NAMES", "VAE", "nonfinite_quantities"]
 
@@ -79,12 +81,19 @@ class VAE(keras.Model):
       update, which costs time without XLA); otherwise it applies as usual and
       only reports the fault, for a trainer that then stops without saving.
       Default value: `False`.
+    dtype: the Keras dtype policy of every layer of `generative` and
+      `inference`, one of `config.choices.PRECISIONS` (`"mixed_bfloat16"`,
+      `"mixed_float16"`: 16-bit networks, float32 variables, optimizer state
+      and bounds; `compile` adds loss scaling for float16). Default value:
+      `None`: Keras' global policy for the VAE, its parts keep their own.
   """
 
   def __init__(self, generative, inference, objective=None, *, kl_warmup_steps=0,
                kl_initial_weight=1.0, seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
     objective = estimators.Objective() if objective is None else objective
+    # The policy set on the parts here and again once `build_all` created any lazy layers.
+    self._precision = None if kwargs.get("dtype") is None else precision_lib.policy_of(self)
     if kl_warmup_steps < 0:
       raise ValueError(f"`kl_warmup_steps` must be >= 0; got {kl_warmup_steps}.")
     if not 0.0 <= kl_initial_weight <= 1.0:
@@ -92,6 +101,8 @@ class VAE(keras.Model):
     self.generative = generative
     self.inference = inference
     self.objective = objective
+    if self._precision is not None:
+      precision_lib.apply_policy(self, self._precision)
     self.kl_warmup_steps = int(kl_warmup_steps)
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
@@ -157,6 +168,9 @@ class VAE(keras.Model):
       raise ValueError("`inference_optimizer` must not be the generative optimizer itself (each "
                        "part counts its own steps); pass one optimizer to use its configuration "
                        "for both.")
+    if self.dtype_policy.name == "mixed_float16":  # one dynamic loss scale for both parts
+      generative_optimizer, inference_optimizer = optimizers_lib.with_loss_scaling(
+          generative_optimizer, inference_optimizer)
     super().compile(optimizer=generative_optimizer, jit_compile=jit_compile, **kwargs)
     self.generative_optimizer = generative_optimizer
     self.inference_optimizer = inference_optimizer
@@ -198,6 +212,8 @@ class VAE(keras.Model):
     batch_size = tf.shape(x)[0]
     self.generative.log_joint(x, tf.zeros(tf.stack([1, batch_size, self.generative.latent_size])))
     self._example_spec = (list(x.shape[1:]), x.dtype.name)
+    if self._precision is not None:  # layers a part creates while building
+      precision_lib.apply_policy(self, self._precision)
     self.built = True
     if self.generative_optimizer is not None:
       self._build_optimizers()
@@ -298,9 +314,13 @@ class VAE(keras.Model):
     are scaled by its share of the global batch, so that their sum over replicas
     is the gradient of the global-batch mean.
     """
+    loss_scale = optimizers_lib.loss_scale(
+        self.generative_optimizer if self.generative.trainable_variables
+        else self.inference_optimizer)
     gradients = self.inference.training_gradients(
         x, self.generative, self.objective, seed=self.step_seed(0), kl_weight=self.kl_weight(),
-        step=self.generative_optimizer.iterations)
+        step=self.generative_optimizer.iterations,
+        **({} if loss_scale is None else {"loss_scale": loss_scale}))
     if distribute.multi_replica_context() is None:
       return gradients
     fraction = distribute.global_batch_fraction(x, tf.float32)
@@ -324,6 +344,9 @@ class VAE(keras.Model):
     `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
     With `skip_nonfinite` such a step applies nothing and updates no metric;
     only the step counter advances (so the next batch still gets its own seed).
+    Under loss scaling (`mixed_float16`) gradients are scaled and may overflow:
+    the `LossScaleOptimizer`s skip such a step and lower the scale, so only the
+    loss and the posterior parameters count as faults.
     """
     x = _features(data)
     kl_weight = self.kl_weight()
@@ -352,8 +375,10 @@ class VAE(keras.Model):
 
   def _nonfinite_mask(self, gradients):
     """The step's `nonfinite` bit mask, int32 scalar, OR-ed across replicas."""
+    scaled = optimizers_lib.loss_scale(self.generative_optimizer) is not None
     flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
-                              _nonfinite(gradients.generative), _nonfinite(gradients.inference)]),
+                              tf.constant(False) if scaled else _nonfinite(gradients.generative),
+                              tf.constant(False) if scaled else _nonfinite(gradients.inference)]),
                     tf.int32)
     context = distribute.multi_replica_context()
     if context is not None:  # Faulty on any replica.
@@ -361,6 +386,15 @@ class VAE(keras.Model):
     return tf.reduce_sum(flags * 2 ** tf.range(len(FAULT_QUANTITIES)))
 
   def _apply(self, generative_grads, inference_grads):
+    if optimizers_lib.loss_scale(self.generative_optimizer) is not None:
+      generative_vars = self.generative.trainable_variables
+      inference_vars = self.inference.trainable_variables
+      optimizers_lib.apply_loss_scaled(
+          (self.generative_optimizer, generative_grads, generative_vars) if generative_vars else None,
+          (self.inference_optimizer, inference_grads, inference_vars) if inference_vars else None)
+      if not generative_vars:
+        self.generative_optimizer.iterations.assign_add(1)
+      return
     if self.generative.trainable_variables:
       self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.
