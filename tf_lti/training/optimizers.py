@@ -134,6 +134,9 @@ def apply_loss_scaled(generative, inference):
     generative: `(optimizer, gradients, variables)` of the generative model,
       or `None` (no trainable variables).
     inference: the same for the inference procedure, or `None`.
+
+  Returns:
+    Scalar bool `Tensor`: whether the step applied (all gradients were finite).
   """
   parts = [part for part in (generative, inference) if part is not None]
   grads = [g for _, part_grads, _ in parts for g in part_grads if g is not None]
@@ -141,6 +144,7 @@ def apply_loss_scaled(generative, inference):
   poison = tf.where(finite, 0.0, float("nan"))
   for optimizer, part_grads, variables in parts:
     optimizer.apply([None if g is None else _add(g, poison) for g in part_grads], variables)
+  return finite
 
 
 def _values(gradient):

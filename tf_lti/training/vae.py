@@ -389,11 +389,13 @@ class VAE(keras.Model):
     if optimizers_lib.loss_scale(self.generative_optimizer) is not None:
       generative_vars = self.generative.trainable_variables
       inference_vars = self.inference.trainable_variables
-      optimizers_lib.apply_loss_scaled(
+      applied = optimizers_lib.apply_loss_scaled(
           (self.generative_optimizer, generative_grads, generative_vars) if generative_vars else None,
           (self.inference_optimizer, inference_grads, inference_vars) if inference_vars else None)
-      if not generative_vars:
-        self.generative_optimizer.iterations.assign_add(1)
+      # A skipped (overflowing) or frozen-generator step still advances the step counter.
+      iterations = self.generative_optimizer.iterations
+      iterations.assign_add(tf.cast(tf.logical_not(applied) if generative_vars else True,
+                                    iterations.dtype))
       return
     if self.generative.trainable_variables:
       self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
