@@ -217,7 +217,8 @@ def test_keras_files_keep_the_policy_and_the_loss_scale(policy, tmp_path):
 
 
 def test_the_trainer_restores_the_policy_and_the_loss_scale_and_evaluates_in_float32(tmp_path):
-  workdir = testing.tiny_run(str(tmp_path / "run"), 3, precision="mixed_float16")
+  workdir = testing.tiny_run(str(tmp_path / "run"), 3, precision="mixed_float16",
+                             validation_max_examples=20)
 
   config, _, model, step = workdir_lib.restore_model(workdir)
 
