@@ -36,6 +36,9 @@ flags.DEFINE_integer("eval_svi_steps", None,
                      "SVI steps at test time: a semi-amortized model's K, or K steps of SVI on top "
                      "of any other model's posterior ('VAE + SVI'); -1: as trained. Default: the "
                      "work dir's config.")
+flags.DEFINE_enum("eval_precision", None, choices.PRECISIONS,
+                  "Dtype policy of the networks in this evaluation (default: the run's "
+                  "eval_precision, float32 unless set).")
 flags.DEFINE_bool("jit_compile", False, "Compile the evaluation step with XLA (measured slower on CPU).")
 flags.DEFINE_enum("report", "metrics", ["metrics", "gap"],
                   "metrics: IW log p(x), ELBO, KL, active units; gap: the amortization-gap report.")
@@ -54,9 +57,11 @@ FLAGS = flags.FLAGS
 
 
 def _with_eval_svi_steps(config):
-  """`config` with `--eval_svi_steps` (if given), validated."""
+  """`config` with `--eval_svi_steps` and `--eval_precision` (if given), validated."""
   if FLAGS.eval_svi_steps is not None:
     config.eval.eval_svi_steps = FLAGS.eval_svi_steps
+  if FLAGS.eval_precision is not None:
+    config.eval.eval_precision = FLAGS.eval_precision
   return config.validate()
 
 
@@ -88,6 +93,7 @@ def _evaluate():
   from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import diagnostics  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.models import precision  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import files  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import progress as progress_lib  # pylint: disable=g-import-not-at-top
   from tf_lti.reporting import summary  # pylint: disable=g-import-not-at-top
@@ -106,11 +112,12 @@ def _evaluate():
   print(f"Restored step {step} from {FLAGS.workdir}; evaluating {num_examples} {FLAGS.split} "
         f"examples with K={FLAGS.num_importance_samples}.", flush=True)
   count = progress_lib.examples_counter(num_examples)
-  results = metrics_lib.evaluate(model, batches,
-                                 num_importance_samples=FLAGS.num_importance_samples,
-                                 chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
-                                 jit_compile=FLAGS.jit_compile, progress=count,
-                                 token_counts=splits.token_counts(FLAGS.split, **subset))
+  with precision.using_policy(model, config.eval.eval_precision):
+    results = metrics_lib.evaluate(model, batches,
+                                   num_importance_samples=FLAGS.num_importance_samples,
+                                   chunk_size=FLAGS.eval_chunk_size, seed=FLAGS.seed,
+                                   jit_compile=FLAGS.jit_compile, progress=count,
+                                   token_counts=splits.token_counts(FLAGS.split, **subset))
   results.pop("per_example")
   metrics = {f"{FLAGS.split}_{name}": value for name, value in results.items()}
   metrics.update(steps=step, dataset=splits.name, config=config.to_dict())

@@ -16,7 +16,8 @@ __all__ = [
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
     "ITERATIVE_INPUTS", "JIT_COMPILE_SETTINGS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
-    "PROCEDURES", "RELAXED_ESTIMATORS", "SAMPLED_KL_POSTERIORS", "SPLITS", "STRATEGIES", "SVI_BACKWARD_MODES",
+    "PRECISIONS", "PROCEDURES", "RELAXED_ESTIMATORS", "SAMPLED_KL_POSTERIORS", "SPLITS",
+    "STRATEGIES", "SVI_BACKWARD_MODES",
     "SVI_CLIP_SCOPES", "SVI_TRAINING_MODES", "TEXT_SOURCE_PREFIXES", "UPDATES", "add_likelihood",
     "likelihoods",
 ]
@@ -41,6 +42,8 @@ OPTIMIZERS = ("adam", "sgd")
 # XLA for the training step: `auto` asks the model (`VAE.prefers_xla`), `on`/`off` force it.
 JIT_COMPILE_SETTINGS = ("auto", "on", "off")
 NONFINITE_ACTIONS = ("stop", "skip")
+# Keras dtype policies of the networks (tf_lti/models/precision.py): variables stay float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PROCEDURES = ("amortized", "iterative", "semi_amortized")
 SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
 SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
@@ -98,6 +101,7 @@ CONFIG_FIELD_CHOICES = {
     "svi_backward": SVI_BACKWARD_MODES, "hvp": HVP_MODES, "bound": BOUNDS, "kl": KL_MODES,
     "estimator": ESTIMATORS, "optimizer": OPTIMIZERS, "on_nonfinite": NONFINITE_ACTIONS,
     "jit_compile": JIT_COMPILE_SETTINGS,
+    "precision": PRECISIONS, "eval_precision": PRECISIONS,
 }
 
 

@@ -251,6 +251,9 @@ class TrainConfig:
       quantities and the inference procedure; no checkpoint holds that step, so
       the last good one is kept) or `skip` (the step applies nothing -- a
       conditional update, slower without XLA -- and is counted).
+    precision: Keras dtype policy of the networks: `float32`, `mixed_bfloat16` or
+      `mixed_float16` (16-bit matmuls and convolutions; variables, optimizer state, bounds,
+      KLs and SVI updates stay float32; float16 adds dynamic loss scaling). docs/library.md.
   """
   epochs: int = 10
   max_steps: int = 0
@@ -265,6 +268,7 @@ class TrainConfig:
   keep_checkpoints: int = 3
   deterministic: bool = False
   on_nonfinite: str = "stop"
+  precision: str = "float32"
 
 
 @dataclasses.dataclass
@@ -283,6 +287,8 @@ class EvalConfig:
     eval_jit_compile: compile evaluation with XLA. Off by default: for the large
       importance-sampling matmuls TF's default CPU kernels measured faster than XLA's
       (docs/benchmarks.md).
+    eval_precision: dtype policy of the networks in the final test evaluation (IW log p(x),
+      ELBO, KL): `float32` (also for a model trained in mixed precision) or a mixed one.
   """
   num_importance_samples: int = 5000
   eval_batch_size: int = 50
@@ -291,6 +297,7 @@ class EvalConfig:
   validation_max_examples: int = 0
   eval_svi_steps: int = -1
   eval_jit_compile: bool = False
+  eval_precision: str = "float32"
 
 
 @dataclasses.dataclass

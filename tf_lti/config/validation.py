@@ -237,6 +237,8 @@ def validate_experiment(config):
   checks.one_of("optimizer", config.train.optimizer, choices.OPTIMIZERS)
   checks.one_of("on_nonfinite", config.train.on_nonfinite, choices.NONFINITE_ACTIONS)
   checks.one_of("jit_compile", config.train.jit_compile, choices.JIT_COMPILE_SETTINGS)
+  checks.one_of("precision", config.train.precision, choices.PRECISIONS)
+  checks.one_of("eval_precision", config.eval.eval_precision, choices.PRECISIONS)
   levels = len(config.model.latent_sizes)
   if levels == 0 or min(config.model.latent_sizes) < 1 and not _is_language_model(config):
     raise ValueError("`latent_sizes` must be positive sizes, one per level; got "

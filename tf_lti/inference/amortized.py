@@ -46,6 +46,7 @@ from tf_lti.data import text as text_data
 from tf_lti.inference import base
 from tf_lti.models import layers
 from tf_lti.models import lstm
+from tf_lti.models import precision
 from tf_lti.saving import serializable
 
 __all__ = [
@@ -70,9 +71,9 @@ class SinglePassEncoder(base.InferenceProcedure):
     raise NotImplementedError(f"{type(self).__name__} must implement `encode`.")
 
   def infer(self, x, generative, *, seed, training=False):
-    """`InferenceResult(params=encode(x))` (no `bound_trajectory`)."""
+    """`InferenceResult(params=encode(x))` (no `bound_trajectory`), float32 under any policy."""
     del generative, seed  # A single deterministic pass needs neither.
-    return base.InferenceResult(params=self.encode(x, training))
+    return base.InferenceResult(params=precision.to_float32(self.encode(x, training)))
 
   def call(self, x, training=False):
     return self.encode(x, training)

@@ -21,7 +21,7 @@ from tf_lti.saving import serializable
 
 __all__ = [
     "InferenceProcedure", "InferenceResult", "NoLatentInference", "TrainingGradients",
-    "TrainingLosses", "encode_gradient", "join_levels", "split_levels",
+    "TrainingLosses", "encode_gradient", "join_levels", "scale_loss", "split_levels",
 ]
 
 
@@ -238,13 +238,21 @@ class InferenceProcedure(keras.layers.Layer):
     return TrainingLosses(generative_loss=loss, inference_loss=loss, terms=terms,
                           params=result.params)
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
+                         loss_scale=None):
     """Gradients of one training step (default: autodiff of `training_losses`).
 
     Procedures that must accumulate gradients inside their own loop (so that
     memory stays flat in the number of refinement steps) override this. An
     objective with weights (`objective.trainable_variables`, REBAR's and RELAX's
     control variate) gets the gradient of its `estimator_loss` term's mean.
+
+    Args:
+      loss_scale: float32 scalar the losses are multiplied by before they are
+        differentiated (float16 loss scaling), so every returned gradient is
+        scaled by it; the returned `loss` and `terms` are not. Only passed
+        under loss scaling. Default value: `None` (1).
+      (the rest as `training_losses`)
 
     Returns:
       A `TrainingGradients`.
@@ -255,15 +263,18 @@ class InferenceProcedure(keras.layers.Layer):
     with tf.GradientTape(persistent=True) as tape:
       losses = self.training_losses(x, generative, objective, seed=seed, kl_weight=kl_weight,
                                     step=step)
-      estimator_loss = (tf.reduce_mean(losses.terms["estimator_loss"]) if estimator_vars
-                        else None)
-    if losses.generative_loss is losses.inference_loss:
+      generative_loss = scale_loss(losses.generative_loss, loss_scale)
+      inference_loss = (generative_loss if losses.inference_loss is losses.generative_loss
+                        else scale_loss(losses.inference_loss, loss_scale))
+      estimator_loss = (scale_loss(tf.reduce_mean(losses.terms["estimator_loss"]), loss_scale)
+                        if estimator_vars else None)
+    if generative_loss is inference_loss:
       # One backward pass serves both sets of variables.
-      grads = tape.gradient(losses.generative_loss, generative_vars + inference_vars)
+      grads = tape.gradient(generative_loss, generative_vars + inference_vars)
       generative_grads, inference_grads = grads[:len(generative_vars)], grads[len(generative_vars):]
     else:
-      generative_grads = tape.gradient(losses.generative_loss, generative_vars)
-      inference_grads = tape.gradient(losses.inference_loss, inference_vars)
+      generative_grads = tape.gradient(generative_loss, generative_vars)
+      inference_grads = tape.gradient(inference_loss, inference_vars)
     estimator_grads = tape.gradient(estimator_loss, estimator_vars) if estimator_vars else []
     del tape
     return TrainingGradients(generative=generative_grads, inference=inference_grads,
@@ -289,7 +300,12 @@ class NoLatentInference(InferenceProcedure):
   def infer(self, x, generative, *, seed, training=False):
     """`params` `[B, 0]` for `x` `[B, ...]`."""
     del generative, seed, training  # Nothing to infer.
-    return InferenceResult(params=tf.zeros(tf.stack([tf.shape(x)[0], 0]), self.compute_dtype))
+    return InferenceResult(params=tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.float32))
+
+
+def scale_loss(loss, loss_scale):
+  """`loss * loss_scale` (float32 scalars), or `loss` if `loss_scale` is `None`."""
+  return loss if loss_scale is None else loss * loss_scale
 
 
 _EPSILON = 1e-5

@@ -46,6 +46,7 @@ from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
 from tf_lti.inference import base
 from tf_lti.models import layers
+from tf_lti.models import precision
 from tf_lti.saving import serializable
 
 __all__ = ["ERROR_PARTS", "IterativeInferenceModel"]
@@ -151,11 +152,13 @@ class IterativeInferenceModel(base.InferenceProcedure):
     return tf.tile(tf.convert_to_tensor(self._initial)[None], [batch_size, 1])
 
   def initial_state(self, batch_size):
-    """Recurrent state per level (zeros: reset for every batch); `[]` for feed-forward models."""
+    """Recurrent state per level (zeros: reset for every batch); `[]` for feed-forward models.
+
+    In the networks' compute dtype, as the cells return it.
+    """
     if not self.recurrent:
       return []
-    return [[tf.zeros([batch_size, cell.units]), tf.zeros([batch_size, cell.units])]
-            for cell in self._cells]
+    return [[tf.zeros([batch_size, cell.units], self.compute_dtype)] * 2 for cell in self._cells]
 
   def evaluate(self, x, generative, objective, params, *, seed, kl_weight, training,
                with_gradient):
@@ -236,9 +239,10 @@ class IterativeInferenceModel(base.InferenceProcedure):
       if self.recurrent:
         h, level_state = self._cells[level](h, state[level], training=training)
         new_state.append(level_state)
-      proposal = self._proposals[level](h)
+      # The update of lambda is float32 under any policy.
+      proposal = precision.to_float32(self._proposals[level](h))
       if self.update == "gated":
-        gate = tf.sigmoid(self._gates[level](h))
+        gate = tf.sigmoid(precision.to_float32(self._gates[level](h)))
         new.append(gate * old[level] + (1.0 - gate) * proposal)
       else:
         new.append(old[level] + proposal)
@@ -335,7 +339,8 @@ class IterativeInferenceModel(base.InferenceProcedure):
     return {name: value for name, value in terms.items()
             if name not in ("data_residual", "data_error", "latent_residual", "latent_error")}
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
+                         loss_scale=None):
     """Per-step accumulated gradients, memory flat in T (feed-forward models).
 
     Each step t has its own tape; one backward pass gives grad_phi(-ELBO_t), the
@@ -343,10 +348,12 @@ class IterativeInferenceModel(base.InferenceProcedure):
     Steps 1 ... T-1 run in a `tf.while_loop` carrying only lambda_t, the
     feedback and the gradient sums, so neither activations nor the program grow
     with T. Recurrent models (whose gradients cross iterations) use the generic path.
-    `step` is unused (see `training_losses`).
+    `step` is unused (see `training_losses`); `loss_scale` scales every returned
+    gradient (`base.InferenceProcedure.training_gradients`), never the encoded one.
     """
     if self.recurrent:
-      return super().training_gradients(x, generative, objective, seed=seed, kl_weight=kl_weight)
+      return super().training_gradients(x, generative, objective, seed=seed, kl_weight=kl_weight,
+                                        loss_scale=loss_scale)
     del step
     batch_size = tf.shape(x)[0]
     num_iterations = self.num_iterations
@@ -364,13 +371,15 @@ class IterativeInferenceModel(base.InferenceProcedure):
         terms = objective(x, generative, self.family.distribution(params), seed=step_seed,
                           kl_weight=kl_weight, training=True, with_errors=self.needs_errors)
         loss = -tf.reduce_mean(terms["bound"])
+        scaled_loss = base.scale_loss(loss, loss_scale)
       sources = [params] + inference_vars + (generative_vars if with_generative else [])
       grads = [tf.zeros(source.shape, source.dtype) if grad is None else grad
-               for source, grad in zip(sources, tape.gradient(loss, sources))]
+               for source, grad in zip(sources, tape.gradient(scaled_loss, sources))]
       feedback = self.feedback(terms)
       if self.needs_gradient:
         # loss = -mean_b bound_b, so each example's own gradient is -B * d loss / d params_b.
-        feedback["gradient"] = tf.stop_gradient(-tf.cast(batch_size, params.dtype) * grads[0])
+        unscaled = grads[0] if loss_scale is None else grads[0] / loss_scale
+        feedback["gradient"] = tf.stop_gradient(-tf.cast(batch_size, params.dtype) * unscaled)
       inference_grads = [g / float(num_iterations) for g in grads[1:1 + len(inference_vars)]]
       return (tf.stop_gradient(params), feedback, inference_grads, loss, terms,
               grads[1 + len(inference_vars):])

@@ -115,7 +115,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
   def initial_params(self, x, generative, *, seed, training=False):
     """lambda_0 `[B, P]`: the encoder's params, or zeros."""
     if self.encoder is None:
-      return tf.zeros([tf.shape(x)[0], self.num_params], self.compute_dtype)
+      return tf.zeros([tf.shape(x)[0], self.num_params], tf.float32)
     return self.encoder.infer(x, generative, seed=seed, training=training).params
 
   def svi_loss(self, x, generative, *, kl_weight=1.0, training=False):
@@ -151,11 +151,15 @@ class SemiAmortizedInference(base.InferenceProcedure):
     return base.InferenceResult(params=params,
                                 bound_trajectory=tf.concat([-losses, final[None]], axis=0))
 
-  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0):
+  def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
+                         loss_scale=None):
     """Gradients of one training step, by mode (see the module docstring).
 
     `step` is unused: semi-amortized training uses the reparameterization
-    estimator, whose objective has no schedule.
+    estimator, whose objective has no schedule. `loss_scale` scales every
+    returned gradient (`base.InferenceProcedure.training_gradients`); the SVI
+    steps and the reverse sweep run on the unscaled adjoint (so that its clip
+    norm keeps its meaning), whose results are then scaled.
 
     Returns:
       A `base.TrainingGradients`; `terms` are the training bound's terms at lambda_K.
@@ -178,8 +182,9 @@ class SemiAmortizedInference(base.InferenceProcedure):
         params, _ = svi.unrolled_refine(params, loss_fn, self.settings, self.num_groups,
                                         seed=svi_seed)
         loss, terms = final_loss(params)
-      generative_grads = tape.gradient(loss, generative_vars)
-      inference_grads = tape.gradient(loss, inference_vars)
+        scaled_loss = base.scale_loss(loss, loss_scale)
+      generative_grads = tape.gradient(scaled_loss, generative_vars)
+      inference_grads = tape.gradient(scaled_loss, inference_vars)
       del tape
       return base.TrainingGradients(generative_grads, inference_grads, loss, terms, params)
 
@@ -191,10 +196,15 @@ class SemiAmortizedInference(base.InferenceProcedure):
       with tf.GradientTape() as tape:
         tape.watch(params)
         loss, terms = final_loss(params)
-      grads = tape.gradient(loss, [params] + generative_vars)
-      initial_bar, through_steps = svi.reverse_sweep(grads[0], stored, loss_fn, generative_vars,
+        scaled_loss = base.scale_loss(loss, loss_scale)
+      grads = tape.gradient(scaled_loss, [params] + generative_vars)
+      adjoint = grads[0] if loss_scale is None else grads[0] / loss_scale
+      initial_bar, through_steps = svi.reverse_sweep(adjoint, stored, loss_fn, generative_vars,
                                                      self.settings, self.num_groups,
                                                      seed=svi_seed)
+      if loss_scale is not None:
+        initial_bar = initial_bar * loss_scale
+        through_steps = [indirect * loss_scale for indirect in through_steps]
       generative_grads = [tf.convert_to_tensor(direct) + indirect
                           for direct, indirect in zip(grads[1:], through_steps)]
       inference_grads = encoder_tape.gradient(initial, inference_vars,
@@ -215,9 +225,12 @@ class SemiAmortizedInference(base.InferenceProcedure):
         encoder_loss = tf.reduce_mean(tfd.kl_divergence(
             self.family.distribution(initial),
             self.family.distribution(tf.stop_gradient(params))))
+      if inference_vars:  # scaled on the tape (`svi` has no encoder and no encoder loss)
+        encoder_loss = base.scale_loss(encoder_loss, loss_scale)
     with tf.GradientTape() as tape:
       loss, terms = final_loss(tf.stop_gradient(params))
-    generative_grads = tape.gradient(loss, generative_vars)
+      scaled_loss = base.scale_loss(loss, loss_scale)
+    generative_grads = tape.gradient(scaled_loss, generative_vars)
     inference_grads = (encoder_tape.gradient(encoder_loss, inference_vars)
                        if inference_vars else [])
     return base.TrainingGradients(generative_grads, inference_grads, loss, terms, params)

@@ -30,6 +30,7 @@ from tf_lti.distributions import categorical as categorical_lib
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
 from tf_lti.models import likelihoods
+from tf_lti.models import precision
 from tf_lti.saving import serializable
 
 tfd = tfp.distributions
@@ -156,12 +157,13 @@ class DLGM(models_base.GenerativeModel, keras.layers.Layer):
     down = top
     for level in range(self.num_levels - 2, -1, -1):
       h = self._torsos[level + 1](down, training=training)
-      mean, log_variance = tf.split(self._prior_heads[level](h), 2, axis=-1)
+      mean, log_variance = tf.split(precision.to_float32(self._prior_heads[level](h)), 2, axis=-1)
       log_variance = tf.clip_by_value(log_variance, MIN_PRIOR_LOG_VARIANCE,
                                       MAX_PRIOR_LOG_VARIANCE)
       down = choose_level(level, mean, log_variance)
       if self._deterministic[level] is not None:
-        down = tf.concat([down, self.activation(self._deterministic[level](h))], axis=-1)
+        deterministic = precision.to_float32(self._deterministic[level](h))
+        down = tf.concat([down, self.activation(deterministic)], axis=-1)
     return self.head(self._torsos[0](down, training=training))
 
   def _decode_flat(self, z, training):

@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lti.config import choices
+from tf_lti.models import precision
 
 tfd = tfp.distributions
 
@@ -144,8 +145,8 @@ class BernoulliHead(keras.layers.Layer):
     self._logits = keras.layers.Dense(event_size, name="logits")
 
   def call(self, h):
-    """Returns `logits` `[N, D]`."""
-    return self._logits(h)
+    """Returns float32 `logits` `[N, D]`."""
+    return precision.to_float32(self._logits(h))
 
   def log_prob(self, x, params):
     """`x` `[..., D]`, `params` (logits) `[..., D]` -> `[...]`."""
@@ -194,14 +195,15 @@ class GaussianHead(keras.layers.Layer):
                                               name="log_variance")
     else:
       shape = (1,) if variance == "global" else (event_size,)
+      # Read in float32 under a mixed policy too: it enters only the float32 log-density.
       self._log_variance = self.add_weight(shape=shape, initializer=initializer,
-                                           name="log_variance")
+                                           name="log_variance", autocast=False)
 
   def call(self, h):
-    """Returns `params` `[N, 2 * D]`: mean and clamped log-variance."""
-    mean = tf.sigmoid(self._mean(h))
+    """Returns float32 `params` `[N, 2 * D]`: mean and clamped log-variance."""
+    mean = tf.sigmoid(precision.to_float32(self._mean(h)))
     if self.variance == "per_example":
-      log_variance = self._log_variance(h)
+      log_variance = precision.to_float32(self._log_variance(h))
     else:
       log_variance = tf.broadcast_to(tf.convert_to_tensor(self._log_variance), tf.shape(mean))
     log_variance = tf.clip_by_value(log_variance, MIN_OUTPUT_LOG_VARIANCE,
@@ -256,8 +258,8 @@ class ParameterHead(keras.layers.Layer):
     self._prediction_error, self._transform = prediction_error, transform
 
   def call(self, h):
-    """Returns `params` `[N, P_x]`."""
-    params = self._params(h)
+    """Returns float32 `params` `[N, P_x]`."""
+    params = precision.to_float32(self._params(h))
     return params if self._transform is None else self._transform(params)
 
   def log_prob(self, x, params):

@@ -55,6 +55,7 @@ from tf_lti.config import choices
 from tf_lti.data import text as text_data
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
+from tf_lti.models import precision
 from tf_lti.saving import serializable
 
 __all__ = ["DEFAULT_INIT_SCALE", "LSTMDecoder", "REFERENCE_SIZES", "SMALL_PTB_SIZES", "check_size"]
@@ -220,8 +221,9 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
         the wrong dtype or shape.
     """
     x = tf.convert_to_tensor(x)
-    z = tf.convert_to_tensor(z, self.compute_dtype)
+    z = tf.convert_to_tensor(z)
     self._check_inputs(x, z)
+    z = tf.cast(z, self.compute_dtype)
     seeds = self._dropout_seeds(training, seed)
     inputs = x[:, :-1]
     if seeds is not None and self.word_dropout > 0.0:
@@ -247,7 +249,7 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
     """Logits `[..., V]` from LSTM outputs `[..., H]` and z `[..., Z]` (the readout's input)."""
     if self._readout is not None:
       outputs = tf.tanh(self._readout(tf.concat([outputs, z], axis=-1)))
-    logits = self._output(outputs)
+    logits = precision.to_float32(self._output(outputs))
     if self.words_only:
       specials = tf.one_hot(tf.range(text_data.NUM_SPECIALS), self.vocab_size, dtype=logits.dtype)
       logits += _NEVER_LOGIT * tf.reduce_sum(specials, axis=0)
@@ -281,7 +283,7 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
       raise ValueError("`with_errors=True` is not supported by LSTMDecoder: an autoregressive "
                        "text decoder has no prediction errors (use a non-iterative procedure).")
     x = tf.convert_to_tensor(x)
-    z = tf.convert_to_tensor(z, self.compute_dtype)
+    z = tf.convert_to_tensor(z, tf.float32)
     if z.shape.rank != 3:
       raise ValueError(f"`z` must be [S, B, Z]; got shape {z.shape}.")
     num_draws = tf.shape(z)[0]
@@ -305,7 +307,7 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
       raise ValueError(f"`log_prob` needs the language model (latent_size=0); this decoder "
                        f"has latent_size={self._latent_size}: use a bound of `objective`.")
     x = tf.convert_to_tensor(x)
-    z = tf.zeros(tf.stack([1, tf.shape(x)[0], 0]), self.compute_dtype)
+    z = tf.zeros(tf.stack([1, tf.shape(x)[0], 0]), tf.float32)
     return self.log_joint_parts(x, z, training, seed=seed)[0][0]
 
   def prior(self, dtype=tf.float32):
@@ -340,22 +342,22 @@ class LSTMDecoder(models_base.GenerativeModel, keras.layers.Layer):
     if not tf.is_tensor(temperature) and not temperature > 0:
       raise ValueError(f"`temperature` must be positive; got {temperature!r}.")
     z_seed, token_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    z = tf.random.stateless_normal([num_samples, self._latent_size], z_seed,
-                                   dtype=self.compute_dtype)
+    z = tf.random.stateless_normal([num_samples, self._latent_size], z_seed)
+    z_in = tf.cast(z, self.compute_dtype)  # the networks' input; logits are float32
     if self._initial_state is not None:
-      h = self._initial_state(z)
+      h = self._initial_state(z_in)
     else:
       h = tf.zeros([num_samples, self.hidden_size], self.compute_dtype)
-    never = tf.one_hot([text_data.PAD_ID, text_data.BOS_ID], self.vocab_size, dtype=h.dtype)
+    never = tf.one_hot([text_data.PAD_ID, text_data.BOS_ID], self.vocab_size)
     never = -1e9 * tf.reduce_sum(never, axis=0)  # [V]: masks <pad> and <s>
     bos = tf.fill([num_samples], text_data.BOS_ID)
 
     def step(t, previous, h, c, finished, tokens):
       inputs = self._embedding(previous)
       if self._initial_state is not None:
-        inputs = tf.concat([inputs, z], axis=-1)
+        inputs = tf.concat([inputs, z_in], axis=-1)
       outputs, (h, c) = self._lstm.cell(inputs, [h, c], training=False)
-      logits = self._project(outputs, z) / tf.cast(temperature, h.dtype) + never
+      logits = self._project(outputs, z_in) / tf.cast(temperature, tf.float32) + never
       drawn = tf.random.stateless_categorical(
           logits, 1, tf.random.experimental.stateless_fold_in(token_seed, t),
           dtype=tf.int32)[:, 0]

@@ -56,6 +56,7 @@ import tensorflow as tf
 from tf_lti.models import base as models_base
 from tf_lti.models import layers
 from tf_lti.models import likelihoods
+from tf_lti.models import precision
 from tf_lti.saving import serializable
 
 __all__ = ["CONFIGURATIONS", "GatedPixelCNN", "default_kernel_sizes"]
@@ -201,15 +202,16 @@ class GatedPixelCNN(models_base.GenerativeModel, keras.layers.Layer):
       training: ignored (no batch norm or dropout). Default value: `False`.
 
     Returns:
-      logits: `[N, D]`, of p(x_d = 1 | x_<d, z).
+      logits: float32 `[N, D]`, of p(x_d = 1 | x_<d, z).
     """
     del training
     if not self.built:
       self.build()
-    v = h = self._inputs(tf.reshape(x, [-1, *self._image_shape, 1]), self._maps(z))
+    images = tf.cast(tf.reshape(x, [-1, *self._image_shape, 1]), self.compute_dtype)
+    v = h = self._inputs(images, self._maps(z))
     for layer in self._gated_layers:
       v, h = layer(v, h)
-    return tf.reshape(self._logits(h), [-1, self.event_size])
+    return precision.to_float32(tf.reshape(self._logits(h), [-1, self.event_size]))
 
   def _maps(self, z):
     """Latent feature maps `[N, H, W, M]` of `z` `[N, Z]` (`None` when M = 0)."""

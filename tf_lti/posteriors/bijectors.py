@@ -336,14 +336,18 @@ class IAFStep(tfb.Bijector):
   def context(self):
     return self._context
 
+  def _outputs(self, x):
+    """The MADE's shift and gate logits for `x`, in `x`'s dtype (float32 under a mixed policy)."""
+    return [tf.cast(output, x.dtype) for output in self._network(x, self._context)]
+
   def _augmented_forward(self, x):
-    shift, gate_logits = self._network(x, self._context)
+    shift, gate_logits = self._outputs(x)
     y, fldj = _iaf_update(x, shift, gate_logits, self._forget_bias)
     return y, {"fldj": fldj, "ildj": -fldj}
 
   def _augmented_inverse(self, y):
     def body(i, x, unused_fldj):
-      shift, gate_logits = self._network(x, self._context)
+      shift, gate_logits = self._outputs(x)
       gate_logits = gate_logits + self._forget_bias
       sigma = tf.sigmoid(gate_logits)
       fldj = tf.reduce_sum(tf.math.log_sigmoid(gate_logits), axis=-1)

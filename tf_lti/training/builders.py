@@ -68,7 +68,7 @@ def build_model(config, spec, *, steps_per_epoch=1):
                      kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
                      kl_initial_weight=config.objective.kl_initial_weight,
                      seed=config.train.seed, skip_nonfinite=config.train.on_nonfinite == "skip",
-                     name="vae")
+                     dtype=config.train.precision, name="vae")
 
 
 def _check_fits_memory(config, event_size):
@@ -196,7 +196,8 @@ def with_test_time_svi(model, config, num_steps):
   refined = semi_amortized.SemiAmortizedInference(
       model.family, inference.latent_size, model.objective, svi_settings(config, num_steps),
       mode="svi" if initializer is None else "savae", encoder=initializer, name="test_time_svi")
-  return vae_lib.VAE(model.generative, refined, model.objective, seed=model.seed, name="vae")
+  return vae_lib.VAE(model.generative, refined, model.objective, seed=model.seed,
+                     dtype=model.dtype_policy.name, name="vae")
 
 
 def evaluation_model(model, config):

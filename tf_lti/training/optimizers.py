@@ -5,12 +5,20 @@ inference optimizer (learning rates decayed per epoch). Their gradients are
 clipped by global norm after the cross-replica sum (`ClipAfterAggregation`),
 so a distributed step applies the clipped gradient of the global batch, as on
 one device.
+
+Under the `mixed_float16` policy both are wrapped in Keras'
+`LossScaleOptimizer` (`with_loss_scaling`), which share one loss scale: a
+step's loss is multiplied by the generative optimizer's scale before the one
+backward pass that serves both, and `apply_loss_scaled` makes both see the
+same finiteness (a non-finite gradient in either part skips both updates and
+halves both scales), so their dynamic scales stay equal step by step.
 """
 
 import keras
 import tensorflow as tf
 
-__all__ = ["ClipAfterAggregation", "build_optimizers", "make_optimizer"]
+__all__ = ["ClipAfterAggregation", "apply_loss_scaled", "build_optimizers", "loss_scale",
+           "make_optimizer", "with_loss_scaling"]
 
 
 class ClipAfterAggregation:
@@ -87,3 +95,65 @@ def build_optimizers(config, steps_per_epoch):
   return (make("generative_optimizer", train.learning_rate),
           make("inference_optimizer",
                config.inference.inference_learning_rate or train.learning_rate))
+
+
+def with_loss_scaling(generative_optimizer, inference_optimizer):
+  """Both optimizers wrapped in `keras.optimizers.LossScaleOptimizer` (kept if already wrapped).
+
+  Raises:
+    ValueError: if given wrapped optimizers whose `initial_scale` or
+      `dynamic_growth_steps` differ (their scales must stay equal).
+  """
+  wrapped = [optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+             else keras.optimizers.LossScaleOptimizer(optimizer, name=f"loss_scaled_{optimizer.name}")
+             for optimizer in (generative_optimizer, inference_optimizer)]
+  settings = [(o.initial_scale, o.dynamic_growth_steps) for o in wrapped]
+  if settings[0] != settings[1]:
+    raise ValueError(f"the two `LossScaleOptimizer`s must share `initial_scale` and "
+                     f"`dynamic_growth_steps` (one loss scale serves both); got {settings}.")
+  return wrapped
+
+
+def loss_scale(optimizer):
+  """The float32 scalar the loss is multiplied by: a `LossScaleOptimizer`'s scale, else `None`."""
+  if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return None
+  return tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built else tf.constant(
+      float(optimizer.initial_scale))
+
+
+def apply_loss_scaled(generative, inference):
+  """Applies scaled gradients with two `LossScaleOptimizer`s that see one finiteness.
+
+  Each `LossScaleOptimizer` unscales its gradients, skips its update and halves
+  its scale if any is non-finite, else applies them (doubling the scale after
+  its growth steps). Adding NaN to every gradient of a step whose gradients
+  are not all finite makes both decide alike.
+
+  Args:
+    generative: `(optimizer, gradients, variables)` of the generative model,
+      or `None` (no trainable variables).
+    inference: the same for the inference procedure, or `None`.
+
+  Returns:
+    Scalar bool `Tensor`: whether the step applied (all gradients were finite).
+  """
+  parts = [part for part in (generative, inference) if part is not None]
+  grads = [g for _, part_grads, _ in parts for g in part_grads if g is not None]
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in grads] or [True])
+  poison = tf.where(finite, 0.0, float("nan"))
+  for optimizer, part_grads, variables in parts:
+    optimizer.apply([None if g is None else _add(g, poison) for g in part_grads], variables)
+  return finite
+
+
+def _values(gradient):
+  return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _add(gradient, scalar):
+  """`gradient` (a tensor or `tf.IndexedSlices`) plus the float32 `scalar` in every entry."""
+  if isinstance(gradient, tf.IndexedSlices):
+    return tf.IndexedSlices(gradient.values + tf.cast(scalar, gradient.dtype), gradient.indices,
+                            gradient.dense_shape)
+  return gradient + tf.cast(scalar, gradient.dtype)

@@ -20,10 +20,12 @@ import keras
 import tensorflow as tf
 
 from tf_lti.config import choices
+from tf_lti.models import precision as precision_lib
 from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.objectives import estimators
 from tf_lti.saving import serializable
 from tf_lti.training import distribute
+from tf_lti.training import optimizers as optimizers_lib
 
 __all__ = ["FAULT_QUANTITIES", "METRIC_NAMES", "VAE", "nonfinite_quantities"]
 
@@ -79,12 +81,19 @@ class VAE(keras.Model):
       update, which costs time without XLA); otherwise it applies as usual and
       only reports the fault, for a trainer that then stops without saving.
       Default value: `False`.
+    dtype: the Keras dtype policy of every layer of `generative` and
+      `inference`, one of `config.choices.PRECISIONS` (`"mixed_bfloat16"`,
+      `"mixed_float16"`: 16-bit networks, float32 variables, optimizer state
+      and bounds; `compile` adds loss scaling for float16). Default value:
+      `None`: Keras' global policy for the VAE, its parts keep their own.
   """
 
   def __init__(self, generative, inference, objective=None, *, kl_warmup_steps=0,
                kl_initial_weight=1.0, seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
     objective = estimators.Objective() if objective is None else objective
+    # The policy set on the parts here and again once `build_all` created any lazy layers.
+    self._precision = None if kwargs.get("dtype") is None else precision_lib.policy_of(self)
     if kl_warmup_steps < 0:
       raise ValueError(f"`kl_warmup_steps` must be >= 0; got {kl_warmup_steps}.")
     if not 0.0 <= kl_initial_weight <= 1.0:
@@ -95,6 +104,8 @@ class VAE(keras.Model):
     # REBAR's and RELAX's control variate: weights of the model (saved, checkpointed), trained
     # by the inference optimizer on the estimator's variance.
     self.control_variate = getattr(objective, "control_variate", None)
+    if self._precision is not None:
+      precision_lib.apply_policy(self, self._precision)
     self.kl_warmup_steps = int(kl_warmup_steps)
     self.kl_initial_weight = float(kl_initial_weight)
     self.seed = int(seed)
@@ -181,6 +192,9 @@ class VAE(keras.Model):
       raise ValueError("`inference_optimizer` must not be the generative optimizer itself (each "
                        "part counts its own steps); pass one optimizer to use its configuration "
                        "for both.")
+    if self.dtype_policy.name == "mixed_float16":  # one dynamic loss scale for both parts
+      generative_optimizer, inference_optimizer = optimizers_lib.with_loss_scaling(
+          generative_optimizer, inference_optimizer)
     super().compile(optimizer=generative_optimizer,
                     jit_compile=self.resolve_jit_compile(jit_compile), **kwargs)
     self.generative_optimizer = generative_optimizer
@@ -227,6 +241,8 @@ class VAE(keras.Model):
       self.control_variate.build_for(self.generative.latent_size,
                                      tf.reshape(x, tf.stack([batch_size, -1])))
     self._example_spec = (list(x.shape[1:]), x.dtype.name)
+    if self._precision is not None:  # layers a part creates while building
+      precision_lib.apply_policy(self, self._precision)
     self.built = True
     if self.generative_optimizer is not None:
       self._build_optimizers()
@@ -327,9 +343,13 @@ class VAE(keras.Model):
     are scaled by its share of the global batch, so that their sum over replicas
     is the gradient of the global-batch mean.
     """
+    loss_scale = optimizers_lib.loss_scale(
+        self.generative_optimizer if self.generative.trainable_variables
+        else self.inference_optimizer)
     gradients = self.inference.training_gradients(
         x, self.generative, self.objective, seed=self.step_seed(0), kl_weight=self.kl_weight(),
-        step=self.generative_optimizer.iterations)
+        step=self.generative_optimizer.iterations,
+        **({} if loss_scale is None else {"loss_scale": loss_scale}))
     if distribute.multi_replica_context() is None:
       return gradients
     fraction = distribute.global_batch_fraction(x, tf.float32)
@@ -354,6 +374,9 @@ class VAE(keras.Model):
     `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
     With `skip_nonfinite` such a step applies nothing and updates no metric;
     only the step counter advances (so the next batch still gets its own seed).
+    Under loss scaling (`mixed_float16`) gradients are scaled and may overflow:
+    the `LossScaleOptimizer`s skip such a step and lower the scale, so only the
+    loss and the posterior parameters count as faults.
     """
     x = _features(data)
     kl_weight = self.kl_weight()
@@ -385,9 +408,10 @@ class VAE(keras.Model):
 
   def _nonfinite_mask(self, gradients):
     """The step's `nonfinite` bit mask, int32 scalar, OR-ed across replicas."""
+    scaled = optimizers_lib.loss_scale(self.generative_optimizer) is not None
     flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
-                              _nonfinite(gradients.generative),
-                              _nonfinite(list(gradients.inference) + list(gradients.estimator))]),
+                              tf.constant(False) if scaled else _nonfinite(gradients.generative),
+                              tf.constant(False) if scaled else _nonfinite(list(gradients.inference) + list(gradients.estimator))]),
                     tf.int32)
     context = distribute.multi_replica_context()
     if context is not None:  # Faulty on any replica.
@@ -395,6 +419,17 @@ class VAE(keras.Model):
     return tf.reduce_sum(flags * 2 ** tf.range(len(FAULT_QUANTITIES)))
 
   def _apply(self, generative_grads, inference_grads):
+    if optimizers_lib.loss_scale(self.generative_optimizer) is not None:
+      generative_vars = self.generative.trainable_variables
+      inference_vars = self.inference.trainable_variables + self.estimator_variables
+      applied = optimizers_lib.apply_loss_scaled(
+          (self.generative_optimizer, generative_grads, generative_vars) if generative_vars else None,
+          (self.inference_optimizer, inference_grads, inference_vars) if inference_vars else None)
+      # A skipped (overflowing) or frozen-generator step still advances the step counter.
+      iterations = self.generative_optimizer.iterations
+      iterations.assign_add(tf.cast(tf.logical_not(applied) if generative_vars else True,
+                                    iterations.dtype))
+      return
     if self.generative.trainable_variables:
       self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
     else:  # A frozen generator: the step counter (and with it every step's seed) still advances.

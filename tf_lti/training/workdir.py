@@ -37,6 +37,7 @@ from tf_lti.config import schema
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import diagnostics
 from tf_lti.evaluation import metrics as metrics_lib
+from tf_lti.models import precision
 from tf_lti.reporting import files
 from tf_lti.reporting import plots
 from tf_lti.reporting import progress as progress_lib
@@ -315,12 +316,14 @@ def final_evaluation(config, workdir, model, splits, strategy, checkpoint, step,
     print(f"Evaluating on {num_examples} test examples "
           f"(K={eval_config.num_importance_samples} importance samples) ...", flush=True)
   count = progress_lib.examples_counter(num_examples, verbose=verbose)
-  results = metrics_lib.evaluate(
-      builders.evaluation_model(model, config), batches,
-      num_importance_samples=eval_config.num_importance_samples,
-      chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
-      jit_compile=eval_config.eval_jit_compile, progress=count, strategy=strategy,
-      token_counts=splits.token_counts("test", **subset))
+  evaluated = builders.evaluation_model(model, config)
+  # The networks run under `eval_precision` (float32 by default), whatever they trained in.
+  with precision.using_policy(evaluated, eval_config.eval_precision):
+    results = metrics_lib.evaluate(
+        evaluated, batches, num_importance_samples=eval_config.num_importance_samples,
+        chunk_size=eval_config.eval_chunk_size, seed=config.train.seed,
+        jit_compile=eval_config.eval_jit_compile, progress=count, strategy=strategy,
+        token_counts=splits.token_counts("test", **subset))
   results.pop("per_example")
   metrics = {f"test_{name}": value for name, value in results.items()}
   metrics.update(train_seconds=float(checkpoint.train_seconds.numpy()), steps=step,
