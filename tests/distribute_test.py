@@ -26,7 +26,7 @@ from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.training import distribute
 from tf_lti.training import loop
 from tf_lti.training import optimizers
-from tf_lti.training import vae as vae_lib
+from tf_lti.training import updates as updates_lib
 from tf_lti.training import workdir as workdir_lib
 
 REPLICAS = 2
@@ -174,7 +174,7 @@ def test_mirrored_skip_applies_nothing_when_one_replica_is_faulty(mirrored, proc
   poisoned = batches[1].copy()
   poisoned[GLOBAL_BATCH - 1, 0] = np.nan  # The last row: the second replica's shard.
   logs = train_step(distribute.shard_batch(mirrored, poisoned))
-  assert "loss" in vae_lib.nonfinite_quantities(int(logs["nonfinite"]))
+  assert "loss" in updates_lib.nonfinite_quantities(int(logs["nonfinite"]))
   for value, variable in zip(before, variables):
     np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
   assert int(model.generative_optimizer.iterations.numpy()) == iterations + 1

@@ -25,6 +25,7 @@ from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.objectives import estimators
 from tf_lti.training import builders
 from tf_lti.training import optimizers
+from tf_lti.training import updates
 from tf_lti.training import workdir as workdir_lib
 
 POLICIES = ("mixed_bfloat16", "mixed_float16")
@@ -188,7 +189,8 @@ def test_a_nonfinite_scaled_gradient_skips_both_parts_and_halves_both_scales():
   weights = [v.numpy() for v in model.trainable_variables]
   grads = [tf.zeros_like(v) for v in model.generative.trainable_variables]
   grads[0] = tf.fill(grads[0].shape, float("inf"))  # the generative part overflows
-  model._apply(grads, [tf.ones_like(v) for v in model.inference.trainable_variables])  # pylint: disable=protected-access
+  updates.apply_gradients(model, grads,
+                          [tf.ones_like(v) for v in model.inference.trainable_variables])
   assert float(generative.dynamic_scale) == float(inference.dynamic_scale) == scale / 2
   for saved, variable in zip(weights, model.trainable_variables):
     np.testing.assert_array_equal(saved, variable.numpy())

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests import testing
 from tf_lti.training import faults
-from tf_lti.training import vae as vae_lib
+from tf_lti.training import updates as updates_lib
 from tf_lti.training import workdir as workdir_lib
 
 EVENT_SIZE = 20
@@ -43,9 +43,9 @@ def test_a_skipped_nonfinite_step_applies_nothing_and_names_the_quantities(proce
   inference_iterations = int(model.inference_optimizer.iterations.numpy())
   poisoned = tf.tensor_scatter_nd_update(_data(seed=1), [[3, 0]], [np.nan])
   logs = step(poisoned)
-  names = vae_lib.nonfinite_quantities(int(logs["nonfinite"]))
+  names = updates_lib.nonfinite_quantities(int(logs["nonfinite"]))
   # The NaN pixel enters the encoder (posterior parameters) and the likelihood (loss).
-  assert names == list(vae_lib.FAULT_QUANTITIES), names
+  assert names == list(updates_lib.FAULT_QUANTITIES), names
   for value, variable in zip(before, variables):  # Weights, BN statistics: untouched.
     np.testing.assert_array_equal(variable.numpy(), value)
   assert int(model.generative_optimizer.iterations.numpy()) == iterations + 1  # Next seed.
@@ -60,13 +60,13 @@ def test_without_skipping_a_nonfinite_step_is_reported():
   assert not model.skip_nonfinite
   poisoned = tf.tensor_scatter_nd_update(_data(), [[0, 0]], [np.inf])
   mask = int(tf.function(model.train_step)(poisoned)["nonfinite"])
-  assert "loss" in vae_lib.nonfinite_quantities(mask)
+  assert "loss" in updates_lib.nonfinite_quantities(mask)
 
 
 def test_the_bit_mask_names_each_quantity():
-  assert vae_lib.nonfinite_quantities(0) == []
-  assert vae_lib.nonfinite_quantities(1) == ["loss"]
-  assert vae_lib.nonfinite_quantities(0b1010) == ["posterior parameters", "inference gradients"]
+  assert updates_lib.nonfinite_quantities(0) == []
+  assert updates_lib.nonfinite_quantities(1) == ["loss"]
+  assert updates_lib.nonfinite_quantities(0b1010) == ["posterior parameters", "inference gradients"]
 
 
 def test_stop_keeps_the_last_good_checkpoint_and_names_step_quantity_and_procedure(tmp_path):

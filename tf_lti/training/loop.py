@@ -55,7 +55,7 @@ from tf_lti.reporting import summary
 from tf_lti.training import distribute
 from tf_lti.training import faults
 from tf_lti.training import steps as steps_lib
-from tf_lti.training import vae as vae_lib
+from tf_lti.training import updates as updates_lib
 from tf_lti.training import workdir as workdir_lib
 
 __all__ = ["train_and_evaluate"]
@@ -292,7 +292,7 @@ def _check_finite(mask, step, config, checkpoint, manager):
   """Acts on a step's `nonfinite` mask: nothing if 0, else stop or count the skipped step."""
   if not mask:
     return
-  quantities = vae_lib.nonfinite_quantities(mask)
+  quantities = updates_lib.nonfinite_quantities(mask)
   procedure = config.inference.procedure
   if config.inference.procedure == "semi_amortized":
     procedure += f" ({config.inference.svi_training})"

@@ -26,37 +26,13 @@ from tf_lti.objectives import estimators
 from tf_lti.saving import serializable
 from tf_lti.training import distribute
 from tf_lti.training import optimizers as optimizers_lib
+from tf_lti.training import updates
 
-__all__ = ["FAULT_QUANTITIES", "METRIC_NAMES", "VAE", "nonfinite_quantities"]
+__all__ = ["METRIC_NAMES", "VAE"]
 
 # Names of the logged metrics; `loss` is the negative training bound. Validation adds
 # `bound_step_t`, the ELBO after t refinement steps, for iterative procedures.
 METRIC_NAMES = ("loss", "bound", "elbo", "log_likelihood", "kl", "kl_weight")
-# What every training step checks for NaN/Inf; bit i of the step's `nonfinite` result is
-# quantity i. The posterior parameters are those after the SVI steps or iterative updates.
-FAULT_QUANTITIES = ("loss", "posterior parameters", "generative gradients",
-                    "inference gradients")
-
-
-def nonfinite_quantities(mask):
-  """The names of `FAULT_QUANTITIES` set in a step's `nonfinite` bit mask (an int)."""
-  return [name for bit, name in enumerate(FAULT_QUANTITIES) if int(mask) >> bit & 1]
-
-
-def _nonfinite(tensors):
-  """Whether any of `tensors` (None entries ignored) holds a NaN or Inf: scalar bool.
-
-  One sum per tensor: a NaN or Inf anywhere makes the sum non-finite (finite
-  values overflowing float32's 3e38 in a sum would too, a false alarm no trained
-  model comes near).
-  """
-  sums = [tf.reduce_sum(tf.cast(t.values if isinstance(t, tf.IndexedSlices) else t, tf.float32))
-          for t in tensors if t is not None]
-  if not sums:
-    return tf.constant(False)
-  return tf.logical_not(tf.math.is_finite(tf.add_n(sums)))
-
-
 def _features(data):
   """`x` of a batch that is `x` or Keras' `(x,)`, `(x, y)`, `(x, y, sample_weight)`."""
   x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -371,7 +347,7 @@ class VAE(keras.Model):
     `data` is `x` or, as Keras' adapters give it, `(x,)`.
 
     The results also hold `nonfinite`, an int32 bit mask of the
-    `FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
+    `updates.FAULT_QUANTITIES` that hold a NaN or Inf in this step (any replica's).
     With `skip_nonfinite` such a step applies nothing and updates no metric;
     only the step counter advances (so the next batch still gets its own seed).
     Under loss scaling (`mixed_float16`) gradients are scaled and may overflow:
@@ -386,81 +362,25 @@ class VAE(keras.Model):
       temperature = (self.control_variate.temperature if self.control_variate is not None
                      else self.objective.temperature_at(step))
     gradients = self.compute_gradients(x)
-    mask = self._nonfinite_mask(gradients)
+    mask = updates.nonfinite_mask(self, gradients)
     loss, terms, weight = gradients.loss, gradients.terms, None
     inference_grads = list(gradients.inference) + list(gradients.estimator)
     if self.skip_nonfinite:
       finite = tf.equal(mask, 0)
-      self._apply_if(finite, gradients.generative, inference_grads)
+      updates.apply_if(self, finite, gradients.generative, inference_grads)
       # A skipped step leaves the metrics as they were: its terms enter with weight 0.
       weight = tf.cast(finite, tf.float32)
       loss = tf.where(finite, loss, tf.zeros_like(loss))
       terms = {name: tf.where(finite, value, tf.zeros_like(value))
                for name, value in terms.items()}
     else:
-      self._apply(gradients.generative, inference_grads)
+      updates.apply_gradients(self, gradients.generative, inference_grads)
     logs = self._update_metrics(loss, terms, kl_weight, sample_weight=weight)
     if temperature is not None:
       self._trackers["temperature"].update_state(temperature, sample_weight=weight)
       logs["temperature"] = self._trackers["temperature"].result()
     logs["nonfinite"] = mask
     return logs
-
-  def _nonfinite_mask(self, gradients):
-    """The step's `nonfinite` bit mask, int32 scalar, OR-ed across replicas."""
-    scaled = optimizers_lib.loss_scale(self.generative_optimizer) is not None
-    flags = tf.cast(tf.stack([_nonfinite([gradients.loss]), _nonfinite([gradients.params]),
-                              tf.constant(False) if scaled else _nonfinite(gradients.generative),
-                              tf.constant(False) if scaled else _nonfinite(list(gradients.inference) + list(gradients.estimator))]),
-                    tf.int32)
-    context = distribute.multi_replica_context()
-    if context is not None:  # Faulty on any replica.
-      flags = tf.minimum(context.all_reduce(tf.distribute.ReduceOp.SUM, flags), 1)
-    return tf.reduce_sum(flags * 2 ** tf.range(len(FAULT_QUANTITIES)))
-
-  def _apply(self, generative_grads, inference_grads):
-    if optimizers_lib.loss_scale(self.generative_optimizer) is not None:
-      generative_vars = self.generative.trainable_variables
-      inference_vars = self.inference.trainable_variables + self.estimator_variables
-      applied = optimizers_lib.apply_loss_scaled(
-          (self.generative_optimizer, generative_grads, generative_vars) if generative_vars else None,
-          (self.inference_optimizer, inference_grads, inference_vars) if inference_vars else None)
-      # A skipped (overflowing) or frozen-generator step still advances the step counter.
-      iterations = self.generative_optimizer.iterations
-      iterations.assign_add(tf.cast(tf.logical_not(applied) if generative_vars else True,
-                                    iterations.dtype))
-      return
-    if self.generative.trainable_variables:
-      self.generative_optimizer.apply(generative_grads, self.generative.trainable_variables)
-    else:  # A frozen generator: the step counter (and with it every step's seed) still advances.
-      self.generative_optimizer.iterations.assign_add(1)
-    # `inference_grads` include the estimator's (`TrainingGradients.estimator`), last.
-    inference_vars = self.inference.trainable_variables + self.estimator_variables
-    if inference_vars:
-      self.inference_optimizer.apply(inference_grads, inference_vars)
-
-  def _skip(self):
-    self.generative_optimizer.iterations.assign_add(1)
-
-  def _apply_if(self, finite, generative_grads, inference_grads):
-    """Applies the gradients if `finite` (the same on every replica), else only counts the step.
-
-    Under a strategy that synchronizes through `merge_call` (mirrored), the
-    condition must be taken in cross-replica context, since the optimizers'
-    update inside it merges across replicas (Keras' `LossScaleOptimizer` does
-    the same).
-    """
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-      tf.cond(finite, lambda: self._apply(generative_grads, inference_grads), self._skip)
-      return
-
-    def cross_replica(distribution, finite, generative_grads, inference_grads):
-      finite = distribution.experimental_local_results(finite)[0]  # Equal on every replica.
-      tf.cond(finite, lambda: distribution.extended.call_for_each_replica(
-          self._apply, args=(generative_grads, inference_grads)), self._skip)
-
-    tf.distribute.get_replica_context().merge_call(
-        cross_replica, args=(finite, generative_grads, inference_grads))
 
   def test_step(self, data):
     """ELBO (KL weight 1) of a held-out batch `x` `[B, D]` (`data`: `x` or `(x,)`)."""
