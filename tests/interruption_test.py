@@ -61,9 +61,9 @@ def references(tmp_path_factory):
   cores), and awaited once."""
   workdirs = {procedure: str(tmp_path_factory.mktemp(f"reference_{procedure}"))
               for procedure in sorted(PROCEDURES)}
-  wait = testing.start_binary(
-      "trainers.train", *[_arguments(workdir, procedure) for procedure, workdir in workdirs.items()],
-      timeout=600 * len(workdirs))  # 600 s per run, as when each had its own process.
+  arguments = [_arguments(workdir, procedure) for procedure, workdir in workdirs.items()]
+  # 600 s per run, as when each had its own process.
+  wait = testing.start_binary("trainers.train", *arguments, timeout=600 * len(arguments))
   finished = []
 
   def outcome(procedure):
