@@ -37,12 +37,9 @@ PROCEDURES = {
 }
 
 
-def _arguments(workdir, procedure):
-  return [*COMMON, *PROCEDURES[procedure], f"--workdir={workdir}"]
-
-
 def _command(workdir, procedure):
-  return [sys.executable, "-m", "trainers.train", *_arguments(workdir, procedure)]
+  return [sys.executable, "-m", "trainers.train", *COMMON, *PROCEDURES[procedure],
+          f"--workdir={workdir}"]
 
 
 def _run(workdir, procedure):
@@ -52,28 +49,36 @@ def _run(workdir, procedure):
   return result
 
 
+class _Reference:
+  """An uninterrupted run, started alongside the interrupted one (two cores) and awaited once."""
+
+  def __init__(self, workdir, procedure):
+    self.workdir = workdir
+    self._process = subprocess.Popen(_command(workdir, procedure), cwd=REPO,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+  def outcome(self):
+    if self._process.returncode is None:
+      _, stderr = self._process.communicate(timeout=600)
+      assert self._process.returncode == 0, stderr[-3000:]
+    return _outcome(self.workdir)
+
+
 @pytest.fixture(scope="module")
 def references(tmp_path_factory):
-  """`procedure -> outcome of an uninterrupted run`: the SIGKILL and SIGTERM tests compare with
-  these. One process (`testing.start_binary`: TensorFlow imports once) runs the trainer for
-  every procedure -- each run resets its seeds (`builders.build_model`), so it is the run a
-  fresh process makes -- started with the first test, alongside its interrupted run (two
-  cores), and awaited once."""
-  workdirs = {procedure: str(tmp_path_factory.mktemp(f"reference_{procedure}"))
-              for procedure in sorted(PROCEDURES)}
-  arguments = [_arguments(workdir, procedure) for procedure, workdir in workdirs.items()]
-  # 600 s per run, as when each had its own process.
-  wait = testing.start_binary("trainers.train", *arguments, timeout=600 * len(arguments))
-  finished = []
+  """`procedure -> _Reference`, each started on first use: the SIGKILL and SIGTERM tests of a
+  procedure compare with one reference run."""
+  started = {}
 
-  def outcome(procedure):
-    if not finished:
-      finished.append(wait())
-    return _outcome(workdirs[procedure])
+  def reference(procedure):
+    if procedure not in started:
+      started[procedure] = _Reference(str(tmp_path_factory.mktemp(f"reference_{procedure}")),
+                                      procedure)
+    return started[procedure]
 
-  yield outcome
-  if not finished:
-    wait()  # Never leave a process behind.
+  yield reference
+  for run in started.values():
+    run.outcome()  # Never leave a process behind.
 
 
 def _start_and_wait_for_a_checkpoint(workdir, procedure):
@@ -104,7 +109,7 @@ def _outcome(workdir):
 @pytest.mark.parametrize("procedure", sorted(PROCEDURES))
 def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, procedure,
                                                                            references):
-  interrupted = str(tmp_path / "interrupted")
+  reference, interrupted = references(procedure), str(tmp_path / "interrupted")
   process = _start_and_wait_for_a_checkpoint(interrupted, procedure)
   time.sleep(random.Random(procedure).uniform(0.0, 1.0))  # Mid-step, mid-save or mid-evaluation.
   process.send_signal(signal.SIGKILL)
@@ -113,11 +118,11 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
   assert not os.path.exists(os.path.join(interrupted, "metrics.json"))
   resumed = _run(interrupted, procedure)
   assert "resuming at step" in resumed.stdout
-  assert _outcome(interrupted) == references(procedure)
+  assert _outcome(interrupted) == reference.outcome()
 
 
 def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tmp_path, references):
-  interrupted = str(tmp_path / "interrupted")
+  reference, interrupted = references("amortized"), str(tmp_path / "interrupted")
   process = _start_and_wait_for_a_checkpoint(interrupted, "amortized")
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
@@ -130,7 +135,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes_the_same(tm
   with open(os.path.join(interrupted, "checkpoints", "checkpoint")) as f:
     assert f"ckpt-{step}\"" in f.readline()
   assert f"resuming at step {step} " in _run(interrupted, "amortized").stdout
-  assert _outcome(interrupted) == references("amortized")
+  assert _outcome(interrupted) == reference.outcome()
 
 
 @pytest.mark.parametrize("torn", [False, True])
