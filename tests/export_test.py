@@ -58,93 +58,8 @@ KINDS = {
 STEP_SIZE = 1.0 / 50  # The trained SVI step sizes (config defaults).
 IMPORTANCE_SAMPLES = 500  # Chunks of 125 at the default chunk size 200.
 
-# Reloads each export in a fresh process, without tf_lti: TF2 signatures, restored
-# functions (their defaults), a TF1 session (the SignatureDef's defaults), and bad inputs.
-RELOAD_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-
-plan = json.load(open(sys.argv[1]))
-arrays = np.load(sys.argv[2])
-results, errors = {}, {}
-for kind, entry in plan.items():
-  loaded = tf.saved_model.load(entry["path"])
-  graph = tf.Graph()
-  session = tf.compat.v1.Session(graph=graph)
-  with graph.as_default():
-    meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], entry["path"])
-  for call in entry["calls"]:
-    key = f"{kind}/{call['mode']}:{call['name']}"
-    inputs = {name: arrays[f"{key}/{name}"] for name in call["inputs"]}
-    if call["mode"] == "session":
-      signature = meta_graph.signature_def[call["signature"]]
-      outputs = session.run({name: info.name for name, info in signature.outputs.items()},
-                            {signature.inputs[name].name: value for name, value in inputs.items()})
-    else:
-      function = (getattr(loaded, call["signature"]) if call["mode"] == "function"
-                  else loaded.signatures[call["signature"]])
-      try:
-        outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
-      except tf.errors.InvalidArgumentError as error:
-        errors[key] = error.message
-        continue
-      outputs = {name: value.numpy() for name, value in outputs.items()}
-    results.update({f"{key}/{name}": value for name, value in outputs.items()})
-np.savez(sys.argv[3], **results)
-with open(sys.argv[4], "w") as f:
-  json.dump(errors, f)
-"""
-
-
 def _config(kind):
   return presets.from_preset("quickstart").override(dict(SMALL, **KINDS[kind]))
-
-
-class _Plan:
-  """Requests for the fresh process, the in-memory answers to them and their tolerances.
-
-  `expected[key]` is the answer of the in-memory serving module's traced function,
-  `library[key]` (where given) the library's answer computed eagerly, and
-  `tolerance[key]` the derived tolerance of the request (`testing.rounding_tolerance`).
-  """
-
-  def __init__(self):
-    self.entries, self.arrays, self.errors = {}, {}, {}
-    self.expected, self.library, self.tolerance = {}, {}, {}
-
-  def add(self, kind, mode, name, signature, inputs, module=None, library=None, error=None):
-    """Adds a request; `module` (an in-memory `ServingModule`) answers it unless it must fail."""
-    key = f"{kind}/{mode}:{name}"
-    self.entries[kind]["calls"].append(
-        dict(mode=mode, name=name, signature=signature, inputs=sorted(inputs)))
-    self.arrays.update({f"{key}/{input_name}": np.asarray(value)
-                        for input_name, value in inputs.items()})
-    if module is not None:
-      self.expected[key], self.tolerance[key] = _serve_in_memory(module, signature, inputs)
-    if library is not None:
-      self.library[key] = {output: np.asarray(value) for output, value in library.items()}
-    if error is not None:
-      self.errors[key] = error
-    return key
-
-
-def _serve_in_memory(module, signature, inputs):
-  """The answer of `module`'s traced `signature` to `inputs`, and its rounding tolerance.
-
-  The longest reduction is the widest layer, the event, or the importance samples.
-  """
-  function = module.signatures()[signature]
-  tensors = {name: tf.constant(value) for name, value in inputs.items()}
-
-  def run():
-    return {output: value.numpy() for output, value in function(**tensors).items()}
-
-  model = module._model.value  # pylint: disable=protected-access
-  variables = model.generative.variables + model.inference.variables
-  widest = max(max(v.shape) for v in variables if len(v.shape) == 2)
-  length = max(widest, module.event_size, int(inputs.get("num_importance_samples", 0)))
-  return testing.rounding_tolerance(variables, run, reduction_length=length)
 
 
 def _assert_within(actual, expected, tolerance, name):
@@ -193,7 +108,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
   # The TF1 session omits num_importance_samples (its default); answered with it given.
   plan.add(kind, "session", "log_likelihood", "log_likelihood", {"x": x})
   plan.expected[f"{kind}/session:log_likelihood"], plan.tolerance[
-      f"{kind}/session:log_likelihood"] = _serve_in_memory(
+      f"{kind}/session:log_likelihood"] = testing.serve_in_memory(
           module, "log_likelihood",
           {"x": x, "num_importance_samples": np.int32(SMALL["num_importance_samples"])})
 
@@ -259,22 +174,15 @@ def _add_requests(plan, kind, model, module, x, x_large):
   return default
 
 
-def _communicate(process):
-  """Waits for a subprocess started by the fixture; its stdout (it must succeed)."""
-  stdout, stderr = process.communicate()
-  assert process.returncode == 0, stderr[-3000:]
-  return stdout
-
-
 @pytest.fixture(scope="module")
 def round_trip(tmp_path_factory):
   """Trains, exports and reloads the four encoder kinds; returns what the tests compare.
 
-  Subprocesses (the export binary, the reload, saved_model_cli) run while the
-  test process works on, so the second core is used.
+  The export binary runs in the background while the test process trains on; one reload
+  process (`testing.RELOAD_SCRIPT`) answers every request and runs saved_model_cli.
   """
   root = tmp_path_factory.mktemp("export")
-  plan = _Plan()
+  plan = testing.ReloadPlan()
   workdirs, exports = {}, {}
   cli = None
   for kind in KINDS:
@@ -296,37 +204,25 @@ def round_trip(tmp_path_factory):
     # What `export_from_workdir` serves: the run's evaluation K is log_likelihood's default.
     modules[kind] = exporter.ServingModule(
         models[kind], num_importance_samples=SMALL["num_importance_samples"])
-    plan.entries[kind] = {"path": exports[kind], "calls": []}
+    plan.add_export(kind, exports[kind])
     defaults[kind] = _add_requests(plan, kind, models[kind], modules[kind], splits.valid[:8],
                                    splits.valid[:200])
-  cli_output = _communicate(cli)
+  cli_output = testing.communicate(cli)
 
-  files = [str(root / name) for name in ("plan.json", "inputs.npz", "outputs.npz", "errors.json")]
-  with open(files[0], "w") as f:
-    json.dump(plan.entries, f)
-  np.savez(files[1], **plan.arrays)
   x = splits.valid[:8]  # Every kind trains on the same data.
   np.save(root / "x.npy", x)
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   iterative = exports["iterative_gradient"]
-  commands = {
-      "reload": [sys.executable, "-c", RELOAD_SCRIPT, *files],
-      "show": ["saved_model_cli", "show", "--dir", iterative, "--all"],
-      # Only x: num_iterations takes its default (the trained T) in the TF1 session.
-      "run": ["saved_model_cli", "run", "--dir", iterative, "--tag_set", "serve",
-              "--signature_def", "encode", "--inputs", f"x={root / 'x.npy'}",
-              "--outdir", str(root / "cli_run")],
-  }
-  processes = {name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=environment)
-               for name, command in commands.items()}
-  outputs = {name: _communicate(process) for name, process in processes.items()}
-  with open(files[3]) as f:
-    errors = json.load(f)
-  return dict(root=root, plan=plan, results=dict(np.load(files[2])), errors=errors,
+  # The reload process also runs saved_model_cli: show, and run with only x (num_iterations
+  # takes its default, the trained T, in the TF1 session).
+  reloaded = plan.start_reload(str(root), saved_model_cli=[
+      ["show", "--dir", iterative, "--all"],
+      ["run", "--dir", iterative, "--tag_set", "serve", "--signature_def", "encode",
+       "--inputs", f"x={root / 'x.npy'}", "--outdir", str(root / "cli_run")]])
+  results, errors, show_output = reloaded()
+  return dict(root=root, plan=plan, results=results, errors=errors,
               workdirs=workdirs, exports=exports, models=models, modules=modules,
               defaults=defaults, x=x,
-              cli_output=cli_output, show_output=outputs["show"])
+              cli_output=cli_output, show_output=show_output)
 
 
 def test_exports_are_version_one_with_provenance(round_trip):
@@ -384,7 +280,7 @@ def test_a_wrong_export_exceeds_the_tolerance(round_trip, kind, mistake):
   inputs = {name.rsplit("/", 1)[1]: value for name, value in plan.arrays.items()
             if name.startswith(f"{key}/")}
   inputs.update({name: np.asarray(value, inputs[name].dtype) for name, value in mistake.items()})
-  wrong, _ = _serve_in_memory(module, "encode", inputs)
+  wrong, _ = testing.serve_in_memory(module, "encode", inputs)
   # Not merely over the tolerance: an order of magnitude over it (measured: 480-8,400x), so the
   # tolerance has room to grow on other hosts and still catch these mistakes.
   for output in ("loc", "bound"):
@@ -559,7 +455,8 @@ def test_serving_module_omits_what_a_decoder_lacks_and_rejects_bad_settings():
                                              latent_feature_maps=1))
   model = builders.build_model(config, testing.image_spec(64, (8, 8)))
   # No closed-form E[x | z]: no decode (tests/serving_models_test.py round-trips PixelCNNs).
-  assert exporter.ServingModule(model).signature_names() == [
+  # (A given budget: timing the decoder, `serving.calibrated_budget`, is not checked here.)
+  assert exporter.ServingModule(model, max_request_work=10 ** 6).signature_names() == [
       "encode", "log_likelihood", "sample", "serving_default"]
   model = builders.build_model(_config("standard"), testing.image_spec(64))
   with pytest.raises(ValueError, match=r"`num_importance_samples` must be in \[1, 100000\]; got 0"):

@@ -36,6 +36,10 @@ from tf_lti.training import workdir as workdir_lib
 
 SVI_STEPS = 2
 IMPORTANCE_SAMPLES = 8
+# The request budget of the exports the library writes: the binary's export (text_vae)
+# calibrates its own (tests/serving_contract_test.py tests the calibration); timing a text
+# model's decoder takes seconds, and every request here is far below this budget.
+BUDGET = 10 ** 6
 _TINY = dict(max_steps=3, checkpoint_every_steps=1000, num_importance_samples=4,
              eval_chunk_size=4, eval_max_examples=10, jit_compile=False)
 _TEXT = dict(embedding_size=8, lstm_hidden_size=8, latent_sizes=(3,), batch_size=20, epochs=1)
@@ -44,49 +48,6 @@ _PIXELCNN = dict(encoder="conv", decoder="pixelcnn", conv_blocks=1, conv_channel
                  latent_feature_maps=1, latent_sizes=(4,), procedure="semi_amortized",
                  svi_steps=SVI_STEPS)
 SENTENCES = ["the company said", "zzqx  unknown\twords", "no\u00a0break space", ""]
-
-# Reloads each export in a fresh process without tf_lti: TF2 signatures, restored functions
-# (their defaults) and a TF1 session; string outputs are saved as bytes arrays.
-RELOAD_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-
-plan = json.load(open(sys.argv[1]))
-arrays = np.load(sys.argv[2])
-results, errors = {}, {}
-for kind, entry in plan.items():
-  loaded = tf.saved_model.load(entry["path"])
-  results[f"{kind}/signature_keys"] = np.array(sorted(loaded.signatures), dtype=bytes)
-  graph = tf.Graph()
-  session = tf.compat.v1.Session(graph=graph)
-  with graph.as_default():
-    meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], entry["path"])
-  for call in entry["calls"]:
-    key = f"{kind}/{call['mode']}:{call['name']}"
-    inputs = {name: arrays[f"{key}/{name}"] for name in call["inputs"]}
-    try:
-      if call["mode"] == "session":
-        signature = meta_graph.signature_def[call["signature"]]
-        outputs = session.run({name: info.name for name, info in signature.outputs.items()},
-                              {signature.inputs[name].name: value
-                               for name, value in inputs.items()})
-      else:
-        function = (getattr(loaded, call["signature"]) if call["mode"] == "function"
-                    else loaded.signatures[call["signature"]])
-        outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
-        outputs = {name: value.numpy() for name, value in outputs.items()}
-    except tf.errors.InvalidArgumentError as error:
-      errors[key] = error.message
-      continue
-    for name, value in outputs.items():
-      value = np.asarray(value)
-      results[f"{key}/{name}"] = value.astype(bytes) if value.dtype == object else value
-np.savez(sys.argv[3], **results)
-with open(sys.argv[4], "w") as f:
-  json.dump(errors, f)
-"""
-
 
 def _configs(source):
   return {
@@ -97,57 +58,19 @@ def _configs(source):
   }
 
 
-def _answer(module, signature, inputs):
-  """The traced `signature`'s answer to `inputs` and each float output's rounding tolerance."""
-  function = module.signatures()[signature]
-  tensors = {name: tf.constant(value) for name, value in inputs.items()}
-  answer = {name: value.numpy() for name, value in function(**tensors).items()}
-
-  def run_floats():
-    outputs = function(**tensors)
-    return {name: value.numpy() for name, value in outputs.items() if value.dtype.is_floating}
-
-  model = module._model.value  # pylint: disable=protected-access
-  variables = model.generative.variables + model.inference.variables
-  widest = max(max(v.shape) for v in variables if len(v.shape) >= 2)
-  length = max(widest, module.event_size, int(inputs.get("num_importance_samples", 0)))
-  _, tolerance = testing.rounding_tolerance(variables, run_floats, reduction_length=length)
-  return answer, tolerance
-
-
-class _Plan:
-  """Requests for the fresh process, and the traced answers (with tolerances) to compare."""
-
-  def __init__(self):
-    self.entries, self.arrays, self.expected, self.tolerance, self.errors = {}, {}, {}, {}, {}
-
-  def add(self, kind, mode, name, signature, inputs, module=None, error=None, defaults=None):
-    """Adds a request; a TF2 signature call (`mode="signature"`) needs every input, so the
-    omitted ones are taken from `defaults` (`ServingModule.signature_defaults()`)."""
-    key = f"{kind}/{mode}:{name}"
-    if mode == "signature" and defaults:
-      inputs = dict({name: np.asarray(value, np.int32 if name.startswith(("num_", "max_"))
-                                      else np.float32)
-                     for name, value in defaults.get(signature, {}).items()}, **inputs)
-    self.entries[kind]["calls"].append(
-        dict(mode=mode, name=name, signature=signature, inputs=sorted(inputs)))
-    self.arrays.update({f"{key}/{input_name}": np.asarray(value)
-                        for input_name, value in inputs.items()})
-    if module is not None:
-      self.expected[key], self.tolerance[key] = _answer(module, signature, inputs)
-    if error is not None:
-      self.errors[key] = error
-    return key
-
-
 class _WithDefaults:
-  """`_Plan.add` with a module's signature defaults."""
+  """`ReloadPlan.add` for a module: a TF2 signature call (`mode="signature"`) needs every
+  input, so the omitted ones are taken from `defaults` (`ServingModule.signature_defaults()`)."""
 
   def __init__(self, plan, defaults):
     self.plan, self.defaults = plan, defaults
 
-  def add(self, *args, **kwargs):
-    return self.plan.add(*args, defaults=self.defaults, **kwargs)
+  def add(self, kind, mode, name, signature, inputs, module=None, error=None):
+    if mode == "signature":
+      inputs = dict({name: np.asarray(value, np.int32 if name.startswith(("num_", "max_"))
+                                      else np.float32)
+                     for name, value in self.defaults.get(signature, {}).items()}, **inputs)
+    return self.plan.add(kind, mode, name, signature, inputs, module=module, error=error)
 
 
 def _add_text_requests(plan, kind, module, refined):
@@ -213,12 +136,6 @@ def _add_pixelcnn_requests(plan, kind, module, x):
            error=r"`x` must have shape \[B, 64\]; got shape\] \[3 10\]")
 
 
-def _communicate(process):
-  out, err = process.communicate(timeout=900)
-  assert process.returncode == 0, err[-3000:]
-  return out
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("serving_models")
@@ -228,7 +145,7 @@ def served(tmp_path_factory):
       lines = [next(f) for _ in range(count)]
     (root / f"{split}.txt").write_text("".join(lines))
     paths.append(str(root / f"{split}.txt"))
-  exports, modules, specs, plan = {}, {}, {}, _Plan()
+  exports, modules, specs, plan = {}, {}, {}, testing.ReloadPlan()
   cli = None
   for kind, config in _configs("text:" + ",".join(paths)).items():
     workdir, base = str(root / kind), str(root / f"{kind}_exports")
@@ -240,9 +157,9 @@ def served(tmp_path_factory):
           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
       exports[kind] = os.path.join(base, "1")
     else:
-      exports[kind] = exporter.export_from_workdir(workdir, base)
-    plan.entries[kind] = dict(path=exports[kind], calls=[])
-  cli_output = _communicate(cli)  # (It exported while the others trained.)
+      exports[kind] = exporter.export_from_workdir(workdir, base, max_request_work=BUDGET)
+    plan.add_export(kind, exports[kind])
+  cli_output = testing.communicate(cli)  # (It exported while the others trained.)
   for kind in exports:
     config, specs[kind], model, _ = workdir_lib.restore_model(str(root / kind))
     # The export's own budget: the graph the export holds, and no second calibration.
@@ -254,26 +171,12 @@ def served(tmp_path_factory):
   _add_text_requests(plan, "text_savae", modules["text_savae"], refined=True)
   x = np.asarray(data_lib.load_data(_configs("")["pixelcnn"].validate()).valid[:3], np.float32)
   _add_pixelcnn_requests(plan, "pixelcnn", modules["pixelcnn"], x)
-  files = [str(root / name) for name in ("plan.json", "inputs.npz", "outputs.npz", "errors.json")]
-  with open(files[0], "w") as f:
-    json.dump(plan.entries, f)
-  np.savez(files[1], **plan.arrays)
   np.save(root / "sentences.npy", sentences)
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  commands = {
-      "reload": [sys.executable, "-c", RELOAD_SCRIPT, *files],
-      "run": ["saved_model_cli", "run", "--dir", exports["text_savae"], "--tag_set", "serve",
-              "--signature_def", "encode", "--inputs", f"sentences={root / 'sentences.npy'}",
-              "--outdir", str(root / "cli_run")],
-  }
-  processes = {name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=environment)
-               for name, command in commands.items()}
-  for process in processes.values():
-    _communicate(process)
-  with open(files[3]) as f:
-    errors = json.load(f)
-  return dict(root=root, plan=plan, results=dict(np.load(files[2])), errors=errors,
+  reloaded = plan.start_reload(str(root), saved_model_cli=[
+      ["run", "--dir", exports["text_savae"], "--tag_set", "serve", "--signature_def", "encode",
+       "--inputs", f"sentences={root / 'sentences.npy'}", "--outdir", str(root / "cli_run")]])
+  results, errors, _ = reloaded()
+  return dict(root=root, plan=plan, results=results, errors=errors,
               exports=exports, modules=modules, specs=specs, cli_output=cli_output,
               sentences=sentences, tokens=tokens, x=x)
 
@@ -351,11 +254,12 @@ def test_sentences_are_tokenized_and_detokenized_as_the_library_does(served):
 
 def test_a_token_model_needs_its_vocabulary(served):
   model = served["modules"]["text_vae"]._model.value  # pylint: disable=protected-access
+  budget = dict(max_request_work=BUDGET)  # Not calibrated again: the vocabulary is checked.
   with pytest.raises(ValueError, match=r"needs its vocabulary of event_size=\d+ tokens"):
-    exporter.ServingModule(model)
+    exporter.ServingModule(model, **budget)
   vocabulary = ("<pad>", "<s>", "<unk>", "</s>") + served["specs"]["text_vae"].vocabulary[4:]
   with pytest.raises(ValueError, match=r"must start with \('<pad>', '<unk>', '<s>', '</s>'\)"):
-    exporter.ServingModule(model, vocabulary=vocabulary)
+    exporter.ServingModule(model, vocabulary=vocabulary, **budget)
 
 
 def test_serving_functions_run_the_library_procedure(served):

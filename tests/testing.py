@@ -15,6 +15,9 @@ import json
 import math
 import os
 import pathlib
+import subprocess
+import sys
+import tempfile
 import urllib.error
 import urllib.request
 
@@ -206,7 +209,8 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
       tolerance = 2 max|run(perturbed) - run()| + gamma_N max|run()|
 
   (2: one perturbation per implementation; the second term: the rounding of the outputs'
-  own reductions, which no weight carries). The measured change includes the amplification by
+  own reductions, which no weight carries). Outputs that are not floats (token ids, strings)
+  get no tolerance: they are compared exactly. The measured change includes the amplification by
   the computation itself (T refinement steps amplify rounding and this perturbation alike), so
   the tolerance follows the procedure's conditioning on any host; random signs of the worst-case
   size gamma_N (actual rounding errors grow like sqrt(N) u) give the margin. It stays orders of
@@ -220,11 +224,13 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
     seed: seed of the random signs.
 
   Returns:
-    `(run(), {name: absolute tolerance})`: the unperturbed answer and its tolerances.
+    `(run(), {name: absolute tolerance})`: the unperturbed answer and the tolerances of its
+    float outputs.
   """
   gamma = float32_reduction_bound(reduction_length)
   variables = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
   reference = {name: np.asarray(value) for name, value in run().items()}
+  floats = [name for name, value in reference.items() if value.dtype.kind == "f"]
   rng = np.random.default_rng(seed)
   saved = [variable.numpy() for variable in variables]
   try:
@@ -235,9 +241,10 @@ def rounding_tolerance(variables, run, *, reduction_length, seed=0):
   finally:
     for variable, value in zip(variables, saved):
       variable.assign(value)
-  return reference, {name: 2.0 * float(np.max(np.abs(perturbed[name] - value), initial=0.0))
-                           + gamma * float(np.max(np.abs(value), initial=0.0))
-                     for name, value in reference.items()}
+  return reference, {name: 2.0 * float(np.max(np.abs(perturbed[name] - reference[name]),
+                                             initial=0.0))
+                           + gamma * float(np.max(np.abs(reference[name]), initial=0.0))
+                     for name in floats}
 
 
 class FixedFunction:
@@ -269,3 +276,227 @@ def enumerated_objective(logits, table, num_categories):
   expectation = tf.einsum("bi,bj,ij->b", q[:, 0], q[:, 1], table)
   kl = tf.reduce_sum(q * (log_q + math.log(num_categories)), axis=[-2, -1])
   return expectation - kl
+
+
+
+# Reloads each export of a `ReloadPlan` in a fresh process without tf_lti -- TF2 signatures,
+# restored functions (their defaults) and a TF1 session (TF Serving's loader, the
+# SignatureDef's defaults) -- and answers the plan's requests. argv: plan.json inputs.npz
+# outputs.npz errors.json [saved_model_cli.json]. String outputs are saved as bytes arrays; a
+# request failing with InvalidArgumentError records its message instead of outputs. Then it
+# runs `saved_model_cli` once per argument list of saved_model_cli.json: the console script's
+# own `main()` (absl's app.run, flag parsing and all), in this process because TensorFlow
+# takes seconds to import; its output goes to stdout.
+RELOAD_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+plan = json.load(open(sys.argv[1]))
+arrays = np.load(sys.argv[2])
+results, errors = {}, {}
+for kind, entry in plan.items():
+  loaded = tf.saved_model.load(entry["path"])
+  results[f"{kind}/signature_keys"] = np.array(sorted(loaded.signatures), dtype=bytes)
+  graph = tf.Graph()
+  session = tf.compat.v1.Session(graph=graph)
+  with graph.as_default():
+    meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], entry["path"])
+  for call in entry["calls"]:
+    key = f"{kind}/{call['mode']}:{call['name']}"
+    inputs = {name: arrays[f"{key}/{name}"] for name in call["inputs"]}
+    try:
+      if call["mode"] == "session":
+        signature = meta_graph.signature_def[call["signature"]]
+        outputs = session.run({name: info.name for name, info in signature.outputs.items()},
+                              {signature.inputs[name].name: value
+                               for name, value in inputs.items()})
+      else:
+        function = (getattr(loaded, call["signature"]) if call["mode"] == "function"
+                    else loaded.signatures[call["signature"]])
+        outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+        outputs = {name: value.numpy() for name, value in outputs.items()}
+    except tf.errors.InvalidArgumentError as error:
+      errors[key] = error.message
+      continue
+    for name, value in outputs.items():
+      value = np.asarray(value)
+      results[f"{key}/{name}"] = value.astype(bytes) if value.dtype == object else value
+np.savez(sys.argv[3], **results)
+with open(sys.argv[4], "w") as f:
+  json.dump(errors, f)
+from tensorflow.python.tools import saved_model_cli
+for arguments in json.load(open(sys.argv[5])) if len(sys.argv) > 5 else []:
+  flags.FLAGS.unparse_flags()  # As in a new process: no flag keeps the previous run's value.
+  sys.argv = ["saved_model_cli", *arguments]
+  try:
+    saved_model_cli.main()
+  except SystemExit as exit_:
+    if exit_.code:
+      raise
+  sys.stdout.flush()
+"""
+
+
+def serve_in_memory(module, signature, inputs):
+  """The answer of an in-memory `export.exporter.ServingModule`'s traced `signature` to `inputs`
+  (`{name: array}`), and the rounding tolerance of each float output (`rounding_tolerance`).
+
+  The longest reduction is the widest layer (a kernel's largest dimension), the event, or the
+  importance samples.
+  """
+  function = module.signatures()[signature]
+  tensors = {name: tf.constant(value) for name, value in inputs.items()}
+
+  def run():
+    return {output: value.numpy() for output, value in function(**tensors).items()}
+
+  model = module._model.value  # pylint: disable=protected-access
+  variables = model.generative.variables + model.inference.variables
+  widest = max(max(v.shape) for v in variables if len(v.shape) >= 2)
+  length = max(widest, module.event_size, int(inputs.get("num_importance_samples", 0)))
+  return rounding_tolerance(variables, run, reduction_length=length)
+
+
+class ReloadPlan:
+  """Requests for `RELOAD_SCRIPT`'s fresh process and the in-memory answers to compare with.
+
+  `entries[kind]` names an export and its calls; `arrays` holds every call's inputs;
+  `expected[key]` is the in-memory serving module's traced answer, `tolerance[key]` its
+  derived tolerance (`serve_in_memory`), `library[key]` (where given) the library's answer
+  computed eagerly, and `errors[key]` the pattern of the error a bad request must raise.
+  Keys are `f"{kind}/{mode}:{name}"`; `mode` is "signature" (a TF2 signature), "function"
+  (a restored function, which applies its defaults) or "session" (a TF1 session).
+  """
+
+  def __init__(self):
+    self.entries, self.arrays, self.errors = {}, {}, {}
+    self.expected, self.library, self.tolerance = {}, {}, {}
+
+  def add_export(self, kind, path):
+    self.entries[kind] = {"path": path, "calls": []}
+
+  def add(self, kind, mode, name, signature, inputs, module=None, library=None, error=None):
+    """Adds a request; `module` (an in-memory `ServingModule`) answers it unless it must fail.
+
+    Returns:
+      The request's key.
+    """
+    key = f"{kind}/{mode}:{name}"
+    self.entries[kind]["calls"].append(
+        dict(mode=mode, name=name, signature=signature, inputs=sorted(inputs)))
+    self.arrays.update({f"{key}/{input_name}": np.asarray(value)
+                        for input_name, value in inputs.items()})
+    if module is not None:
+      self.expected[key], self.tolerance[key] = serve_in_memory(module, signature, inputs)
+    if library is not None:
+      self.library[key] = {output: np.asarray(value) for output, value in library.items()}
+    if error is not None:
+      self.errors[key] = error
+    return key
+
+  def start_reload(self, directory, saved_model_cli=()):
+    """Writes the plan under `directory` and starts `RELOAD_SCRIPT` on it (in the background).
+
+    Args:
+      directory: where the plan, its inputs and the answers are written.
+      saved_model_cli: argument lists of `saved_model_cli` runs (e.g. `["show", "--dir", ...]`)
+        made by the same process after the reloads.
+
+    Returns:
+      A function of no arguments that waits for the process and returns
+      `(results, errors, stdout)`: `{f"{key}/{output}": array}` (and
+      `f"{kind}/signature_keys"`), `{key: error message}`, and what `saved_model_cli` printed.
+    """
+    files = [os.path.join(directory, name) for name in (
+        "plan.json", "inputs.npz", "outputs.npz", "errors.json", "saved_model_cli.json")]
+    with open(files[0], "w") as f:
+      json.dump(self.entries, f)
+    np.savez(files[1], **self.arrays)
+    with open(files[4], "w") as f:
+      json.dump([list(arguments) for arguments in saved_model_cli], f)
+    process = subprocess.Popen([sys.executable, "-c", RELOAD_SCRIPT, *files],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+    def wait():
+      stdout = communicate(process)
+      with open(files[3]) as f:
+        return dict(np.load(files[2])), json.load(f), stdout
+
+    return wait
+
+
+def communicate(process, timeout=900):
+  """Waits for a subprocess a fixture started; its stdout (it must succeed)."""
+  stdout, stderr = process.communicate(timeout=timeout)
+  assert process.returncode == 0, stderr[-3000:]
+  return stdout
+
+
+REPO = str(pathlib.Path(__file__).resolve().parents[1])
+
+# Runs binary `sys.argv[1]`'s console-script entry point `run()` -- absl's app.run, flag
+# parsing and all -- once per argument list of the JSON `sys.argv[2]`, in this one fresh
+# process (TensorFlow takes seconds to import), as `python -m` would: `sys.argv` is the run's
+# and no flag keeps a previous run's value. After each run it prints `BINARY_EXIT <status>`;
+# it stops at the first failure.
+BINARY_DRIVER = r"""
+import importlib, json, sys
+from absl import flags
+
+name, argument_lists = sys.argv[1], json.loads(sys.argv[2])
+module = importlib.import_module(name)
+for arguments in argument_lists:
+  flags.FLAGS.unparse_flags()
+  sys.argv = [name, *arguments]
+  try:
+    module.run()
+    status = 0
+  except SystemExit as exit_:
+    status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+  sys.stdout.flush()
+  print(f"BINARY_EXIT {status}", flush=True)
+  if status:
+    sys.exit(status)
+"""
+
+
+def start_binary(module, *argument_lists, timeout=900):
+  """Starts binary `module` (e.g. "trainers.analyze") once per argument list, in one fresh
+  process (`BINARY_DRIVER`) from the repository's root, in the background.
+
+  Returns:
+    A function of no arguments that waits for the process -- each run must exit with
+    status 0 -- and returns each run's stdout.
+  """
+  # Files, not pipes: a process nobody reads from yet must not block on a full pipe.
+  stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+  process = subprocess.Popen([sys.executable, "-c", BINARY_DRIVER, module,
+                              json.dumps([list(arguments) for arguments in argument_lists])],
+                             cwd=REPO, stdout=stdout, stderr=stderr, text=True)
+
+  def wait():
+    try:
+      process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      raise
+    stdout.seek(0)
+    stderr.seek(0)
+    assert process.returncode == 0, stderr.read()[-3000:]
+    outputs = stdout.read().split("BINARY_EXIT 0\n")
+    assert len(outputs) == len(argument_lists) + 1 and not outputs[-1], outputs[-1][-3000:]
+    return outputs[:-1]
+
+  return wait
+
+
+def run_binary(module, *argument_lists, timeout=900):
+  """`start_binary(...)()`: runs binary `module` once per argument list in one fresh process.
+
+  Returns:
+    Each run's stdout.
+  """
+  return start_binary(module, *argument_lists, timeout=timeout)()
