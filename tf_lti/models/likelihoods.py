@@ -31,8 +31,9 @@ from tf_lti.config import choices
 tfd = tfp.distributions
 
 __all__ = [
-    "BernoulliHead", "GaussianHead", "ParameterHead", "bernoulli_log_prob", "compiled_log_probs",
-    "gaussian_log_prob", "make_head", "register_likelihood",
+    "BernoulliHead", "GaussianHead", "MultinomialHead", "ParameterHead", "bernoulli_log_prob",
+    "compiled_log_probs", "gaussian_log_prob", "make_head", "multinomial_log_prob",
+    "register_likelihood",
 ]
 
 # Range of the Gaussian output log-variance (the iterative-inference reference code's clamp).
@@ -92,6 +93,28 @@ def gaussian_log_prob(x, mean, log_variance, num_bins=None):
   return log_density
 
 
+def multinomial_log_prob(x, logits):
+  """Log-probability of word counts under a multinomial with the documents' own totals.
+
+  ```none
+  log p(x | logits) = log n! - sum_v log x_v! + sum_v x_v log softmax(logits)_v,   n = sum_v x_v
+  ```
+
+  `tfd.Multinomial` with `total_count = n` (it normalizes the logits with a
+  log-softmax, so large logits do not overflow).
+
+  Args:
+    x: float `Tensor` `[..., V]` of non-negative integer counts; broadcasts
+      against `logits`.
+    logits: float `Tensor` `[..., V]`.
+
+  Returns:
+    log_prob: `Tensor` `[...]`.
+  """
+  total_count = tf.reduce_sum(x, axis=-1)
+  return tfd.Multinomial(total_count=total_count, logits=logits).log_prob(x)
+
+
 _TRACING = threading.local()
 
 
@@ -133,6 +156,7 @@ def _compiled(log_prob):
 
 _bernoulli_log_prob = _compiled(bernoulli_log_prob)
 _gaussian_log_prob = _compiled(gaussian_log_prob)
+_multinomial_log_prob = _compiled(multinomial_log_prob)
 
 
 class BernoulliHead(keras.layers.Layer):
@@ -229,6 +253,42 @@ class GaussianHead(keras.layers.Layer):
     return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1)
 
 
+class MultinomialHead(keras.layers.Layer):
+  """Maps hidden units to the logits of a word distribution over `event_size` words.
+
+  A document of n words is n independent draws from softmax(logits): its
+  counts are Multinomial(n, softmax(logits)), n given by the document
+  (`multinomial_log_prob`). Parameters carry no n, so `mean` is the expected
+  share of each word (the counts' mean divided by n) and `distribution` is
+  one draw (a one-hot categorical, event `[V]`).
+  """
+
+  def __init__(self, event_size, **kwargs):
+    super().__init__(**kwargs)
+    self.event_size = event_size
+    self._logits = keras.layers.Dense(event_size, name="logits")
+
+  def call(self, h):
+    """Returns `logits` `[N, V]`."""
+    return self._logits(h)
+
+  def log_prob(self, x, params):
+    """`x` counts `[..., V]`, `params` (logits) `[..., V]` -> `[...]`."""
+    return _multinomial_log_prob(x, params)
+
+  def mean(self, params):
+    """Word probabilities softmax(logits) `[..., V]`."""
+    return tf.nn.softmax(params)
+
+  def prediction_error(self, x, params):
+    """x - n softmax(logits) `[..., V]`: the gradient of log p(x | z) w.r.t. the logits."""
+    return x - tf.reduce_sum(x, axis=-1, keepdims=True) * tf.nn.softmax(params)
+
+  def distribution(self, params):
+    """One word: `tfd.OneHotCategorical` with event shape `[V]`."""
+    return tfd.OneHotCategorical(logits=params, dtype=params.dtype)
+
+
 class ParameterHead(keras.layers.Layer):
   """A likelihood head from a parameter width and pure functions of the parameters.
 
@@ -284,8 +344,13 @@ def _gaussian_head(event_size, gaussian_variance="global", num_bins=None, **unus
                       name="gaussian_head")
 
 
+def _multinomial_head(event_size, **unused_options):
+  return MultinomialHead(event_size, name="multinomial_head")
+
+
 # The heads by likelihood name: the built-ins here, the users' by `register_likelihood`.
-_HEADS = {"bernoulli": _bernoulli_head, "gaussian": _gaussian_head}
+_HEADS = {"bernoulli": _bernoulli_head, "gaussian": _gaussian_head,
+          "multinomial": _multinomial_head}
 
 
 def register_likelihood(name, factory):
