@@ -49,9 +49,10 @@ def test_multinomial_head_broadcasts_samples_and_its_error_is_the_logit_gradient
   with tf.GradientTape() as tape:
     tape.watch(logits)
     log_prob = head.log_prob(x, logits)
+    total = tf.reduce_sum(log_prob)
   assert log_prob.shape == (5, 3)
   # The gradient of sum_v x_v log softmax_v is x - n softmax: exact in float64.
-  np.testing.assert_allclose(tape.gradient(log_prob, logits),
+  np.testing.assert_allclose(tape.gradient(total, logits),
                              head.prediction_error(x, logits), atol=1e-12)
   np.testing.assert_allclose(tf.reduce_sum(head.mean(logits), -1), 1.0, rtol=1e-12)
 
@@ -80,7 +81,8 @@ def _count_files(tmp_path):
   svm = [tmp_path / f"{name}.svm" for name in common.SPLITS]
   npz = [tmp_path / f"{name}.npz" for name in common.SPLITS]
   for matrix, svm_path, npz_path in zip(splits, svm, npz):
-    sk_datasets.dump_svmlight_file(matrix, np.zeros(matrix.shape[0]), svm_path, zero_based=False)
+    sk_datasets.dump_svmlight_file(matrix, np.zeros(matrix.shape[0]), str(svm_path),
+                                 zero_based=False)
     scipy.sparse.save_npz(npz_path, matrix)
   return splits, svm, npz
 
@@ -244,7 +246,7 @@ def test_perplexity_uses_the_documents_word_totals(lda_model):
   assert math.isclose(summary["perplexity"],
                       math.exp(-per_example["log_likelihood"].sum() / counts.sum()), rel_tol=1e-6)
   # A unigram model is what a model without structure can do; the trained model beats it.
-  unigram = np.asarray(data.train.sum(axis=0)).ravel() + 1.0
+  unigram = np.asarray(data.train.sum(axis=0), np.float64).ravel() + 1.0
   test = np.concatenate(batches).astype(np.float64)
   unigram_nll = -likelihoods.multinomial_log_prob(
       tf.constant(test), tf.constant(np.log(unigram / unigram.sum()))).numpy().sum()

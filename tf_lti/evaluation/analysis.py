@@ -133,7 +133,8 @@ def iteration_diagnostics(model, x, *, seed, num_iterations=None, num_samples=10
       elbo = bounds_lib.elbo(x, model.generative, model.family.distribution(step_params),
                              seed=step_seed, num_samples=num_samples,
                              kl=model.objective.kl)["elbo"]
-    gradient = model.family.split(tape.gradient(tf.reduce_sum(elbo), step_params))["loc"]
+      total = tf.reduce_sum(elbo)  # examples are independent: each row is its own gradient
+    gradient = model.family.split(tape.gradient(total, step_params))["loc"]
     return tf.reduce_mean(tf.norm(gradient, axis=-1)), tf.reduce_mean(elbo)
 
   norms, elbos = zip(*[[float(v) for v in measure(tf.constant(p), s)]
