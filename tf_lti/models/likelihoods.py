@@ -94,25 +94,27 @@ def gaussian_log_prob(x, mean, log_variance, num_bins=None):
 
 
 def multinomial_log_prob(x, logits):
-  """Log-probability of word counts under a multinomial with the documents' own totals.
+  """Log-probability of a document's words, drawn independently from softmax(logits).
 
   ```none
-  log p(x | logits) = log n! - sum_v log x_v! + sum_v x_v log softmax(logits)_v,   n = sum_v x_v
+  log p(x | logits) = sum_v x_v log softmax(logits)_v
   ```
 
-  `tfd.Multinomial` with `total_count = n` (it normalizes the logits with a
-  log-softmax, so large logits do not overflow).
+  This is the probability of the document's word sequence (in any one order),
+  the likelihood whose per-word perplexity the bag-of-words papers report
+  (Miao et al. 2016; Krishnan et al. 2018; Marino et al. 2018, table 2). The
+  multinomial pmf of the counts adds the constant `log n! - sum_v log x_v!`,
+  which no parameter changes (`tfd.Multinomial(n, logits).log_prob(x)` minus
+  this is exactly the value here). A log-softmax keeps large logits finite.
 
   Args:
-    x: float `Tensor` `[..., V]` of non-negative integer counts; broadcasts
-      against `logits`.
+    x: float `Tensor` `[..., V]` of non-negative counts; broadcasts against `logits`.
     logits: float `Tensor` `[..., V]`.
 
   Returns:
     log_prob: `Tensor` `[...]`.
   """
-  total_count = tf.reduce_sum(x, axis=-1)
-  return tfd.Multinomial(total_count=total_count, logits=logits).log_prob(x)
+  return tf.reduce_sum(x * tf.nn.log_softmax(logits, axis=-1), axis=-1)
 
 
 _TRACING = threading.local()
@@ -256,9 +258,10 @@ class GaussianHead(keras.layers.Layer):
 class MultinomialHead(keras.layers.Layer):
   """Maps hidden units to the logits of a word distribution over `event_size` words.
 
-  A document of n words is n independent draws from softmax(logits): its
-  counts are Multinomial(n, softmax(logits)), n given by the document
-  (`multinomial_log_prob`). Parameters carry no n, so `mean` is the expected
+  A document of n words is n independent draws from softmax(logits), n given
+  by the document; `log_prob` is its word sequence's log-probability
+  (`multinomial_log_prob`: the multinomial pmf of the counts without its
+  parameter-free coefficient). Parameters carry no n, so `mean` is the expected
   share of each word (the counts' mean divided by n) and `distribution` is
   one draw (a one-hot categorical, event `[V]`).
   """

@@ -47,6 +47,7 @@ import time
 
 import tensorflow as tf
 
+from tf_lti.config import choices
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
@@ -152,7 +153,7 @@ def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, jit
     devices = (f"; {distribute.num_replicas(strategy)} replicas "
                f"({distribute.strategy_name(strategy)})" if distribute.is_distributed(strategy)
                else "")
-    sizes = [splits.num_examples(split) for split in ("train", "valid", "test")]
+    sizes = [splits.num_examples(split) for split in choices.SPLITS]
     print(f"tf_lti: {splits.name}: {sizes[0]} train / {sizes[1]} valid / {sizes[2]} test "
           f"{shape}; "
           f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
