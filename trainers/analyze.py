@@ -36,7 +36,8 @@ flags.DEFINE_integer("num_iterations", 16, "Inference iterations of the iterativ
 flags.DEFINE_integer("encoder_steps", 1000,
                      "landscape of an iterative model: Adam steps of a standard encoder fitted to "
                      "its frozen decoder, whose estimate is drawn too (0: none).")
-flags.DEFINE_integer("num_examples", 100, "reconstructions/optimizers/iterations: test examples used.")
+flags.DEFINE_integer("num_examples", 100,
+                     "reconstructions/optimizers/iterations: test examples used.")
 flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
 flags.DEFINE_list("learning_rates", [str(v) for v in choices.ANALYSIS_LEARNING_RATES],
                   "optimizers: learning-rate grid of the baselines.")

@@ -1,7 +1,8 @@
 """The data contract: `DataSpec`, what a model knows of its data, and `Dataset`, the data.
 
-`images.DataSplits`, `text.TextSplits` and `documents.DocumentSplits` implement `Dataset`; trainers and
-evaluators use it instead of branching on the modality (`data.base` loads one).
+`images.DataSplits`, `text.TextSplits` and `documents.DocumentSplits` implement
+`Dataset`; trainers and evaluators use it instead of branching on the modality
+(`data.base` loads one).
 A `DataSpec` is all a model needs to be rebuilt -- a work dir stores it as
 `model_spec.json`, so restoring a trained model reads no data:
 

@@ -177,9 +177,11 @@ def _check_counts(x, where) -> scipy.sparse.csr_matrix:
   bad = values[(values < 0) | (values != np.round(values))] if values.size else values
   if bad.size:
     raise common.DataError(f"{where}: values must be non-negative integer word counts, got "
-                           f"{bad[0]!r} (TF-IDF features are computed by the encoder, not read)")
+                           f"{float(bad[0]):g} (TF-IDF features are computed by the encoder, "
+                           "not read)")
   if values.size and values.max() > 2 ** 24:
-    raise common.DataError(f"{where}: count {values.max()} exceeds 2^24 (not exact in float32)")
+    raise common.DataError(f"{where}: count {float(values.max()):g} exceeds 2^24 (not exact "
+                           "in float32)")
   x = x.astype(np.float32)
   x.sum_duplicates()
   x.eliminate_zeros()
@@ -262,7 +264,6 @@ def _read_svmlight(paths):
     if not path.endswith(_SVMLIGHT_SUFFIXES + (".gz", ".bz2")):
       raise common.DataError(f"{path}: not a count file: expected .npz or svmlight/LIBSVM "
                              f"({', '.join(_SVMLIGHT_SUFFIXES)}, optionally .gz)")
-  matrices = []
   try:
     loaded = datasets.load_svmlight_files(list(paths), dtype=np.float64, multilabel=True,
                                           zero_based="auto")
@@ -274,9 +275,7 @@ def _read_svmlight(paths):
       except (ValueError, OSError, UnicodeDecodeError) as own_error:
         raise common.DataError(f"{path}: not svmlight/LIBSVM text: {own_error}") from own_error
     raise common.DataError(f"{', '.join(paths)}: not svmlight/LIBSVM text: {error}") from error
-  for index in range(len(paths)):
-    matrices.append(loaded[2 * index])
-  return matrices
+  return list(loaded[0::2])  # (X_1, y_1, X_2, y_2, ...)
 
 
 def _split_counts(name, parts, validation_size):
