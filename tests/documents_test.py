@@ -22,6 +22,7 @@ from tf_lti.evaluation import analysis
 from tf_lti.evaluation import metrics
 from tf_lti.models import likelihoods
 from tf_lti.training import builders
+from tf_lti.training import loop
 from tf_lti.training import optimizers
 
 # Float64 references: a few hundred ulps of the log-probabilities' magnitude.
@@ -269,3 +270,15 @@ def test_iteration_diagnostics_of_a_gradient_encoding_model():
                                            seed=tf.constant([0, 0]), num_samples=2)
   assert [len(v) for v in results.values()] == [3, 3, 3]
   assert results["relative_improvement"][0] == 0 and np.all(results["gradient_norm"] > 0)
+
+
+
+def test_training_step_traces_once_for_sparse_batches_of_any_size(lda_model):
+  # Last in the file: it trains the shared model two more steps.
+  model, data, _, _ = lda_model
+  step = loop._make_train_step(model, tf.distribute.get_strategy(), data, jit_compile=False)
+  batches = list(data.train_batches(100, seed=1, epoch=0, start_batch=0))[:2]
+  assert batches[0].values.shape != batches[1].values.shape  # different numbers of words
+  logs = [step(batch) for batch in batches]
+  assert step.experimental_get_tracing_count() == 1
+  assert all(np.isfinite(log["elbo"]) for log in logs)
