@@ -258,18 +258,19 @@ def test_perplexity_uses_the_documents_word_totals(lda_model):
   assert summary["perplexity_bound"] < math.exp(unigram_nll / counts.sum())
 
 
-def test_iteration_diagnostics_of_a_gradient_encoding_model():
+def test_iteration_diagnostics_of_a_gradient_and_tfidf_encoding_model():
   data, _, _ = documents.synthetic_lda(seed=1, **dict(_LDA, num_train=50, num_test=10))
   config = schema.ExperimentConfig().override(dict(
-      source="lda", likelihood="multinomial", binarization="none", latent_sizes=(4,),
-      hidden_units=(16,), procedure="iterative", num_iterations=2,
-      iterative_inputs=("gradient",))).validate()
+      source="lda", likelihood="multinomial", binarization="none", encoder_input="tfidf",
+      latent_sizes=(4,), hidden_units=(16,), procedure="iterative", num_iterations=2,
+      iterative_inputs=("data", "gradient"))).validate()
   model = builders.build_model(config, data.spec)
   model.build_all(tf.zeros([2, _LDA["vocab_size"]]))
   results = analysis.iteration_diagnostics(model, tf.constant(data.test.toarray()),
                                            seed=tf.constant([0, 0]), num_samples=2)
   assert [len(v) for v in results.values()] == [3, 3, 3]
   assert results["relative_improvement"][0] == 0 and np.all(results["gradient_norm"] > 0)
+  assert model.inference.input_idf == documents.inverse_document_frequencies(data.spec)
 
 
 
