@@ -40,7 +40,8 @@ def test_spec_json_round_trip(spec):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(kind="audio"), r"field `kind` must be one of \('images', 'text'\), got 'audio'"),
+    (dict(kind="audio"),
+     r"field `kind` must be one of \('images', 'text', 'documents'\), got 'audio'"),
     (dict(event_size=0), "field `event_size` must be a positive int, got 0"),
     (dict(num_train=True), "field `num_train` must be a positive int, got True"),
     (dict(image_shape=[8, 7]), r"field `image_shape` must be None or a tuple of positive ints "

@@ -8,6 +8,8 @@ r"""Inference diagnostics of a trained work directory, as PNG + JSON (+ TensorBo
   # bound vs iteration and vs wall-clock: the iterative model against SGD, SGD + momentum,
   # RMSProp and Adam on the posterior parameters over the paper's learning-rate grid (fig. 6, 10)
   tf-lti-analyze --workdir=runs/iterative --analysis=optimizers --num_examples=100
+  # gradient magnitudes and relative ELBO improvement over the iterations (Marino fig. 11)
+  tf-lti-analyze --workdir=runs/bow_iterative --analysis=iterations --num_examples=100
   # 2-D latent embedding of the test set: posterior means coloured by class (Rezende fig. 3b);
   # labels come with a grayscale MNIST source (mnist.npz's y_test) or from --labels
   tf-lti-analyze --workdir=runs/mnist2d --analysis=embedding
@@ -30,7 +32,8 @@ from tf_lti.config import choices
 
 flags.DEFINE_string("workdir", None, "A work directory written by tf-lti-train.")
 flags.DEFINE_enum("analysis", "landscape",
-                  ["landscape", "reconstructions", "optimizers", "embedding", "gradient_variance"],
+                  ["landscape", "reconstructions", "optimizers", "iterations", "embedding",
+                   "gradient_variance"],
                   "Which diagnostic to run.")
 flags.DEFINE_integer("example_index", 0, "landscape: the test example to plot.")
 flags.DEFINE_float("grid_step", 0.05, "landscape: grid spacing over [-5, 5]^2 (paper: 0.05).")
@@ -39,7 +42,8 @@ flags.DEFINE_integer("encoder_steps", 1000,
                      "landscape of an iterative model: Adam steps of a standard encoder fitted to "
                      "its frozen decoder, whose estimate is drawn too (0: none).")
 flags.DEFINE_integer("num_examples", 100,
-                     "reconstructions/optimizers/gradient_variance: test examples used.")
+                     "reconstructions/optimizers/iterations/gradient_variance: test examples "
+                     "used.")
 flags.DEFINE_integer("num_draws", 100,
                      "gradient_variance: independent gradient estimates per example.")
 flags.DEFINE_integer("num_steps", 200, "optimizers: gradient steps of each baseline optimizer.")
@@ -140,6 +144,24 @@ def _reconstructions(model, splits, tf, np, analysis, plots):
   return {"mean_elbo_by_iteration": bounds.tolist()}
 
 
+def _iterations(model, splits, tf, np, analysis, plots):
+  del np  # Unused: the diagnostics come as arrays.
+  x = splits.eval_batches("test", FLAGS.num_examples, max_examples=FLAGS.num_examples,
+                          seed=FLAGS.seed)[0]
+  results = analysis.iteration_diagnostics(model, tf.constant(x),
+                                           seed=tf.constant([FLAGS.seed, 5]),
+                                           num_iterations=FLAGS.num_iterations)
+  steps = list(range(len(results["elbo"])))
+  plots.save_curves(
+      [("inference iteration", "mean ||grad_mu ELBO||",
+        {"approximate posterior mean": (steps, results["gradient_norm"])}, False),
+       ("inference iteration", "relative ELBO improvement (%)",
+        {"(ELBO_t - ELBO_0) / |ELBO_0|": (steps, 100 * results["relative_improvement"])},
+        False)],
+      _output_path("iterations.png"), f"{len(x)} test examples")
+  return {name: values.tolist() for name, values in results.items()}
+
+
 def _optimizers(model, splits, tf, np, analysis, plots):
   x = tf.constant(splits.test[:FLAGS.num_examples])
   learning_rates = _learning_rates()
@@ -232,7 +254,7 @@ def _analyze():
   config, _, model, step = workdir_lib.restore_model(FLAGS.workdir)
   splits = data_lib.load_data(config)  # The examples analyzed (the model needs none).
   run = {"landscape": _landscape, "reconstructions": _reconstructions,
-         "optimizers": _optimizers, "embedding": _embedding,
+         "optimizers": _optimizers, "iterations": _iterations, "embedding": _embedding,
          "gradient_variance": _gradient_variance}[FLAGS.analysis]
   results = run(model, splits, tf, np, analysis, plots)
   results.update(step=step, analysis=FLAGS.analysis)

@@ -10,9 +10,9 @@ in the same order everywhere. No TensorFlow: flags are parsed with them.
 __all__ = [
     "ANALYSIS_LEARNING_RATES", "ANALYSIS_OPTIMIZERS", "BINARIZATIONS", "BLOCK_POSITIONS",
     "BOUNDS", "CONFIG_FIELD_CHOICES", "CONNECTIONS", "CONTINUOUS_ESTIMATORS",
-    "CONTROL_VARIATE_ESTIMATORS", "DATA_KINDS", "DECODERS",
-    "DISCRETE_ESTIMATORS",
-    "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS", "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
+    "CONTROL_VARIATE_ESTIMATORS", "DATA_KINDS", "DECODERS", "DISCRETE_ESTIMATORS",
+    "DOCUMENT_SOURCE_PREFIXES", "ENCODER_INPUTS", "ENCODERS", "ERROR_ENCODINGS", "ESTIMATORS",
+    "FLOW_POSTERIORS", "GAUSSIAN_VARIANCES",
     "GRADIENT_ENCODINGS", "HELD_OUT_SPLITS", "HVP_MODES", "IMPUTATION_FILLS",
     "ITERATIVE_INPUTS", "JIT_COMPILE_SETTINGS", "KL_MODES", "LIKELIHOODS", "LSTM_LATENT_INPUTS", "MISSING_TYPES",
     "NONFINITE_ACTIONS", "OPTIMIZERS", "ORACLE_GENERATORS", "ORACLE_METHODS", "POSTERIORS",
@@ -29,15 +29,19 @@ SPLITS = ("train", "valid", "test")
 HELD_OUT_SPLITS = ("test", "valid")
 
 BINARIZATIONS = ("none", "static", "dynamic")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "multinomial")
 CONNECTIONS = ("sequential", "highway")
 GAUSSIAN_VARIANCES = ("global", "per_dim", "per_example")
 ENCODERS = ("mlp", "conv", "lstm")
+# What the MLP encoders read of x: x itself, or normalized TF-IDF features of word counts.
+ENCODER_INPUTS = ("raw", "tfidf")
 DECODERS = ("mlp", "pixelcnn", "lstm")
 # What a data set holds (tf_lti/data/contract.py, `DataSpec.kind`).
-DATA_KINDS = ("images", "text")
+DATA_KINDS = ("images", "text", "documents")
 # Data sources that name a text corpus (tf_lti/data/text.py).
 TEXT_SOURCE_PREFIXES = ("ptb:", "text:")
+# Data sources that name bag-of-words documents (tf_lti/data/documents.py; also `lda`).
+DOCUMENT_SOURCE_PREFIXES = ("bow:", "ptb_bow:")
 OPTIMIZERS = ("adam", "sgd")
 # XLA for the training step: `auto` asks the model (`VAE.prefers_xla`), `on`/`off` force it.
 JIT_COMPILE_SETTINGS = ("auto", "on", "off")
@@ -94,7 +98,8 @@ ORACLE_GENERATORS = ("oracle", "learned")
 CONFIG_FIELD_CHOICES = {
     "binarization": BINARIZATIONS, "likelihood": LIKELIHOODS,
     "encoder_connection": CONNECTIONS, "decoder_connection": CONNECTIONS,
-    "gaussian_variance": GAUSSIAN_VARIANCES, "encoder": ENCODERS, "decoder": DECODERS,
+    "gaussian_variance": GAUSSIAN_VARIANCES, "encoder": ENCODERS,
+    "encoder_input": ENCODER_INPUTS, "decoder": DECODERS,
     "procedure": PROCEDURES, "posterior": POSTERIORS, "iterative_inputs": ITERATIVE_INPUTS,
     "gradient_encoding": GRADIENT_ENCODINGS, "error_encoding": ERROR_ENCODINGS,
     "update": UPDATES, "svi_training": SVI_TRAINING_MODES, "svi_clip_scope": SVI_CLIP_SCOPES,

@@ -19,6 +19,16 @@ _PTB = dict(source="ptb:../shared/data", binarization="none", decoder="lstm",
             num_importance_samples=500, eval_batch_size=20, eval_chunk_size=25,
             log_every_steps=20)
 
+# Marino et al. (2018), appendix D, on PTB documents (RCV1 is not available here; see
+# tf_lti/data/documents.py): multinomial counts, normalized TF-IDF encoder input, 2-layer
+# 512-unit ELU networks, 512 latents. The paper's sizes; the budget (epochs, Adam 1e-3 and
+# 1,000 instead of 5,000 importance samples) is cut for this CPU.
+_BOW = dict(source="ptb_bow:../shared/data", binarization="none", likelihood="multinomial",
+            encoder_input="tfidf", latent_sizes=(512,), hidden_units=(512,),
+            num_hidden_layers=2, activation="elu", batch_size=64, learning_rate=1e-3,
+            epochs=20, num_importance_samples=1000, eval_batch_size=20, eval_chunk_size=50,
+            log_every_steps=20)
+
 # Presets: flat overrides of the defaults. Budgets (epochs) fit this 2-core CPU; the
 # papers' budgets are noted where they differ.
 PRESETS = {
@@ -58,6 +68,11 @@ PRESETS = {
         decoder_connection="highway", kl="sample", batch_size=256, learning_rate=2e-4,
         lr_decay_per_epoch=0.999, epochs=1500, procedure="iterative", num_iterations=5,
         iterative_inputs=("data", "params", "error")),
+    # Appendix D's standard encoder (reads the TF-IDF features) and iterative model (encodes
+    # log-sign gradients of the mean and log-variance only, 2,048 inputs, for 16 steps).
+    "marino_bow_standard": dict(_BOW),
+    "marino_bow_iterative": dict(_BOW, procedure="iterative", num_iterations=16,
+                                 iterative_inputs=("gradient",), gradient_encoding="log_sign"),
     # Rezende et al. (2014) style DLGM with the rank-one-plus-diagonal precision posterior.
     "rezende_mnist_rank_one": dict(source="../shared/data/binarized_mnist.npz",
                                    binarization="none", latent_sizes=(64,), hidden_units=(512,),

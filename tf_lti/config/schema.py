@@ -35,7 +35,10 @@ class DataConfig:
     source: `digits` (embedded, no network), a `.npz`/`.mat` path, an `.amat` path
       pattern with `{split}`, `tfds:NAME`, or a text corpus: `ptb:DIR` (Mikolov's PTB
       files `ptb.{train,valid,test}.txt[.gz]` in DIR) or `text:TRAIN,VALID,TEST` (one
-      sentence per line, e.g. the Yahoo files with `text_unk_token=_UNK`).
+      sentence per line, e.g. the Yahoo files with `text_unk_token=_UNK`), or bag-of-words
+      documents (`likelihood=multinomial`): `bow:TRAIN,VALID,TEST` or `bow:TRAIN,TEST`
+      (svmlight/LIBSVM count files or scipy.sparse `.npz`), `ptb_bow:DIR` (PTB, 10 sentences
+      a document) or `lda` (a synthetic LDA corpus with known topics, seeded by `data_seed`).
     binarization: `none`, `static` (once, fixed seed) or `dynamic` (resampled each epoch).
     validation_size: examples carved from the end of train when a source has no
       validation split (None: the loader's default).
@@ -63,8 +66,11 @@ class DataConfig:
 @dataclasses.dataclass
 class ModelConfig:
   """Attributes:
-    likelihood: `bernoulli`, `gaussian`, or a name registered with
+    likelihood: `bernoulli`, `gaussian`, `multinomial` (word counts of documents), or a name
+      registered with
       `models.likelihoods.register_likelihood` (in the process that validates the config).
+    encoder_input: what the MLP encoder (and an iterative model's `data` input) reads: `raw`
+      x, or `tfidf`, L2-normalized TF-IDF features of a document's word counts.
     latent_sizes: z_1 ... z_L, bottom first; `0` with `decoder=lstm` is the LSTM language
       model (no latent variable).
     hidden_units: width of the networks at each level (encoder and decoder).
@@ -93,6 +99,7 @@ class ModelConfig:
     word_dropout: lstm: probability of replacing a decoder input word by `<unk>`.
   """
   likelihood: str = "bernoulli"
+  encoder_input: str = "raw"
   latent_sizes: tuple = (64,)
   hidden_units: tuple = (512,)
   num_hidden_layers: int = 2

@@ -188,6 +188,29 @@ def check_int(name, value, minimum=1):
     raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
 
 
+def _validate_documents(config):
+  """Bag-of-words sources, the multinomial likelihood and TF-IDF inputs go together."""
+  data, model = config.data, config.model
+  checks.one_of("encoder_input", model.encoder_input, choices.ENCODER_INPUTS)
+  documents = data.source == "lda" or data.source.startswith(choices.DOCUMENT_SOURCE_PREFIXES)
+  if documents:
+    if model.likelihood != "multinomial":
+      raise ValueError(f"`source={data.source}` holds word counts: `likelihood` must be "
+                       f"multinomial; got {model.likelihood!r}.")
+    if data.binarization != "none":
+      raise ValueError(f"`source={data.source}` holds word counts: `binarization` must be none; "
+                       f"got {data.binarization!r}.")
+    if (model.encoder, model.decoder) != ("mlp", "mlp"):
+      raise ValueError(f"`source={data.source}` needs `encoder=mlp` and `decoder=mlp`; got "
+                       f"{model.encoder!r} and {model.decoder!r}.")
+  elif model.likelihood == "multinomial":
+    raise ValueError(f"`likelihood=multinomial` models word counts: `source` must be a document "
+                     f"source (bow:..., ptb_bow:DIR or lda); got {data.source!r}.")
+  elif model.encoder_input == "tfidf":
+    raise ValueError(f"`encoder_input=tfidf` reads word counts: `source` must be a document "
+                     f"source (bow:..., ptb_bow:DIR or lda); got {data.source!r}.")
+
+
 def check_positive_number(name, value):
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
     raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
@@ -203,6 +226,7 @@ def validate_experiment(config):
   checks.one_of("gaussian_variance", config.model.gaussian_variance, choices.GAUSSIAN_VARIANCES)
   _validate_image_model(config)
   _validate_text_model(config)
+  _validate_documents(config)
   checks.one_of("procedure", config.inference.procedure, choices.PROCEDURES)
   checks.one_of("posterior", config.inference.posterior, choices.POSTERIORS)
   settings.ObjectiveSettings.from_config(config.objective)

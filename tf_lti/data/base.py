@@ -14,7 +14,8 @@ Dataset.steps_per_epoch(B)           full image batches; every sentence once in 
 Dataset.batch_spec()                 the `tf.TensorSpec` of a training batch
 Dataset.train_batches(B, ...)        the batches of one epoch, from a given batch on (seeded)
 Dataset.eval_batches(split, B, ...)  evaluation batches of a split, optionally of a fixed subset
-Dataset.token_counts(split, ...)     predicted tokens per example (perplexity), None for images
+Dataset.token_counts(split, ...)     predicted tokens (words of a document) per example
+                                     (perplexity), None for images
 subset(x, n, seed)                   a fixed random subset of examples
 ```
 """
@@ -25,6 +26,7 @@ import os
 import numpy as np
 
 from tf_lti.data import contract
+from tf_lti.data import documents as document_data
 from tf_lti.data import images as image_data
 from tf_lti.data import text as text_data
 
@@ -40,8 +42,12 @@ _TFDS_PREFIX = "tfds:"
 
 
 def load_data(config) -> Dataset:
-  """Loads the data `config.data` names: an `images.DataSplits` or a `text.TextSplits`."""
+  """Loads the data `config.data` names: an `images.DataSplits`, a `text.TextSplits` or a
+  `documents.DocumentSplits`."""
   data = config.data
+  if document_data.is_document_source(data.source):
+    return document_data.load_source(data.source, validation_size=data.validation_size,
+                                     seed=data.data_seed)
   if text_data.is_text_source(data.source):
     return text_data.load_source(data.source, max_length=data.text_max_length or None,
                                  max_size=data.text_vocab_size or None,
@@ -55,13 +61,15 @@ def load_data(config) -> Dataset:
 def absolute_data_paths(data_config):
   """`data_config` (a `config.schema.DataConfig`) with its file paths made absolute.
 
-  The source's files (a path; `ptb:DIR`; each of `text:TRAIN,VALID,TEST`),
+  The source's files (a path; `ptb:DIR`, `ptb_bow:DIR`; each of `text:TRAIN,VALID,TEST`
+  and `bow:TRAIN,VALID,TEST`),
   `tfds_data_dir` and `tfds_manual_dir` are resolved against the current
-  directory; `digits` and `tfds:NAME` name no file and are kept.
+  directory; `digits`, `lda` and `tfds:NAME` name no file and are kept.
   """
   source = data_config.source
   kind, _, rest = source.partition(":")
-  if text_data.is_text_source(source):
+  if text_data.is_text_source(source) or (
+      document_data.is_document_source(source) and source != "lda"):
     source = f"{kind}:" + ",".join(os.path.abspath(path) for path in rest.split(","))
   elif source not in _NAMED_SOURCES and not source.startswith(_TFDS_PREFIX):
     source = os.path.abspath(source)

@@ -1,17 +1,19 @@
 """The data contract: `DataSpec`, what a model knows of its data, and `Dataset`, the data.
 
-`images.DataSplits` and `text.TextSplits` implement `Dataset`; trainers and
-evaluators use it instead of branching on the modality (`data.base` loads one).
+`images.DataSplits`, `text.TextSplits` and `documents.DocumentSplits` implement
+`Dataset`; trainers and evaluators use it instead of branching on the modality
+(`data.base` loads one).
 A `DataSpec` is all a model needs to be rebuilt -- a work dir stores it as
 `model_spec.json`, so restoring a trained model reads no data:
 
 ```none
-kind                 "images" or "text" (`config.choices.DATA_KINDS`)
+kind                 "images", "text" or "documents" (`config.choices.DATA_KINDS`)
 event_size           D (flattened image) or V (vocabulary size)
 image_shape          (H, W[, C]) of an example, images only (None: unknown)
 num_bins             256 for dequantized 8-bit data, else None
-vocabulary           the V tokens in id order, text only
+vocabulary           the V tokens in id order: text; documents (optional)
 num_train            training examples (the per-epoch schedules count steps from it)
+document_frequencies documents only: training documents holding each word [V] (TF-IDF)
 ```
 """
 
@@ -45,6 +47,7 @@ class DataSpec:
   image_shape: tuple[int, ...] | None = None
   num_bins: int | None = None
   vocabulary: tuple[str, ...] | None = None
+  document_frequencies: tuple[int, ...] | None = None
 
   def __post_init__(self):
     def bad(field, expected):
@@ -57,24 +60,34 @@ class DataSpec:
       if not _is_int(getattr(self, field), 1):
         raise bad(field, "a positive int")
     text = self.kind == "text"
+    documents = self.kind == "documents"
     if self.image_shape is not None and (
-        text or not isinstance(self.image_shape, tuple)
+        self.kind != "images" or not isinstance(self.image_shape, tuple)
         or not all(_is_int(size, 1) for size in self.image_shape)
         or math.prod(self.image_shape) != self.event_size):
-      raise bad("image_shape", "None" + ("" if text else f" or a tuple of positive ints "
+      raise bad("image_shape", "None" + ("" if self.kind != "images" else
+                                         f" or a tuple of positive ints "
                                          f"holding event_size={self.event_size}"))
-    if self.num_bins is not None and (text or not _is_int(self.num_bins, 2)):
-      raise bad("num_bins", "None" + ("" if text else " or an int >= 2"))
-    if not text and self.vocabulary is not None:
+    if self.num_bins is not None and (self.kind != "images" or not _is_int(self.num_bins, 2)):
+      raise bad("num_bins", "None" + ("" if self.kind != "images" else " or an int >= 2"))
+    if self.kind == "images" and self.vocabulary is not None:
       raise bad("vocabulary", "None for images")
-    if text and (not isinstance(self.vocabulary, tuple)
-                 or not all(isinstance(token, str) for token in self.vocabulary)
-                 or len(set(self.vocabulary)) != self.event_size
-                 or len(self.vocabulary) != self.event_size):
+    frequencies = self.document_frequencies
+    if (frequencies is not None or documents) and (
+        not documents or not isinstance(frequencies, tuple) or len(frequencies) != self.event_size
+        or not all(_is_int(f, 0) and f <= self.num_train for f in frequencies)):
+      raise bad("document_frequencies",
+                f"a tuple of event_size={self.event_size} ints in [0, num_train] for documents"
+                if documents else "None")
+    if (text or (documents and self.vocabulary is not None)) and (
+        not isinstance(self.vocabulary, tuple)
+        or not all(isinstance(token, str) for token in self.vocabulary)
+        or len(set(self.vocabulary)) != self.event_size
+        or len(self.vocabulary) != self.event_size):
       raise bad("vocabulary", f"a tuple of event_size={self.event_size} distinct strings")
 
   def steps_per_epoch(self, batch_size) -> int:
-    """Batches per epoch: full image batches; every sentence once in text batches."""
+    """Batches per epoch: full image or document batches; every sentence once in text batches."""
     if self.kind == "text":
       return math.ceil(self.num_train / batch_size)
     return self.num_train // batch_size
@@ -123,8 +136,8 @@ class Dataset(abc.ABC):
 
   Attributes:
     name: the source the data were read from.
-    train, valid, test: the splits: float32 `[N, D]` images, or lists of int32
-      token sequences `[n + 2]`.
+    train, valid, test: the splits: float32 `[N, D]` images, lists of int32
+      token sequences `[n + 2]`, or sparse float32 `[N, V]` word counts.
   """
 
   @property
@@ -137,6 +150,10 @@ class Dataset(abc.ABC):
     if name not in common.SPLITS:
       raise common.DataError(f"split must be one of {common.SPLITS}, got {name!r}")
     return getattr(self, name)
+
+  def num_examples(self, split) -> int:
+    """The number of examples of `split` (`"train"`, `"valid"` or `"test"`)."""
+    return len(self.split(split))
 
   def steps_per_epoch(self, batch_size) -> int:
     """Batches per epoch (`DataSpec.steps_per_epoch`)."""
@@ -151,13 +168,14 @@ class Dataset(abc.ABC):
       max_examples, seed: the examples of `eval_batches` with these arguments.
 
     Returns:
-      int64 `[N]` in split order (n + 1 for a sentence of n words), or `None`
-      for images.
+      int64 `[N]` in split order (n + 1 for a sentence of n words; n for a
+      document of n words), or `None` for images.
     """
 
   @abc.abstractmethod
   def batch_spec(self):
-    """The `tf.TensorSpec` of a training batch (text batches vary in length)."""
+    """The `tf.TensorSpec` of a training batch (text batches vary in length; documents
+    give a `tf.SparseTensorSpec`)."""
 
   @abc.abstractmethod
   def train_batches(self, batch_size, *, seed, epoch, start_batch):
@@ -165,7 +183,8 @@ class Dataset(abc.ABC):
 
     Returns:
       An iterable of `steps_per_epoch(batch_size) - start_batch` batches: a
-      `tf.data.Dataset` of float32 `[B, D]`, or a list of int32 `[B_i, T_i]`.
+      `tf.data.Dataset` of float32 `[B, D]`, a list of int32 `[B_i, T_i]`, or
+      an iterator of `tf.SparseTensor` float32 `[B, V]` (documents).
     """
 
   @abc.abstractmethod

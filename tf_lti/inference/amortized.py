@@ -42,6 +42,7 @@ derive from `SinglePassEncoder` and implement only their network, `encode`.
 import keras
 import tensorflow as tf
 
+from tf_lti.data import documents
 from tf_lti.data import text as text_data
 from tf_lti.inference import base
 from tf_lti.models import layers
@@ -90,15 +91,19 @@ class AmortizedEncoder(SinglePassEncoder):
     num_hidden_layers: hidden layers per network. Default value: 2.
     activation, connection, batch_norm: see `layers.MLP`.
       Default values: `"elu"`, `"highway"`, `False`.
+    input_idf: `None` to read x itself, or V inverse document frequencies to
+      read normalized TF-IDF features of word counts x (`documents.tfidf`).
+      Default value: `None`.
   """
 
   def __init__(self, family, latent_sizes, hidden_units, num_hidden_layers=2, activation="elu",
-               connection="highway", batch_norm=False, **kwargs):
+               connection="highway", batch_norm=False, input_idf=None, **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
     if len(hidden_units) != len(latent_sizes):
       raise ValueError(f"`hidden_units` needs one entry per latent level ({len(latent_sizes)}); "
                        f"got {list(hidden_units)}.")
     self.latent_sizes = tuple(latent_sizes)
+    self.input_idf = None if input_idf is None else tuple(float(v) for v in input_idf)
     self._num_groups = len(family.param_groups)
     self._torsos = [layers.MLP(units, num_hidden_layers, activation, connection, batch_norm,
                                name=f"torso_{level}") for level, units in enumerate(hidden_units)]
@@ -107,7 +112,7 @@ class AmortizedEncoder(SinglePassEncoder):
 
   def encode(self, x, training=False):
     """`x` `[B, D]` -> `params` `[B, P]` in the family's group layout."""
-    h = x
+    h = x if self.input_idf is None else documents.tfidf(x, self.input_idf)
     per_level = []
     for torso, head in zip(self._torsos, self._heads):
       h = torso(h, training=training)

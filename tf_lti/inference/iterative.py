@@ -3,7 +3,7 @@
 ```none
 lambda_0     = prior parameters N(0, I)              (or a learned constant)
 for t = 0 ... T-1, per latent level l:
-  inputs_t,l = concat( x - 1/2                                  ("data",     bottom level only)
+  inputs_t,l = concat( x - 1/2, or TF-IDF(x) (`input_idf`)      ("data",     bottom level only)
                        sg(lambda_t,l)                            ("params")
                        enc(sg(grad_lambda_t,l ELBO_t(x_b)))      ("gradient", per example)
                        sg(bottom-up error), sg(top-down error) ) ("error")
@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
+from tf_lti.data import documents
 from tf_lti.inference import base
 from tf_lti.models import layers
 from tf_lti.models import precision
@@ -81,11 +82,15 @@ class IterativeInferenceModel(base.InferenceProcedure):
       maps the level's concatenated encoded inputs `[B, width_l]` to features
       `[B, H_l]` (the proposal and gate heads follow it); then `hidden_units`
       is needed only by the recurrent model (its LSTM sizes). Default value: `None`.
+    input_idf: `None` for the `data` input x - 1/2, or V inverse document
+      frequencies for normalized TF-IDF features of word counts x
+      (`documents.tfidf`). Default value: `None`.
   """
 
   def __init__(self, family, latent_sizes, hidden_units, objective, num_hidden_layers=2, *,
                settings=settings_lib.IterativeSettings(), activation="elu",
-               connection="highway", batch_norm=False, networks=None, **kwargs):
+               connection="highway", batch_norm=False, networks=None, input_idf=None,
+               **kwargs):
     super().__init__(family, sum(latent_sizes), **kwargs)
     if networks is not None and len(networks) != len(latent_sizes):
       raise ValueError(f"`networks` needs one network per latent level ({len(latent_sizes)}); "
@@ -96,6 +101,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
                        f"got {hidden_units!r}.")
     settings.check_bound(objective.bound)
     self.latent_sizes = tuple(latent_sizes)
+    self.input_idf = None if input_idf is None else tuple(float(v) for v in input_idf)
     self.objective = objective
     self.num_iterations = int(settings.num_iterations)
     self.inputs = tuple(name for name in choices.ITERATIVE_INPUTS if name in settings.inputs)
@@ -204,7 +210,7 @@ class IterativeInferenceModel(base.InferenceProcedure):
     for level in range(len(self.latent_sizes)):
       parts = []
       if "data" in self.inputs and level == 0:
-        parts.append(x - 0.5)
+        parts.append(x - 0.5 if self.input_idf is None else documents.tfidf(x, self.input_idf))
       if "params" in self.inputs:
         parts.append(tf.stop_gradient(params_by_level[level]))
       if "gradient" in self.inputs:

@@ -32,8 +32,9 @@ from tf_lti.models import precision
 tfd = tfp.distributions
 
 __all__ = [
-    "BernoulliHead", "GaussianHead", "ParameterHead", "bernoulli_log_prob", "compiled_log_probs",
-    "gaussian_log_prob", "make_head", "register_likelihood",
+    "BernoulliHead", "GaussianHead", "MultinomialHead", "ParameterHead", "bernoulli_log_prob",
+    "compiled_log_probs", "gaussian_log_prob", "make_head", "multinomial_log_prob",
+    "register_likelihood",
 ]
 
 # Range of the Gaussian output log-variance (the iterative-inference reference code's clamp).
@@ -93,6 +94,30 @@ def gaussian_log_prob(x, mean, log_variance, num_bins=None):
   return log_density
 
 
+def multinomial_log_prob(x, logits):
+  """Log-probability of a document's words, drawn independently from softmax(logits).
+
+  ```none
+  log p(x | logits) = sum_v x_v log softmax(logits)_v
+  ```
+
+  This is the probability of the document's word sequence (in any one order),
+  the likelihood whose per-word perplexity the bag-of-words papers report
+  (Miao et al. 2016; Krishnan et al. 2018; Marino et al. 2018, table 2). The
+  multinomial pmf of the counts adds the constant `log n! - sum_v log x_v!`,
+  which no parameter changes (`tfd.Multinomial(n, logits).log_prob(x)` minus
+  this is exactly the value here). A log-softmax keeps large logits finite.
+
+  Args:
+    x: float `Tensor` `[..., V]` of non-negative counts; broadcasts against `logits`.
+    logits: float `Tensor` `[..., V]`.
+
+  Returns:
+    log_prob: `Tensor` `[...]`.
+  """
+  return tf.reduce_sum(x * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
 _TRACING = threading.local()
 
 
@@ -134,6 +159,7 @@ def _compiled(log_prob):
 
 _bernoulli_log_prob = _compiled(bernoulli_log_prob)
 _gaussian_log_prob = _compiled(gaussian_log_prob)
+_multinomial_log_prob = _compiled(multinomial_log_prob)
 
 
 class BernoulliHead(keras.layers.Layer):
@@ -231,6 +257,43 @@ class GaussianHead(keras.layers.Layer):
     return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_variance)), 1)
 
 
+class MultinomialHead(keras.layers.Layer):
+  """Maps hidden units to the logits of a word distribution over `event_size` words.
+
+  A document of n words is n independent draws from softmax(logits), n given
+  by the document; `log_prob` is its word sequence's log-probability
+  (`multinomial_log_prob`: the multinomial pmf of the counts without its
+  parameter-free coefficient). Parameters carry no n, so `mean` is the expected
+  share of each word (the counts' mean divided by n) and `distribution` is
+  one draw (a one-hot categorical, event `[V]`).
+  """
+
+  def __init__(self, event_size, **kwargs):
+    super().__init__(**kwargs)
+    self.event_size = event_size
+    self._logits = keras.layers.Dense(event_size, name="logits")
+
+  def call(self, h):
+    """Returns `logits` `[N, V]`."""
+    return self._logits(h)
+
+  def log_prob(self, x, params):
+    """`x` counts `[..., V]`, `params` (logits) `[..., V]` -> `[...]`."""
+    return _multinomial_log_prob(x, params)
+
+  def mean(self, params):
+    """Word probabilities softmax(logits) `[..., V]`."""
+    return tf.nn.softmax(params)
+
+  def prediction_error(self, x, params):
+    """x - n softmax(logits) `[..., V]`: the gradient of log p(x | z) w.r.t. the logits."""
+    return x - tf.reduce_sum(x, axis=-1, keepdims=True) * tf.nn.softmax(params)
+
+  def distribution(self, params):
+    """One word: `tfd.OneHotCategorical` with event shape `[V]`."""
+    return tfd.OneHotCategorical(logits=params, dtype=params.dtype)
+
+
 class ParameterHead(keras.layers.Layer):
   """A likelihood head from a parameter width and pure functions of the parameters.
 
@@ -286,8 +349,13 @@ def _gaussian_head(event_size, gaussian_variance="global", num_bins=None, **unus
                       name="gaussian_head")
 
 
+def _multinomial_head(event_size, **unused_options):
+  return MultinomialHead(event_size, name="multinomial_head")
+
+
 # The heads by likelihood name: the built-ins here, the users' by `register_likelihood`.
-_HEADS = {"bernoulli": _bernoulli_head, "gaussian": _gaussian_head}
+_HEADS = {"bernoulli": _bernoulli_head, "gaussian": _gaussian_head,
+          "multinomial": _multinomial_head}
 
 
 def register_likelihood(name, factory):

@@ -12,6 +12,7 @@ import keras
 from tf_lti import posteriors
 from tf_lti.config import settings as settings_lib
 from tf_lti.data import common
+from tf_lti.data import documents
 from tf_lti.inference import amortized
 from tf_lti.inference import base
 from tf_lti.inference import iterative
@@ -62,8 +63,10 @@ def build_model(config, spec, *, steps_per_epoch=1):
   image_shape = _image_shape(config, event_size, spec.image_shape)
   generative = build_generative(config, event_size, num_bins=spec.num_bins, image_shape=image_shape)
   objective = estimators.Objective.from_config(config.objective)
+  input_idf = (documents.inverse_document_frequencies(spec)
+               if model_config.encoder_input == "tfidf" else None)
   inference = build_inference(config, family, objective, image_shape=image_shape,
-                              vocab_size=event_size)
+                              vocab_size=event_size, input_idf=input_idf)
   return vae_lib.VAE(generative, inference, objective,
                      kl_warmup_steps=int(round(config.objective.kl_warmup_epochs * steps_per_epoch)),
                      kl_initial_weight=config.objective.kl_initial_weight,
@@ -125,8 +128,9 @@ def build_generative(config, event_size, *, num_bins=None, image_shape=None):
       name="generative")
 
 
-def build_encoder(config, family, *, name, image_shape=None, vocab_size=None):
-  """The standard encoder `config.model.encoder` names (MLP, convolutional or LSTM)."""
+def build_encoder(config, family, *, name, image_shape=None, vocab_size=None, input_idf=None):
+  """The standard encoder `config.model.encoder` names (MLP, convolutional or LSTM); the MLP
+  reads TF-IDF features of word counts given their `input_idf`."""
   model_config = config.model
   if model_config.encoder == "lstm":
     return amortized.LSTMEncoder(family, vocab_size, embedding_size=model_config.embedding_size,
@@ -139,17 +143,19 @@ def build_encoder(config, family, *, name, image_shape=None, vocab_size=None):
   return amortized.AmortizedEncoder(
       family, model_config.latent_sizes, model_config.hidden_units,
       num_hidden_layers=model_config.num_hidden_layers, activation=model_config.activation,
-      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm, name=name)
+      connection=model_config.encoder_connection, batch_norm=model_config.batch_norm,
+      input_idf=input_idf, name=name)
 
 
-def build_inference(config, family, objective, *, image_shape=None, vocab_size=None):
+def build_inference(config, family, objective, *, image_shape=None, vocab_size=None,
+                    input_idf=None):
   """The inference procedure `config.inference.procedure` names.
 
   A model without latent variables (the LSTM language model, `latent_sizes=0`)
   gets `base.NoLatentInference`.
   """
   model_config, inference_config = config.model, config.inference
-  encoder_kwargs = dict(image_shape=image_shape, vocab_size=vocab_size)
+  encoder_kwargs = dict(image_shape=image_shape, vocab_size=vocab_size, input_idf=input_idf)
   if sum(model_config.latent_sizes) == 0:
     return base.NoLatentInference(family, name="inference")
   common = dict(num_hidden_layers=model_config.num_hidden_layers,
@@ -173,7 +179,8 @@ def build_inference(config, family, objective, *, image_shape=None, vocab_size=N
         mode=inference_config.svi_training, encoder=encoder, name="inference")
   return iterative.IterativeInferenceModel(
       family, model_config.latent_sizes, model_config.hidden_units, objective,
-      settings=settings_lib.IterativeSettings.from_config(inference_config), **common)
+      settings=settings_lib.IterativeSettings.from_config(inference_config), input_idf=input_idf,
+      **common)
 
 
 def svi_settings(config, num_steps=None):

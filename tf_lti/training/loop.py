@@ -47,6 +47,7 @@ import time
 
 import tensorflow as tf
 
+from tf_lti.config import choices
 from tf_lti.data import base as data_lib
 from tf_lti.evaluation import metrics as metrics_lib
 from tf_lti.reporting import files
@@ -122,7 +123,7 @@ def train_and_evaluate(config, workdir, *, verbose=True, strategy=None):
   steps_per_epoch = splits.steps_per_epoch(batch_size)
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {batch_size} is larger than the training set "
-                     f"({len(splits.train)} examples of {splits.name}).")
+                     f"({splits.spec.num_train} examples of {splits.name}).")
   total_steps = config.train.epochs * steps_per_epoch
   if train_config.max_steps:
     total_steps = min(total_steps, train_config.max_steps)
@@ -148,13 +149,15 @@ def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, ver
   step = int(model.generative_optimizer.iterations.numpy())
   if verbose:
     spec = splits.spec
-    shape = (f"sentences, {spec.event_size} token ids" if spec.kind == "text"
-             else f"examples of {splits.event_shape}")
+    shape = {"text": f"sentences, {spec.event_size} token ids",
+             "documents": f"documents of {spec.event_size} word counts"}.get(
+                 spec.kind, f"examples of {(spec.event_size,)}")
     devices = (f"; {distribute.num_replicas(strategy)} replicas "
                f"({distribute.strategy_name(strategy)})" if distribute.is_distributed(strategy)
                else "")
-    print(f"tf_lti: {splits.name}: {len(splits.train)} train / {len(splits.valid)} valid / "
-          f"{len(splits.test)} test {shape}; "
+    sizes = [splits.num_examples(split) for split in choices.SPLITS]
+    print(f"tf_lti: {splits.name}: {sizes[0]} train / {sizes[1]} valid / {sizes[2]} test "
+          f"{shape}; "
           f"{'resuming at step %d' % step if step else 'starting'} of {total_steps} "
           f"({steps_per_epoch} steps per epoch){devices}.", flush=True)
 
@@ -171,11 +174,22 @@ def _variable_length(splits):
   return not splits.batch_spec().shape[1:].is_fully_defined()
 
 
+def _as_batch(batch):
+  """A training batch as a tensor; sparse document batches stay `tf.SparseTensor`."""
+  return batch if tf.is_tensor(batch) else tf.convert_to_tensor(batch)
+
+
 def _make_train_step(model, strategy, splits, jit_compile):
   """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
+  spec = splits.batch_spec()
   if not distribute.is_distributed(strategy):
-    return tf.function(model.train_step, jit_compile=jit_compile,
-                       input_signature=[splits.batch_spec()])
+    if not isinstance(spec, tf.SparseTensorSpec):
+      return tf.function(model.train_step, jit_compile=jit_compile, input_signature=[spec])
+    # XLA compiles per input shape, and a sparse batch's number of values varies: densify
+    # outside the compiled step, which then sees one shape [B, V].
+    dense_step = tf.function(model.train_step, jit_compile=jit_compile,
+                             input_signature=[tf.TensorSpec(spec.shape, spec.dtype)])
+    return tf.function(lambda x: dense_step(tf.sparse.to_dense(x)), input_signature=[spec])
 
   @tf.function
   def distributed_train_step(x):
@@ -232,7 +246,7 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
     if distributed:
       return distribute.train_dataset(strategy, splits, batch_size, seed=train_config.seed,
                                       epoch=epoch, start_batch=start_batch)
-    return map(tf.convert_to_tensor,
+    return map(_as_batch,
                splits.train_batches(batch_size, seed=train_config.seed, epoch=epoch,
                                     start_batch=start_batch))
 

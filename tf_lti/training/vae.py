@@ -34,8 +34,14 @@ __all__ = ["METRIC_NAMES", "VAE"]
 # `bound_step_t`, the ELBO after t refinement steps, for iterative procedures.
 METRIC_NAMES = ("loss", "bound", "elbo", "log_likelihood", "kl", "kl_weight")
 def _features(data):
-  """`x` of a batch that is `x` or Keras' `(x,)`, `(x, y)`, `(x, y, sample_weight)`."""
+  """`x` of a batch that is `x` or Keras' `(x,)`, `(x, y)`, `(x, y, sample_weight)`.
+
+  Sparse document batches (`data.documents`) are densified here, the step's first op: they
+  stay sparse in the input pipeline and become `[B, V]` only for the networks.
+  """
   x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+  if isinstance(x, tf.SparseTensor):
+    return tf.sparse.to_dense(x)
   return x
 
 
