@@ -337,3 +337,26 @@ def test_settings_and_modes_are_validated():
     semi_amortized.SemiAmortizedInference(FAMILY, 2, OBJECTIVE, svi.SVISettings(), mode="vae")
   with pytest.raises(ValueError, match="needs an encoder"):
     semi_amortized.SemiAmortizedInference(FAMILY, 2, OBJECTIVE, svi.SVISettings())
+
+
+def test_auto_backward_stores_the_steps_only_within_the_memory_budget(float64):
+  generative, encoder, x = small_model()
+  loss_fn = loss_function(generative, x)
+  params = encoder.encode(x)
+  sizes = [svi.recorded_step_bytes(loss_function(generative, x[:b]), params[:b], SEED)
+           for b in (1, 2, 3)]
+  # Every traced tensor's size is affine in the batch size: equal increments per example.
+  assert sizes[2] - sizes[1] == sizes[1] - sizes[0] > 0
+  needed_mb = 5 * svi.recorded_step_bytes(loss_fn, params, SEED) / 2**20  # K = 5 stored steps
+
+  def backward(budget_mb, point=params, mode="auto"):
+    settings = svi.SVISettings(num_steps=5, backward=mode, memory_budget_mb=budget_mb)
+    return svi.resolve_backward(settings, loss_fn, point, SEED)
+
+  assert backward(needed_mb) == "unrolled"
+  assert backward(needed_mb * 0.99) == "reverse"
+  # Shapes unknown at trace time (a variable batch): memory cannot be bounded, so recompute.
+  assert backward(1e9, point=tf.TensorSpec([None, params.shape[1]], params.dtype)) == "reverse"
+  assert backward(1e9, mode="finite_difference") == "finite_difference"
+  # The default budget is half the memory available: this model's steps fit.
+  assert backward(0.0) == "unrolled"

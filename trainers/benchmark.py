@@ -89,8 +89,11 @@ def _build(config, tf, strategy):
   if FLAGS.preset_data:
     splits = data_lib.load_data(config)
     spec = splits.spec
-    x = tf.convert_to_tensor(next(iter(splits.train_batches(config.data.batch_size, seed=0,
-                                                            epoch=0, start_batch=0))))
+    batch = next(iter(splits.train_batches(config.data.batch_size, seed=0, epoch=0,
+                                           start_batch=0)))
+    # Document batches arrive sparse; the trainer densifies them before its step, as here.
+    x = (tf.sparse.to_dense(batch) if isinstance(batch, tf.SparseTensor)
+         else tf.convert_to_tensor(batch))
   else:
     side = int(round(FLAGS.event_size ** 0.5))
     spec = data_lib.DataSpec(kind="images", event_size=FLAGS.event_size,

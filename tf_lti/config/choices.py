@@ -50,7 +50,8 @@ NONFINITE_ACTIONS = ("stop", "skip")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PROCEDURES = ("amortized", "iterative", "semi_amortized")
 SVI_TRAINING_MODES = ("savae", "vae+svi", "vae+svi+kl", "svi")
-SVI_BACKWARD_MODES = ("reverse", "unrolled", "finite_difference")
+# `auto`: `unrolled` when K recorded steps fit `svi_memory_budget_mb`, else `reverse`.
+SVI_BACKWARD_MODES = ("auto", "reverse", "unrolled", "finite_difference")
 HVP_MODES = ("backward_over_backward", "forward_over_backward")
 SVI_CLIP_SCOPES = ("example", "batch")
 

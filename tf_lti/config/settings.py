@@ -77,6 +77,9 @@ class SVISettings(Settings):
     clip_scope: `"example"` (each example's group gradient) or `"batch"` (the RMS
       over the batch, Kim et al.'s coupling).
     backward: how gradients cross the SVI steps, one of `choices.SVI_BACKWARD_MODES`.
+    memory_budget_mb: what `backward="auto"` may spend on storing the K steps' activations
+      (`unrolled`) before it recomputes them instead (`reverse`); 0: half the memory
+      available when the training step is traced.
     hvp: exact Hessian-vector product form for `backward="reverse"`, one of `choices.HVP_MODES`.
     fd_epsilon: r of the finite-difference HVP.
     adjoint_clip_norm: clip the adjoint lambda-bar and each H_theta,lambda u jointly to this
@@ -85,7 +88,7 @@ class SVISettings(Settings):
   CONFIG_NAMES = {"num_steps": "svi_steps", "mean_step_size": "svi_mean_step_size",
                   "variance_step_size": "svi_variance_step_size", "momentum": "svi_momentum",
                   "clip_norm": "svi_clip_norm", "clip_scope": "svi_clip_scope",
-                  "backward": "svi_backward"}
+                  "backward": "svi_backward", "memory_budget_mb": "svi_memory_budget_mb"}
 
   num_steps: int = 20
   mean_step_size: float = SVI_STEP_SIZE
@@ -93,7 +96,8 @@ class SVISettings(Settings):
   momentum: float = 0.5
   clip_norm: float = SVI_CLIP_NORM
   clip_scope: str = "example"
-  backward: str = "reverse"
+  backward: str = "auto"
+  memory_budget_mb: float = 0.0
   hvp: str = "backward_over_backward"
   fd_epsilon: float = 1e-5
   adjoint_clip_norm: float = 0.0
@@ -107,6 +111,7 @@ class SVISettings(Settings):
     self._check(checks.positive, "variance_step_size")
     self._check(checks.non_negative, "clip_norm")
     self._check(checks.non_negative, "adjoint_clip_norm")
+    self._check(checks.non_negative, "memory_budget_mb")
     self._check(checks.positive, "fd_epsilon")
     if not 0.0 <= self.momentum < 1.0:
       raise ValueError(f"`svi_momentum` must be in [0, 1); got {self.momentum}.")

@@ -19,8 +19,9 @@ The SVI objective is the training bound with the current KL weight (annealing
 applies inside SVI too, as in the reference); at test time the weight is 1. For
 `savae`, `svi.SVISettings.backward` picks the backward pass: `reverse` (the
 adjoint sweep with exact Hessian-vector products; memory flat in K apart from
-storing lambda_k), `unrolled` (nested tapes; exact, memory grows with K) or
-`finite_difference` (the paper's method).
+storing lambda_k), `unrolled` (nested tapes; exact, memory grows with K),
+`finite_difference` (the paper's method) or `auto` (the default: `unrolled` when
+the K stored steps fit the memory budget, else `reverse`; `svi.resolve_backward`).
 
 Any trained model gets test-time SVI by wrapping its inference procedure as the
 `encoder` ("VAE + SVI"); refinement only tightens the bound of the same theta,
@@ -151,6 +152,10 @@ class SemiAmortizedInference(base.InferenceProcedure):
     return base.InferenceResult(params=params,
                                 bound_trajectory=tf.concat([-losses, final[None]], axis=0))
 
+  def _static_params(self, x):
+    """A `[B, P]` placeholder of lambda's static shape, for `svi.resolve_backward`."""
+    return tf.TensorSpec([x.shape[0], self.num_params], tf.float32)  # lambda is float32
+
   def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
                          loss_scale=None):
     """Gradients of one training step, by mode (see the module docstring).
@@ -176,7 +181,9 @@ class SemiAmortizedInference(base.InferenceProcedure):
                         kl_weight=kl_weight, training=True)
       return -tf.reduce_mean(terms["bound"]), terms
 
-    if self.mode == "savae" and self.settings.backward == "unrolled":
+    backward = (svi.resolve_backward(self.settings, loss_fn, self._static_params(x), svi_seed)
+                if self.mode == "savae" else None)
+    if backward == "unrolled":
       with tf.GradientTape(persistent=True) as tape:
         params = self.initial_params(x, generative, seed=init_seed, training=True)
         params, _ = svi.unrolled_refine(params, loss_fn, self.settings, self.num_groups,

@@ -46,14 +46,17 @@ reference's (its outer loss is a batch mean too), so their optional clip norms
 [2] Domke. Generic Methods for Optimization-Based Modeling. AISTATS 2012.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tf_lti.config import choices
 from tf_lti.config import settings as settings_lib
+from tf_lti.data import common as data_common
 
 __all__ = [
-    "SVISettings", "clip_gradient", "hessian_vector_product", "hvp_method", "refine",
-    "reverse_sweep", "step_sizes", "unrolled_refine", "value_and_gradient",
+    "SVISettings", "clip_gradient", "hessian_vector_product", "hvp_method", "recorded_step_bytes",
+    "refine", "resolve_backward", "reverse_sweep", "step_sizes", "unrolled_refine",
+    "value_and_gradient",
 ]
 
 _CLIP_EPSILON = 1e-6
@@ -217,6 +220,64 @@ def unrolled_refine(params, loss_fn, settings, num_groups, *, seed):
     losses.append(step_losses)
   losses = tf.stack(losses) if losses else tf.zeros([0, tf.shape(params)[0]], params.dtype)
   return params, losses
+
+
+# Ops whose outputs are not new per-step activations (weights, constants, inputs).
+_NOT_ACTIVATIONS = frozenset({"Const", "Placeholder", "ReadVariableOp", "VarHandleOp", "Identity"})
+
+
+def recorded_step_bytes(loss_fn, params, seed):
+  """Bytes of the float tensors one SVI step computes, from a trace of the step's gradient.
+
+  What an enclosing tape may keep alive per step of `unrolled_refine` (an upper
+  bound: a tape keeps only the tensors the backward pass reads).
+
+  Args:
+    loss_fn: `(params, seed) -> [B]`, as for `refine`.
+    params: lambda `[B, P]` (only its static shape and dtype are used).
+    seed: a step's stateless seed `[2]`.
+
+  Returns:
+    An int, or `None` if a tensor's shape is not static (e.g. an unknown batch size).
+  """
+  if not params.shape.is_fully_defined():
+    return None
+  step = tf.function(lambda point: value_and_gradient(loss_fn, point, seed), autograph=False)
+  graph = step.get_concrete_function(tf.TensorSpec(params.shape, params.dtype)).graph
+  total = 0
+  for op in graph.get_operations():
+    if op.type in _NOT_ACTIVATIONS:
+      continue
+    for output in op.outputs:
+      if not output.dtype.is_floating:
+        continue
+      if not output.shape.is_fully_defined():
+        return None
+      total += int(np.prod(output.shape.as_list(), dtype=np.int64)) * output.dtype.size
+  return total
+
+
+def resolve_backward(settings, loss_fn, params, seed):
+  """The backward mode to run: `settings.backward`, with `auto` resolved at trace time.
+
+  ```none
+  auto -> unrolled   if K * recorded_step_bytes <= budget
+          reverse    otherwise, or if the step's shapes are not static
+  budget = svi_memory_budget_mb, or half the memory available now if 0
+  ```
+
+  `unrolled` stores every step's activations and runs each step's forward pass
+  once; `reverse` recomputes them in its sweep (1.44x slower on the small image
+  model at K = 10, docs/benchmarks.md) but needs memory flat in K. Both give the
+  same gradients up to float rounding.
+  """
+  if settings.backward != "auto":
+    return settings.backward
+  step_bytes = recorded_step_bytes(loss_fn, params, seed)
+  budget = (settings.memory_budget_mb * 2**20 if settings.memory_budget_mb
+            else 0.5 * data_common.available_memory())
+  fits = step_bytes is not None and settings.num_steps * step_bytes <= budget
+  return "unrolled" if fits else "reverse"
 
 
 def _dense(gradients, variables):

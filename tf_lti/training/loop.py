@@ -179,9 +179,13 @@ def _as_batch(batch):
   return batch if tf.is_tensor(batch) else tf.convert_to_tensor(batch)
 
 
-def _make_train_step(model, strategy, splits, jit_compile):
+def _make_train_step(model, strategy, splits, jit_compile, batch_size):
   """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
   spec = splits.batch_spec()
+  if not _variable_length(splits):
+    # Every batch is full: a static batch size lets trace-time choices see every shape
+    # (`svi_backward=auto` sizes the stored SVI steps from them).
+    spec = type(spec)([batch_size, *spec.shape[1:]], spec.dtype)
   if not distribute.is_distributed(strategy):
     if not isinstance(spec, tf.SparseTensorSpec):
       return tf.function(model.train_step, jit_compile=jit_compile, input_signature=[spec])
@@ -216,7 +220,7 @@ def _train(config, model, checkpoint, splits, strategy, output_dir, *, step, tot
   train_seconds = checkpoint.train_seconds
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
                                        max_to_keep=train_config.keep_checkpoints)
-  train_step = _make_train_step(model, strategy, splits, jit_compile)
+  train_step = _make_train_step(model, strategy, splits, jit_compile, batch_size)
   if chief:
     train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
     valid_writer = tf.summary.create_file_writer(os.path.join(output_dir, "validation"))
