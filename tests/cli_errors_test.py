@@ -166,8 +166,8 @@ CASES = {
     "train-epochs-not-int": Case(TRAIN, [*QUICK, "--epochs=abc"], "flag --epochs=abc: invalid"),
     "train-learning-rate-not-float": Case(TRAIN, [*QUICK, "--learning_rate=fast"],
                                           "flag --learning_rate=fast: could not convert"),
-    "train-bool-not-bool": Case(TRAIN, [*QUICK, "--jit_compile=maybe"],
-                                "flag --jit_compile=maybe: ('Non-boolean argument"),
+    "train-bool-not-bool": Case(TRAIN, [*QUICK, "--deterministic=maybe"],
+                                "flag --deterministic=maybe: ('Non-boolean argument"),
     "train-unknown-flag": Case(TRAIN, [*QUICK, "--epoch=3"], "Unknown command line flag 'epoch'"),
     "train-unknown-strategy": Case(TRAIN, [*QUICK, "--strategy=gpus"],
                                    "flag --strategy=gpus: value should be one of"),
@@ -191,7 +191,7 @@ CASES = {
                                     "(2); got [128]."),
     "train-unknown-posterior": Case(TRAIN, [*QUICK, "--posterior=gauss"],
                                     "`posterior` must be one of ('diagonal', 'rank_one', 'point', "
-                                    "'planar', 'iaf', 'categorical'); got 'gauss'."),
+                                    "'planar', 'iaf', 'hierarchical', 'categorical'); got 'gauss'."),
     "train-unknown-iterative-input": Case(TRAIN, [*QUICK, "--iterative_inputs=data,errors"],
                                           "`iterative_inputs` must be a non-empty subset of "
                                           "('data', 'params', 'gradient', 'error'); got "

@@ -18,10 +18,11 @@ from tf_lti.training import optimizers
 from tests import testing
 
 
-@pytest.mark.parametrize("value, expected", [(True, "on"), (False, "off"), ("auto", "auto"),
-                                             ("on", "on"), ("off", "off")])
+@pytest.mark.parametrize("value, expected", [(True, "on"), (False, "off"), ("true", "on"),
+                                             ("false", "off"), ("auto", "auto"), ("on", "on"),
+                                             ("off", "off")])
 def test_switch_reads_older_booleans(value, expected):
-  """config.json files written before the switch hold `true`/`false`."""
+  """config.json files and command lines written before the switch hold `true`/`false`."""
   config = schema.ExperimentConfig.from_dict({"train": {"jit_compile": value}})
   assert config.train.jit_compile == expected
 

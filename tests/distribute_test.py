@@ -123,7 +123,7 @@ def test_mirrored_step_equals_default_strategy(mirrored, procedure):
   norm = tf.linalg.global_norm(expected).numpy()
   assert norm > config.train.clip_norm, f"the clip is not active (norm {norm})"
 
-  train_step = loop._make_train_step(mirrored_model, mirrored, splits, False)  # pylint: disable=protected-access
+  train_step = loop._make_train_step(mirrored_model, mirrored, splits, False, GLOBAL_BATCH)  # pylint: disable=protected-access
   for x in batches:
     _reference_step(default_model, tf.constant(x))
     logs = train_step(distribute.shard_batch(mirrored, x))
@@ -164,7 +164,7 @@ def test_mirrored_skip_applies_nothing_when_one_replica_is_faulty(mirrored, proc
   assert model.skip_nonfinite
   batches = [b.numpy() for b in image_data.make_train_dataset(splits, GLOBAL_BATCH, seed=0,
                                                               epoch=0).take(3)]
-  train_step = loop._make_train_step(model, mirrored, splits, False)  # pylint: disable=protected-access
+  train_step = loop._make_train_step(model, mirrored, splits, False, GLOBAL_BATCH)  # pylint: disable=protected-access
   assert int(train_step(distribute.shard_batch(mirrored, batches[0]))["nonfinite"]) == 0
   variables = model.generative.variables + model.inference.variables
   before = [v.numpy().copy() for v in variables]

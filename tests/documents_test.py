@@ -277,7 +277,8 @@ def test_iteration_diagnostics_of_a_gradient_and_tfidf_encoding_model():
 def test_training_step_traces_once_for_sparse_batches_of_any_size(lda_model):
   # Last in the file: it trains the shared model two more steps.
   model, data, _, _ = lda_model
-  step = loop._make_train_step(model, tf.distribute.get_strategy(), data, jit_compile=False)
+  step = loop._make_train_step(model, tf.distribute.get_strategy(), data, jit_compile=False,
+                               batch_size=100)
   batches = list(data.train_batches(100, seed=1, epoch=0, start_batch=0))[:2]
   assert batches[0].values.shape != batches[1].values.shape  # different numbers of words
   logs = [step(batch) for batch in batches]

@@ -119,8 +119,8 @@ def test_builders_give_the_settings_the_field_by_field_copies_gave(name):
 # overrides of the same values, the message, which names the config field).
 BAD = {
     "svi-choice": (settings.SVISettings, dict(backward="adjoint"), dict(svi_backward="adjoint"),
-                   "`svi_backward` must be one of ('reverse', 'unrolled', 'finite_difference'); "
-                   "got 'adjoint'."),
+                   "`svi_backward` must be one of ('auto', 'reverse', 'unrolled', "
+                   "'finite_difference'); got 'adjoint'."),
     "svi-non-negative": (settings.SVISettings, dict(num_steps=-1), dict(svi_steps=-1),
                          "`svi_steps` must be >= 0; got -1."),
     "svi-positive": (settings.SVISettings, dict(variance_step_size=0.0),

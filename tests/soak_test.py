@@ -60,7 +60,7 @@ def test_short_soak_run_writes_consistent_samples_and_summary(tmp_path):
   workdir = tmp_path / "soak"
   result = subprocess.run(
       [sys.executable, "-m", "trainers.soak", "--preset=quickstart", "--hidden_units=8",
-       "--jit_compile=false", "--minutes=0.1", "--sample_seconds=1", f"--workdir={workdir}"],
+       "--jit_compile=off", "--minutes=0.1", "--sample_seconds=1", f"--workdir={workdir}"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(workdir / "soak.json") as f:

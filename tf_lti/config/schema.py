@@ -251,7 +251,7 @@ class TrainConfig:
       every network of the model is one XLA runs faster than TensorFlow's kernels (dense
       layers: DLGM decoders, MLP encoders, iterative models) and not for convolutions or LSTMs
       (measured per preset in docs/benchmarks.md); `on` and `off` force it. `true`/`false`
-      (older config.json files) read as `on`/`off`.
+      (older config.json files and command lines) read as `on`/`off`.
     checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
     log_every_steps: TensorBoard scalar period in steps.
     keep_checkpoints: checkpoints kept by the manager.
@@ -401,8 +401,9 @@ def _typed(name, field, value):
   elif kind is float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
       return float(value)
-  elif kind is str and isinstance(value, bool) and _is_switch(name):
-    return "on" if value else "off"
+  elif kind is str and _is_switch(name) and (isinstance(value, bool)
+                                             or value in ("true", "false")):
+    return "on" if value in (True, "true") else "off"
   elif isinstance(value, kind):
     return value
   names = {tuple: "a list", bool: "true or false", int: "an integer", float: "a number",

@@ -116,7 +116,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
   def initial_params(self, x, generative, *, seed, training=False):
     """lambda_0 `[B, P]`: the encoder's params, or zeros."""
     if self.encoder is None:
-      return tf.zeros([tf.shape(x)[0], self.num_params], tf.float32)
+      return tf.zeros([tf.shape(x)[0], self.num_params], self.variable_dtype)
     return self.encoder.infer(x, generative, seed=seed, training=training).params
 
   def svi_loss(self, x, generative, *, kl_weight=1.0, training=False):
@@ -154,7 +154,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
 
   def _static_params(self, x):
     """A `[B, P]` placeholder of lambda's static shape, for `svi.resolve_backward`."""
-    return tf.TensorSpec([x.shape[0], self.num_params], tf.float32)  # lambda is float32
+    return tf.TensorSpec([x.shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
 
   def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
                          loss_scale=None):

@@ -20,8 +20,10 @@ __all__ = ["apply_policy", "policy_of", "to_float32", "using_policy"]
 
 
 def to_float32(tensor):
-  """`tensor` as float32: a network's output `[...]` where the float32 math takes it over."""
-  return tf.cast(tensor, tf.float32)
+  """`tensor` at least float32: a network's 16-bit output `[...]` widened where the float32
+  math takes it over; float32 and float64 (a float64 model's) pass unchanged."""
+  tensor = tf.convert_to_tensor(tensor)
+  return tf.cast(tensor, tf.float32) if tensor.dtype.size < 4 else tensor
 
 
 def _check(precision):
