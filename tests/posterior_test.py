@@ -503,8 +503,8 @@ def test_get_family(name, cls):
 def test_get_family_unknown_name():
   with pytest.raises(
       ValueError,
-      match=r"Unknown posterior family 'full'.*\['categorical', 'diagonal', 'iaf', 'planar', "
-            r"'point', 'rank_one'\]"):
+      match=r"Unknown posterior family 'full'.*\['categorical', 'diagonal', 'hierarchical', "
+            r"'iaf', 'planar', 'point', 'rank_one'\]"):
     posteriors.get_family("full")
 
 
