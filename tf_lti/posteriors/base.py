@@ -55,12 +55,14 @@ class PosteriorFamily(abc.ABC):
   ```
 
   Subclasses set `name`, `param_groups` and `is_point_estimate` and implement
-  `_distribution`.
+  `_distribution`. A family whose weights are sized for one Z (IAF's MADEs, the
+  hierarchical family's networks) sets `latent_size`; `num_params` refuses any other.
   """
 
   name: str
   param_groups: tuple[str, ...]
   is_point_estimate: bool = False
+  latent_size: int | None = None
 
   def num_params(self, latent_size):
     """Returns `P = len(param_groups) * latent_size`.
@@ -72,8 +74,12 @@ class PosteriorFamily(abc.ABC):
       Python `int`.
 
     Raises:
-      ValueError: if `latent_size` is not a positive `int`.
+      ValueError: if `latent_size` is not a positive `int`, or not the family's own
+        `latent_size` when it has one.
     """
+    if self.latent_size is not None and latent_size != self.latent_size:
+      raise ValueError(f"This {self.name} family was built for `latent_size` "
+                       f"{self.latent_size}; got {latent_size!r}.")
     if (isinstance(latent_size, bool) or not isinstance(latent_size, int) or
         latent_size <= 0):
       raise ValueError(

@@ -264,17 +264,6 @@ class IAFFamily(keras.layers.Layer, posterior_base.PosteriorFamily):
     for network in self._networks:
       network.build()
 
-  def num_params(self, latent_size):
-    """`P = (2 + G) Z` for this family's own `Z` only.
-
-    Raises:
-      ValueError: if `latent_size` differs from the family's `latent_size`.
-    """
-    if latent_size != self.latent_size:
-      raise ValueError(f"This IAF family was built for `latent_size` {self.latent_size}; got "
-                       f"{latent_size!r}.")
-    return super().num_params(latent_size)
-
   def flow(self, context):
     """The flow for `context` `[B, C]`: IAF steps with the order reversed between them."""
     reverse = tfb.Permute(np.arange(self.latent_size)[::-1], name="reverse")

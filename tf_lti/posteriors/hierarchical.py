@@ -229,17 +229,6 @@ class HierarchicalFamily(keras.layers.Layer, posterior_base.PosteriorFamily):
       inputs = layer(inputs)
     return inputs
 
-  def num_params(self, latent_size):
-    """`P = 5 Z` for this family's own `Z` only.
-
-    Raises:
-      ValueError: if `latent_size` differs from the family's `latent_size`.
-    """
-    if latent_size != self.latent_size:
-      raise ValueError(f"This hierarchical family was built for `latent_size` "
-                       f"{self.latent_size}; got {latent_size!r}.")
-    return super().num_params(latent_size)
-
   def shift(self, eps):
     """g(eps): `[..., Z]` -> `[..., Z]`."""
     return self._apply(self.shift_network, eps)
@@ -247,7 +236,8 @@ class HierarchicalFamily(keras.layers.Layer, posterior_base.PosteriorFamily):
   def reverse_model(self, z, params):
     """r(eps | z, x) for `z` `[..., B, Z]` and lambda `params` `[B, P]`: batch `[..., B]`."""
     params = tf.broadcast_to(params, tf.concat([tf.shape(z)[:-1], tf.shape(params)[-1:]], 0))
-    loc, log_variance = tf.split(self._apply(self.reverse_network, tf.concat([z, params], axis=-1)), 2, -1)
+    outputs = self._apply(self.reverse_network, tf.concat([z, params], axis=-1))
+    loc, log_variance = tf.split(outputs, 2, -1)
     return self.diagonal.distribution(self.diagonal.join(
         {"loc": loc, "log_variance": log_variance}))
 
