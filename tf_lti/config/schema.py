@@ -14,7 +14,7 @@ import json
 import re
 from typing import Optional
 
-from tf_lti.config import choices
+from tf_lti.config import fields
 from tf_lti.config import settings
 from tf_lti.config import validation
 
@@ -331,7 +331,7 @@ class ExperimentConfig:
       if name not in index:
         raise ValueError(f"Unknown config field `{name}`; known fields: {sorted(index)}.")
       section, field = index[name]
-      setattr(getattr(self, section), name, _typed(name, field, value))
+      setattr(getattr(self, section), name, fields.typed_value(name, field, value))
     return self
 
   def to_dict(self):
@@ -376,45 +376,6 @@ class ExperimentConfig:
   def validate(self):
     """Raises `ValueError` naming the field and the value for any bad setting."""
     return validation.validate_experiment(self)
-
-
-def _typed(name, field, value):
-  """`value` for config field `name`, converted to the field's type (lists to tuples, ints to
-  floats) if it has that type; else a `ValueError` naming the field."""
-  default = field.default
-  kind = field.type if isinstance(field.type, type) else type(default)
-  if field.type == Optional[int]:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-      return value
-    kind = int
-  elif kind is tuple or isinstance(default, tuple):
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
-      return tuple(value)
-    kind = tuple
-  elif kind is bool:
-    if isinstance(value, bool):
-      return value
-  elif kind is int:
-    if isinstance(value, int) and not isinstance(value, bool):
-      return value
-  elif kind is float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value)
-  elif kind is str and _is_switch(name) and (isinstance(value, bool)
-                                             or value in ("true", "false")):
-    return "on" if value in (True, "true") else "off"
-  elif isinstance(value, kind):
-    return value
-  names = {tuple: "a list", bool: "true or false", int: "an integer", float: "a number",
-           str: "a string"}
-  raise ValueError(f"config field `{name}` must be {names.get(kind, kind.__name__)}; got "
-                   f"{value!r}.")
-
-
-def _is_switch(name):
-  """Whether field `name` is an auto/on/off switch (once a bool: it still reads one)."""
-  return choices.CONFIG_FIELD_CHOICES.get(name) == choices.JIT_COMPILE_SETTINGS
 
 
 def field_docs():
