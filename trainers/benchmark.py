@@ -194,6 +194,9 @@ def _run_one(config, jit_compile, strategy):
     start = time.perf_counter()
     run()
     result["compile_seconds"] = time.perf_counter() - start
+    # On stderr at once: a setting that then times out has still measured its first step.
+    print(f"compile + first step: {result['compile_seconds']:.1f} s (xla "
+          f"{'on' if jit_compile else 'off'})", file=sys.stderr, flush=True)
     runners = {"procedure": run}
     if config.inference.procedure != "amortized":
       # The standard step on the same architecture, timed interleaved in this process: ratios
