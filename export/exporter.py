@@ -7,8 +7,9 @@ and their input defaults; the request budget). The serving functions are `servin
 (re-exported here): which signatures an export has follows from the model's
 contracts -- `decode` only with a closed-form E[x | z], `log_likelihood` only
 for a posterior with a density, sentences in and out for token models
-(`text_serving`: the vocabulary ships as a SavedModel asset). docs/export.md
-lists them per model kind.
+(`text_serving`: the vocabulary ships as a SavedModel asset), word counts in for
+document models (`count_data`; a TF-IDF encoder's IDF weights are constants of
+its graph). docs/export.md lists them per model kind.
 """
 
 import json

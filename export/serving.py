@@ -16,7 +16,8 @@ encode = serving_default
   out: params [B, P]; each parameter group of the family (loc, log_variance, ...)
        [B, Z]; bound [B]; bound_trajectory [B, T + 1]
 decode            only with a closed-form E[x | z] (`factorized_likelihood`)
-  in: z float32 [B, Z]             out: x_mean [B, D]
+  in: z float32 [B, Z]             out: x_mean [B, D] (the head's `mean`: word probabilities
+                                        softmax(logits) for a multinomial, rows sum to 1)
 sample
   in: n int32 [], seed int32 [2]   out: z [n, Z]; x_mean [n, D] (factorized), else
                                         x [n, D], a draw x ~ p(x | z) (PixelCNN)
@@ -32,6 +33,11 @@ the LSTM text models) take sentences: `encode` and `log_likelihood` read
 `encode_tokens`, `log_likelihood_tokens` read `tokens` int32 `[B, T]`;
 their `log_likelihood`s also return `num_words` `[B]` (words + `</s>`, the
 perplexity's denominators), and `sample` is `text_serving.sample_function`'s.
+Count data (`count_data`, bag-of-words documents) are `x` float32 `[B, V]` word
+counts: whole numbers in [0, 2^24], checked in the graph; an encoder that reads
+TF-IDF features computes them in the graph with the training corpus's IDF weights
+(constants of the encoder, `documents.tfidf`), and `log_likelihood` also returns
+`num_words` int64 `[B]`, the documents' totals n.
 
 Stochastic estimates use the fixed seeds below, so a request's answer is
 reproducible; an example's estimate depends on its batch (the noise is drawn
@@ -66,7 +72,7 @@ from . import text_serving
 
 __all__ = ["BOUND_SEED", "DEFAULT_IMPORTANCE_SAMPLES", "DEFAULT_REQUEST_SECONDS",
            "IMPORTANCE_SEED", "INFERENCE_SEED", "MAX_IMPORTANCE_SAMPLES", "MAX_SAMPLES",
-           "MAX_STEPS", "MAX_STEP_SIZE", "ServingModule", "calibrated_budget"]
+           "MAX_STEPS", "MAX_STEP_SIZE", "ServingModule", "calibrated_budget", "count_totals"]
 
 # Stateless seeds of the serving functions: inference (encode and log_likelihood share it,
 # so log_likelihood samples the posterior encode returns), the bound of a single-pass
@@ -119,6 +125,12 @@ def calibrated_budget(generative, seconds=DEFAULT_REQUEST_SECONDS, batch_size=12
     times.append(time.perf_counter() - start)
   per_pass = sorted(times)[len(times) // 2] / (batch_size * num_samples)
   return max(1, int(seconds / max(per_pass, 1e-9)))
+
+
+def count_totals(x):
+  """The row totals n of counts `x` `[B, D]` (`count_data`): int64 `[B]`, summed in float64
+  (exact: counts are whole numbers of at most 2^24)."""
+  return tf.cast(tf.reduce_sum(tf.cast(x, tf.float64), axis=-1), tf.int64)
 
 
 class _NotSaved:
@@ -183,7 +195,7 @@ class ServingModule(tf.Module):
       data_inputs = {"": (tf.TensorSpec([None, self.event_size], tf.float32, name="x"),
                           lambda x: (serving_lib.check_values(
                               serving_lib.check_matrix(x, "x", self.event_size), "x",
-                              generative.data_range), {}))}
+                              generative.data_range, integers=generative.count_data), {}))}
     for suffix, (spec, prepare) in data_inputs.items():
       self._add(f"encode{suffix}", *self._make_encode(spec, prepare))
     if generative.factorized_likelihood:
@@ -256,7 +268,7 @@ class ServingModule(tf.Module):
 
   def _make_log_likelihood(self, data_spec, prepare):
     """`log_likelihood` of one data input, and its defaults."""
-    token_sequences = self._model.value.generative.token_sequences
+    generative = self._model.value.generative
 
     steps = sum(value for name, value in self._encode_defaults().items()
                 if name.startswith("num_"))
@@ -268,8 +280,10 @@ class ServingModule(tf.Module):
       data = self._within_budget(data, tf.shape(data)[0], 1 + steps + num_importance_samples,
                                  f"rows x (1 + {steps} steps + num_importance_samples)")
       outputs = self._log_likelihood(data, num_importance_samples)
-      if token_sequences:
+      if generative.token_sequences:
         outputs["num_words"] = text_serving.num_words(data)
+      elif generative.count_data:
+        outputs["num_words"] = count_totals(data)
       return outputs
 
     function = serving_lib.serving_function(

@@ -83,9 +83,10 @@ def check_positive(value, name, maximum=None):
       return tf.identity(value)
 
 
-def check_values(value, name, value_range=None):
+def check_values(value, name, value_range=None, integers=False):
   """A float input after an in-graph check that its values are finite (and in `value_range`,
-  `(low, high)`, e.g. (0, 1) for Bernoulli pixels)."""
+  `(low, high)`, e.g. (0, 1) for Bernoulli pixels; and whole numbers with `integers`, e.g.
+  word counts)."""
   with tf.name_scope(f"check_{name}"):
     if value_range is None:
       check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(value)),
@@ -97,8 +98,15 @@ def check_values(value, name, value_range=None):
                          largest)
       check = tf.debugging.Assert(
           tf.reduce_all(tf.logical_and(value >= low, value <= high)),
-          [f"`{name}` values must be in [{low:g}, {high:g}]; got", outside])
-    with tf.control_dependencies([check]):
+          [f"`{name}` values must be in [{low:.10g}, {high:.10g}]; got", outside])
+    checks = [check]
+    if integers:
+      with tf.control_dependencies([check]):  # (A NaN is reported by the check above.)
+        fractional = tf.boolean_mask(value, tf.not_equal(value, tf.round(value)))
+        checks.append(tf.debugging.Assert(
+            tf.equal(tf.size(fractional), 0),
+            [f"`{name}` values must be whole numbers (counts); got", fractional[:1]]))
+    with tf.control_dependencies(checks):
       return tf.identity(value)
 
 

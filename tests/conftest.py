@@ -22,6 +22,7 @@ tf.config.set_logical_device_configuration(
 # at the end (longest processing time first). Measured with `--durations`; the rest keep
 # xdist's order: most tests first.
 LONGEST_FIRST = ("interruption_test.py", "serving_models_test.py", "export_test.py",
+                 "serving_documents_and_posteriors_test.py",
                  "cli_errors_test.py", "iterative_test.py", "oracle_test.py", "data_test.py",
                  "benchmark_test.py", "analysis_test.py", "reproduce_test.py",
                  "progress_test.py", "library_docs_test.py")

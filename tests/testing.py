@@ -140,8 +140,9 @@ def data_from(model, batch_size, seed=1):
                      + math.sqrt(float(model.noise_variance)) * noise, model.dtype)
 
 
-def tiny_run(workdir, max_steps, **overrides):
-  """Trains the quick start model, shrunk to `max_steps` steps and no IW evaluation, in `workdir`.
+def tiny_run(workdir, max_steps, preset="quickstart", **overrides):
+  """Trains a preset's model (the quick start's by default), shrunk to `max_steps` steps and no
+  IW evaluation, in `workdir`.
 
   Returns:
     `workdir`.
@@ -149,7 +150,7 @@ def tiny_run(workdir, max_steps, **overrides):
   settings = dict(hidden_units=(32,), epochs=1, max_steps=max_steps, num_importance_samples=0,
                   eval_max_examples=20, jit_compile=False)
   settings.update(overrides)
-  loop.train_and_evaluate(presets.from_preset("quickstart").override(settings), workdir,
+  loop.train_and_evaluate(presets.from_preset(preset).override(settings), workdir,
                           verbose=False)
   return workdir
 

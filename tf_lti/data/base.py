@@ -36,8 +36,9 @@ DataSpec = contract.DataSpec
 Dataset = contract.Dataset
 subset = contract.subset
 
-# Sources that name no file: scikit-learn's embedded digits and TFDS builders.
-_NAMED_SOURCES = ("digits",)
+# Sources that name no file: scikit-learn's embedded digits, the synthetic LDA corpus (and
+# TFDS builders, `_TFDS_PREFIX`).
+_NAMED_SOURCES = ("digits", "lda")
 _TFDS_PREFIX = "tfds:"
 
 
@@ -68,10 +69,11 @@ def absolute_data_paths(data_config):
   """
   source = data_config.source
   kind, _, rest = source.partition(":")
-  if text_data.is_text_source(source) or (
-      document_data.is_document_source(source) and source != "lda"):
+  names_files = source not in _NAMED_SOURCES and not source.startswith(_TFDS_PREFIX)
+  if names_files and (text_data.is_text_source(source)
+                      or document_data.is_document_source(source)):
     source = f"{kind}:" + ",".join(os.path.abspath(path) for path in rest.split(","))
-  elif source not in _NAMED_SOURCES and not source.startswith(_TFDS_PREFIX):
+  elif names_files:
     source = os.path.abspath(source)
   return dataclasses.replace(
       data_config, source=source,

@@ -14,7 +14,11 @@ import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 
-__all__ = ["GenerativeModel", "standard_normal", "standard_normal_log_prob"]
+__all__ = ["GenerativeModel", "MAX_COUNT", "standard_normal", "standard_normal_log_prob"]
+
+# The largest count of `count_data` models: every integer up to it is exact in float32 (the
+# document readers, `data.documents`, refuse larger counts).
+MAX_COUNT = 2 ** 24
 
 
 def standard_normal_log_prob(z):
@@ -42,7 +46,8 @@ class GenerativeModel(abc.ABC):
   `log_joint_parts` and `sample` (instantiation fails otherwise). Optional
   features have defaults: `prior` and, unless `factorized_likelihood` is
   true, `mean` and `conditional_distribution` raise `NotImplementedError`;
-  `num_bins` is `None`; `token_sequences` is false; `data_range` follows the likelihood.
+  `num_bins` is `None`; `token_sequences` is false; `count_data` and `data_range` follow the
+  likelihood.
   """
 
   @property
@@ -80,10 +85,20 @@ class GenerativeModel(abc.ABC):
   def data_range(self):
     """`(low, high)` of valid data values, or `None` (any finite value; token ids are checked
     against the vocabulary). Default value: (0, 1) for a Bernoulli likelihood and for
-    dequantized data (`num_bins`), else `None`."""
+    dequantized data (`num_bins`), (0, 2^24) for counts (`count_data`: exact in float32, as
+    `data.documents` reads them), else `None`."""
     if self.likelihood == "bernoulli" or self.num_bins:
       return (0.0, 1.0)
+    if self.count_data:
+      return (0.0, float(MAX_COUNT))
     return None
+
+  @property
+  def count_data(self):
+    """Whether x holds counts: non-negative integers (float `[B, D]`), e.g. the word counts of
+    bag-of-words documents, whose row totals n are the numbers of words (the perplexity's
+    denominators). Default value: true for a multinomial likelihood."""
+    return self.likelihood == "multinomial"
 
   @property
   def factorized_likelihood(self):
