@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_lti.config import schema
 from tf_lti.inference import networks
+from tf_lti.models import dlgm
 from tf_lti.models import pixelcnn
 from tf_lti.training import builders
 from tf_lti.training import optimizers
@@ -35,12 +36,18 @@ def test_default_is_auto_and_bad_values_are_named():
     schema.ExperimentConfig().override({"jit_compile": 1})
 
 
+# Wide enough for XLA (`dlgm.XLA_MIN_WIDTH`): the DLGM's verdict then follows its networks.
+WIDE = dict(hidden_units=(dlgm.XLA_MIN_WIDTH,))
+
+
 @pytest.mark.parametrize("overrides, prefers", [
-    ({}, True),  # DLGM + MLP encoder: dense layers.
-    (dict(procedure="iterative", num_iterations=2), True),
-    (dict(procedure="semi_amortized", svi_steps=2), True),
-    (dict(encoder="conv", conv_blocks=1, conv_channels=4), False),
+    (WIDE, True),  # DLGM + MLP encoder: dense layers.
+    (dict(WIDE, procedure="iterative", num_iterations=2), True),
+    (dict(WIDE, procedure="semi_amortized", svi_steps=2), True),
+    (dict(WIDE, encoder="conv", conv_blocks=1, conv_channels=4), False),
     (dict(decoder="pixelcnn", pixelcnn_layers=1, pixelcnn_channels=4), False),
+    # Narrow dense layers: XLA's per-call cost outweighs its fusion (the quickstart's 64/128).
+    (dict(hidden_units=(dlgm.XLA_MIN_WIDTH - 1,)), False),
 ])
 def test_auto_follows_the_networks(overrides, prefers):
   model = _image_model(**overrides)
@@ -53,11 +60,17 @@ def test_auto_follows_the_networks(overrides, prefers):
 def _image_model(**overrides):
   """A built model of 4x4 binary images (the conv encoder and PixelCNN need an image shape)."""
   config = schema.ExperimentConfig().override(
-      dict(latent_sizes=(2,), hidden_units=(8,), **overrides)).validate()
+      dict(dict(latent_sizes=(2,), hidden_units=(8,)), **overrides)).validate()
   model = builders.build_model(config, testing.image_spec(16, (4, 4)), steps_per_epoch=1)
   model.compile(*optimizers.build_optimizers(config, steps_per_epoch=1))
   model.build_all(tf.zeros([2, 16]))
   return model
+
+
+def test_the_quickstart_is_too_narrow_for_xla_and_mnist_is_wide_enough():
+  """The widths docs/benchmarks.md measured on either side of `dlgm.XLA_MIN_WIDTH`."""
+  assert not dlgm.DLGM(64, [8], [128]).prefers_xla
+  assert dlgm.DLGM(784, [64], [512]).prefers_xla and dlgm.DLGM(560, [10], [200]).prefers_xla
 
 
 def test_users_networks_do_not_assume_xla():
@@ -69,9 +82,12 @@ def test_users_networks_do_not_assume_xla():
 
 
 def test_keras_compile_resolves_auto():
-  model = testing.small_model(event_size=16)
+  model = testing.small_model(event_size=16, **WIDE)
   model.compile("adam", jit_compile="auto")
   assert model.jit_compile is True
+  narrow = testing.small_model(event_size=16)
+  narrow.compile("adam", jit_compile="auto")
+  assert narrow.jit_compile is False
   model.compile("adam", jit_compile="off")
   assert model.jit_compile is False
   assert json.loads(json.dumps(model.get_compile_config()))["jit_compile"] is False

@@ -118,9 +118,10 @@ class GenerativeModel(abc.ABC):
   @property
   def prefers_xla(self):
     """Whether XLA runs this model's training step faster than TensorFlow's own CPU kernels
-    (`jit_compile="auto"` compiles only when every network of a model says so). Dense layers
-    do (1.6x on the standard step); convolutions and LSTMs do not -- XLA took 25x longer on
-    the PixelCNN's SA-VAE step (docs/benchmarks.md). Default value: `False` (TensorFlow's
+    (`jit_compile="auto"` compiles only when every network of a model says so). Wide dense
+    layers do (1.2-1.6x on the MNIST presets' steps); narrow ones, convolutions and LSTMs do
+    not -- XLA took 25x longer on the PixelCNN's SA-VAE step (docs/benchmarks.md, "XLA per
+    preset"). Default value: `False` (TensorFlow's
     kernels are never far off; a model that measured faster under XLA says `True`)."""
     return False
 

@@ -35,11 +35,16 @@ from tf_lti.saving import serializable
 
 tfd = tfp.distributions
 
-__all__ = ["DLGM"]
+__all__ = ["DLGM", "XLA_MIN_WIDTH"]
 
 # Range of the conditional prior log-variances of the lower levels.
 MIN_PRIOR_LOG_VARIANCE = -15.0
 MAX_PRIOR_LOG_VARIANCE = 15.0
+# The width from which XLA runs a DLGM's training step faster than TensorFlow's kernels, on
+# a 2-core AVX2 CPU (docs/benchmarks.md, "XLA per preset", 2026-12-03): the quickstart's
+# 64-dim data and 128-unit layers ran 1.4x slower under XLA; every preset with 784- or
+# 560-dim data or 512-unit layers ran as fast or faster.
+XLA_MIN_WIDTH = 256
 
 
 def _check_sizes(name, values, length):
@@ -74,8 +79,10 @@ class DLGM(models_base.GenerativeModel, keras.layers.Layer):
 
   @property
   def prefers_xla(self):
-    """`True`: dense layers; XLA's fused step is 1.6x faster (docs/benchmarks.md)."""
-    return True
+    """Whether its widest layer (data or hidden units) has `XLA_MIN_WIDTH` units or more:
+    XLA's fused step wins on wide dense layers and loses on narrow ones, whose step is too
+    short to pay for XLA's fixed per-call cost (docs/benchmarks.md, "XLA per preset")."""
+    return max(self.event_size, *self.hidden_units) >= XLA_MIN_WIDTH
 
   def __init__(self, event_size, latent_sizes, hidden_units, num_hidden_layers=2,
                deterministic_sizes=None, likelihood="bernoulli", gaussian_variance="global",
