@@ -27,9 +27,11 @@ from tf_lti.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 28 steps per epoch: the runs cross an epoch end (validation, history line, checkpoint).
+# Without XLA: resuming does not depend on it, and each run would spend a quarter of its time
+# compiling (tests/compilation_test.py covers the XLA setting).
 COMMON = ["--preset=quickstart", "--hidden_units=8", "--epochs=2", "--max_steps=36",
           "--num_importance_samples=10", "--eval_max_examples=40", "--checkpoint_every_steps=4",
-          "--log_every_steps=4", "--deterministic"]
+          "--log_every_steps=4", "--deterministic", "--jit_compile=off"]
 PROCEDURES = {
     "amortized": [],
     "iterative": ["--procedure=iterative", "--num_iterations=2"],

@@ -280,7 +280,8 @@ def test_sweep_binary_runs_each_procedure_and_value(tmp_path):
       [sys.executable, "-m", "trainers.sweep", "--preset=quickstart", "--hidden_units=16",
        "--epochs=1", "--max_steps=3", "--num_importance_samples=10", "--eval_chunk_size=10",
        "--eval_max_examples=20", "--num_iterations=1", "--sweep_field=num_samples",
-       "--sweep_values=1,2", "--sweep_procedures=amortized,iterative", f"--workdir={tmp_path}"],
+       "--sweep_values=1,2", "--sweep_procedures=amortized,iterative", "--jit_compile=off",
+       f"--workdir={tmp_path}"],
       cwd=repo, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   with open(tmp_path / "sweep.json") as f:
