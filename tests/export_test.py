@@ -35,8 +35,6 @@ from export import versions
 from tests import testing
 from tf_lti.config import presets
 from tf_lti.data import base as data_lib
-from tf_lti.evaluation import likelihood as likelihood_lib
-from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.training import builders
 from tf_lti.training import loop
 from tf_lti.training import workdir as workdir_lib
@@ -67,28 +65,6 @@ def _assert_within(actual, expected, tolerance, name):
   np.testing.assert_allclose(actual, expected, rtol=0, atol=tolerance, err_msg=name)
 
 
-def _encode_reference(model, x, **controls):
-  """`encode` from the library: the procedure's result at the serving seed (Python controls)."""
-  result = model.inference.infer(tf.constant(x), model.generative,
-                                 seed=tf.constant(exporter.INFERENCE_SEED), **controls)
-  trajectory = result.bound_trajectory
-  if trajectory is None:
-    trajectory = bounds_lib.elbo(
-        tf.constant(x), model.generative, model.family.distribution(result.params),
-        seed=tf.constant(exporter.BOUND_SEED), num_samples=model.objective.num_samples,
-        kl=model.objective.kl)["elbo"][None]
-  return dict(model.family.split(result.params), params=result.params, bound=trajectory[-1],
-              bound_trajectory=tf.transpose(trajectory))
-
-
-def _log_likelihood_reference(model, x, num_samples):
-  posterior = model.family.distribution(model.inference.infer(
-      tf.constant(x), model.generative, seed=tf.constant(exporter.INFERENCE_SEED)).params)
-  return {"log_likelihood": likelihood_lib.iw_log_likelihood(
-      tf.constant(x), model.generative, posterior, seed=tf.constant(exporter.IMPORTANCE_SEED),
-      num_samples=num_samples, chunk_size=200)}
-
-
 def _add_requests(plan, kind, model, module, x, x_large):
   """Every signature at several settings, the defaults, and bad inputs, for one export.
 
@@ -104,7 +80,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
            module, {"z": sampled_z, "x_mean": x_mean})
   plan.add(kind, "signature", "log_likelihood", "log_likelihood",
            {"x": x, "num_importance_samples": np.int32(IMPORTANCE_SAMPLES)}, module,
-           _log_likelihood_reference(model, x, IMPORTANCE_SAMPLES))
+           testing.log_likelihood_reference(model, x, IMPORTANCE_SAMPLES))
   # The TF1 session omits num_importance_samples (its default); answered with it given.
   plan.add(kind, "session", "log_likelihood", "log_likelihood", {"x": x})
   plan.expected[f"{kind}/session:log_likelihood"], plan.tolerance[
@@ -114,7 +90,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
 
   if kind == "standard":
     default = plan.add(kind, "signature", "encode", "encode", {"x": x}, module,
-                       _encode_reference(model, x))
+                       testing.encode_reference(model, x))
     plan.add(kind, "signature", "z_width", "decode", {"z": z[:, :3]}, error=r"`z` must have shape")
     plan.add(kind, "signature", "n", "sample", {"n": np.int32(-1), "seed": np.int32([0, 0])},
              error=r"`n` must be in \[0, 10000\]; got\] \[-1\]")
@@ -127,7 +103,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
     for steps in (0, ITERATIONS, ITERATIONS + 2):
       key = plan.add(kind, "signature", f"encode_{steps}", "encode",
                      {"x": x, "num_iterations": np.int32(steps)}, module,
-                     _encode_reference(model, x, num_iterations=steps))
+                     testing.encode_reference(model, x, num_iterations=steps))
       if steps == ITERATIONS:
         default = key
     for steps in (0, ITERATIONS):
@@ -149,7 +125,7 @@ def _add_requests(plan, kind, model, module, x, x_large):
       key = plan.add(kind, "signature", f"encode_{steps}", "encode",
                      {"x": x, "num_steps": np.int32(steps), "mean_step_size": mean_step,
                       "variance_step_size": variance_step}, module,
-                     _encode_reference(model, x, num_steps=steps,
+                     testing.encode_reference(model, x, num_steps=steps,
                                        mean_step_size=float(mean_step),
                                        variance_step_size=float(variance_step)))
       if steps == SVI_STEPS:

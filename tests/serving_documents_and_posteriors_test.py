@@ -26,8 +26,6 @@ from export import versions
 from tests import testing
 from tf_lti.config import schema
 from tf_lti.data import base as data_lib
-from tf_lti.evaluation import likelihood as likelihood_lib
-from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.training import workdir as workdir_lib
 
 ITERATIONS = 2
@@ -50,29 +48,6 @@ RUNS = {
 SIGNATURES = ["decode", "encode", "log_likelihood", "sample", "serving_default"]
 
 
-def _library_encode(model, x, **controls):
-  """`encode` computed by the library: the procedure at the serving seed, its bound."""
-  result = model.inference.infer(tf.constant(x), model.generative,
-                                 seed=tf.constant(exporter.INFERENCE_SEED), **controls)
-  trajectory = result.bound_trajectory
-  if trajectory is None:
-    trajectory = bounds_lib.elbo(
-        tf.constant(x), model.generative, model.family.distribution(result.params),
-        seed=tf.constant(exporter.BOUND_SEED), num_samples=model.objective.num_samples,
-        kl=model.objective.kl)["elbo"][None]
-  return dict(model.family.split(result.params), params=result.params, bound=trajectory[-1],
-              bound_trajectory=tf.transpose(trajectory))
-
-
-def _library_log_likelihood(model, x, num_samples):
-  """The library's IW estimate (`evaluation.likelihood`) of the posterior `encode` returns."""
-  posterior = model.family.distribution(model.inference.infer(
-      tf.constant(x), model.generative, seed=tf.constant(exporter.INFERENCE_SEED)).params)
-  return {"log_likelihood": likelihood_lib.iw_log_likelihood(
-      tf.constant(x), model.generative, posterior, seed=tf.constant(exporter.IMPORTANCE_SEED),
-      num_samples=num_samples, chunk_size=200)}
-
-
 def _latents(kind, model, rows=3):
   """Latent values to decode: one-hot units for the categorical posterior, else N(0, I)."""
   rng = np.random.default_rng(2)
@@ -88,7 +63,7 @@ def _add_requests(plan, kind, model, module, x):
   k = np.int32(IMPORTANCE_SAMPLES)
   controls = {"num_iterations": np.int32(ITERATIONS)} if kind == "bow_iterative" else {}
   plan.add(kind, "signature", "encode", "encode", dict(x=x, **controls), module,
-           _library_encode(model, x, **controls))
+           testing.encode_reference(model, x, **controls))
   plan.add(kind, "session", "encode", "serving_default", dict(x=x), module)  # trained controls
   z = _latents(kind, model)
   plan.add(kind, "signature", "decode", "decode", dict(z=z), module,
@@ -98,14 +73,14 @@ def _add_requests(plan, kind, model, module, x):
            module, {"z": sampled_z, "x_mean": x_mean})
   plan.add(kind, "signature", "log_likelihood", "log_likelihood",
            dict(x=x, num_importance_samples=k), module,
-           _library_log_likelihood(model, x, IMPORTANCE_SAMPLES))
+           testing.log_likelihood_reference(model, x, IMPORTANCE_SAMPLES))
   plan.add(kind, "session", "log_likelihood", "log_likelihood",
            dict(x=x, num_importance_samples=k), module)
   if kind == "bow_iterative":
     for steps in (0, ITERATIONS + 2):
       plan.add(kind, "signature", f"encode_{steps}", "encode",
                dict(x=x, num_iterations=np.int32(steps)), module,
-               _library_encode(model, x, num_iterations=steps))
+               testing.encode_reference(model, x, num_iterations=steps))
   if kind == "bow_standard":
     size = generative.event_size
     bad = {"fraction": (0.5, r"`x` values must be whole numbers \(counts\); got\] \[0.5\]"),

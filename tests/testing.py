@@ -26,11 +26,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from export import serving
 from tf_lti.config import presets
 from tf_lti.config import schema
 from tf_lti.data import base as data_lib
 from tf_lti.distributions import categorical as categorical_lib
+from tf_lti.evaluation import likelihood as likelihood_lib
 from tf_lti.models import base as models_base
+from tf_lti.objectives import bounds as bounds_lib
 from tf_lti.training import builders
 from tf_lti.training import loop
 from tf_lti.training import optimizers
@@ -501,3 +504,28 @@ def run_binary(module, *argument_lists, timeout=900):
     Each run's stdout.
   """
   return start_binary(module, *argument_lists, timeout=timeout)()
+
+
+def encode_reference(model, x, **controls):
+  """What a served `encode` must answer, computed by the library: the procedure's result at the
+  serving seed (Python controls), its bound and trajectory."""
+  result = model.inference.infer(tf.constant(x), model.generative,
+                                 seed=tf.constant(serving.INFERENCE_SEED), **controls)
+  trajectory = result.bound_trajectory
+  if trajectory is None:
+    trajectory = bounds_lib.elbo(
+        tf.constant(x), model.generative, model.family.distribution(result.params),
+        seed=tf.constant(serving.BOUND_SEED), num_samples=model.objective.num_samples,
+        kl=model.objective.kl)["elbo"][None]
+  return dict(model.family.split(result.params), params=result.params, bound=trajectory[-1],
+              bound_trajectory=tf.transpose(trajectory))
+
+
+def log_likelihood_reference(model, x, num_samples):
+  """What a served `log_likelihood` must answer: the library's IW estimate
+  (`evaluation.likelihood`) of the posterior `encode` returns."""
+  posterior = model.family.distribution(model.inference.infer(
+      tf.constant(x), model.generative, seed=tf.constant(serving.INFERENCE_SEED)).params)
+  return {"log_likelihood": likelihood_lib.iw_log_likelihood(
+      tf.constant(x), model.generative, posterior, seed=tf.constant(serving.IMPORTANCE_SEED),
+      num_samples=num_samples, chunk_size=200)}
