@@ -42,8 +42,8 @@ MIN_PRIOR_LOG_VARIANCE = -15.0
 MAX_PRIOR_LOG_VARIANCE = 15.0
 # The width from which XLA runs a DLGM's training step faster than TensorFlow's kernels, on
 # a 2-core AVX2 CPU (docs/benchmarks.md, "XLA per preset", 2026-12-03): the quickstart's
-# 64-dim data and 128-unit layers ran 1.4x slower under XLA; every preset with 784- or
-# 560-dim data or 512-unit layers ran as fast or faster.
+# 64-dim data and 128-unit layers ran 1.06-1.4x slower under XLA, at 256 units 1.45x faster;
+# every preset with 784- or 560-dim data ran as fast (within the noise) or faster.
 XLA_MIN_WIDTH = 256
 
 
