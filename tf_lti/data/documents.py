@@ -36,9 +36,13 @@ from tf_lti.data import contract
 from tf_lti.data import readers
 
 __all__ = [
-    "DOCUMENT_SENTENCES", "DocumentSplits", "inverse_document_frequencies", "is_document_source",
+    "DOCUMENT_SENTENCES", "DocumentSplits", "MAX_COUNT", "inverse_document_frequencies", "is_document_source",
     "load_count_file", "load_source", "ptb_documents", "synthetic_lda", "tfidf",
 ]
+
+# The largest word count read: every integer up to it is exact in float32 (served count data
+# are checked against it too, `models.base.GenerativeModel.data_range`).
+MAX_COUNT = 2 ** 24
 
 # PTB documents: this many consecutive sentences (lines) of a split make one document.
 DOCUMENT_SENTENCES = 10
@@ -179,7 +183,7 @@ def _check_counts(x, where) -> scipy.sparse.csr_matrix:
     raise common.DataError(f"{where}: values must be non-negative integer word counts, got "
                            f"{float(bad[0]):g} (TF-IDF features are computed by the encoder, "
                            "not read)")
-  if values.size and values.max() > 2 ** 24:
+  if values.size and values.max() > MAX_COUNT:
     raise common.DataError(f"{where}: count {float(values.max()):g} exceeds 2^24 (not exact "
                            "in float32)")
   x = x.astype(np.float32)

@@ -12,13 +12,11 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_lti.data import documents
+
 tfd = tfp.distributions
 
-__all__ = ["GenerativeModel", "MAX_COUNT", "standard_normal", "standard_normal_log_prob"]
-
-# The largest count of `count_data` models: every integer up to it is exact in float32 (the
-# document readers, `data.documents`, refuse larger counts).
-MAX_COUNT = 2 ** 24
+__all__ = ["GenerativeModel", "standard_normal", "standard_normal_log_prob"]
 
 
 def standard_normal_log_prob(z):
@@ -90,7 +88,7 @@ class GenerativeModel(abc.ABC):
     if self.likelihood == "bernoulli" or self.num_bins:
       return (0.0, 1.0)
     if self.count_data:
-      return (0.0, float(MAX_COUNT))
+      return (0.0, float(documents.MAX_COUNT))
     return None
 
   @property
