@@ -182,7 +182,8 @@ def _run_one(config, jit_compile, strategy):
   distribute.check_batch_size(config.data.batch_size, strategy)
   model, x = _build(config, tf, strategy)
   result = {"mode": FLAGS.mode, "jit_compile": jit_compile,
-            "default_jit_compile": model.resolve_jit_compile(config.train.jit_compile),
+            "default_jit_compile": model.resolve_jit_compile(config.train.jit_compile,
+                                                                tf.TensorSpec.from_tensor(x)),
             "event_size": int(model.generative.event_size), "preset": FLAGS.preset,
             "strategy": distribute.strategy_name(strategy),
             "replicas": distribute.num_replicas(strategy),

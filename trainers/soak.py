@@ -243,8 +243,9 @@ def main():
   model = builders.build_model(config, splits.spec, steps_per_epoch=steps_per_epoch)
   model.compile(*optimizers.build_optimizers(config, steps_per_epoch))
   model.build_all(splits.train[:2])
-  train_step = tf.function(model.train_step,
-                           jit_compile=model.resolve_jit_compile(config.train.jit_compile))
+  batch_spec = tf.TensorSpec([batch_size, *splits.train.shape[1:]], splits.train.dtype)
+  train_step = tf.function(model.train_step, jit_compile=model.resolve_jit_compile(
+      config.train.jit_compile, batch_spec))
 
   os.makedirs(FLAGS.workdir, exist_ok=True)
   samples = train_while_sampling(train_step, epoch_batches, seconds=seconds,

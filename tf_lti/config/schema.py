@@ -250,8 +250,9 @@ class TrainConfig:
     jit_compile: compile the training step with XLA: `auto` (the default) compiles it when
       every network of the model is one XLA runs faster than TensorFlow's kernels (wide dense
       layers: DLGM decoders with data or hidden layers of >= 256 units, MLP encoders,
-      iterative models) and not for convolutions, LSTMs or narrow DLGMs (measured per preset
-      in docs/benchmarks.md); `on` and `off` force it. `true`/`false`
+      iterative models), not for LSTMs or narrow DLGMs, for convolutions only without oneDNN,
+      and not when SVI loops over a PixelCNN (measured per preset in docs/benchmarks.md);
+      `on` and `off` force it. `true`/`false`
       (older config.json files and command lines) read as `on`/`off`.
     checkpoint_every_steps: checkpoint period in steps (also at every epoch end).
     log_every_steps: TensorBoard scalar period in steps.

@@ -45,6 +45,7 @@ import tensorflow as tf
 from tf_lti.data import documents
 from tf_lti.data import text as text_data
 from tf_lti.inference import base
+from tf_lti.models import base as models_base
 from tf_lti.models import layers
 from tf_lti.models import lstm
 from tf_lti.models import precision
@@ -192,8 +193,9 @@ class ConvEncoder(SinglePassEncoder):
 
   @property
   def prefers_xla(self):
-    """`False`: convolutions run faster on TensorFlow's kernels (docs/benchmarks.md)."""
-    return False
+    """As the gated PixelCNN's: only without oneDNN (`models.base.onednn_enabled`), whose
+    convolution kernels beat XLA's (docs/benchmarks.md, "XLA per preset")."""
+    return not models_base.onednn_enabled()
 
   def __init__(self, family, latent_size, image_shape, num_blocks=3, channels=64,
                batch_norm=True, **kwargs):

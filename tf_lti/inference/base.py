@@ -180,6 +180,20 @@ class InferenceProcedure(keras.layers.Layer):
     user-supplied networks say `False`."""
     return True
 
+  def runs_model_in_loops(self, x_spec, generative):
+    """Whether the training step on batches of `x_spec` runs `generative` inside a
+    `tf.while_loop` (then `jit_compile="auto"` asks `GenerativeModel.prefers_xla_in_loops`).
+
+    Args:
+      x_spec: a `tf.TensorSpec` of a training batch, or `None` if unknown.
+      generative: the generative model.
+
+    Returns:
+      A bool. Default value: `False`.
+    """
+    del x_spec, generative
+    return False
+
   @property
   def stepwise(self):
     """Whether the refinement can be run one step at a time (analyses time each step).

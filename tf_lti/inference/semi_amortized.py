@@ -156,6 +156,25 @@ class SemiAmortizedInference(base.InferenceProcedure):
     """A `[B, P]` placeholder of lambda's static shape, for `svi.resolve_backward`."""
     return tf.TensorSpec([x.shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
 
+  def runs_model_in_loops(self, x_spec, generative):
+    """`True` unless training is `savae` and its backward pass resolves to `unrolled` for
+    `x_spec` (`svi.resolve_backward`, as `training_gradients` resolves it; an unknown batch
+    shape resolves `auto` to `reverse`): every other mode refines in a `tf.while_loop`."""
+    if self.mode != "savae":
+      return True
+    if self.settings.backward != "auto" or x_spec is None:
+      return self.settings.backward != "unrolled"
+    resolved = []
+
+    def trace(x):
+      loss_fn = self.svi_loss(x, generative, training=True)
+      resolved.append(svi.resolve_backward(self.settings, loss_fn, self._static_params(x),
+                                           tf.zeros([2], tf.int32)))
+      return tf.zeros([])
+
+    tf.function(trace, autograph=False).get_concrete_function(x_spec)
+    return resolved[0] != "unrolled"
+
   def training_gradients(self, x, generative, objective, *, seed, kl_weight, step=0,
                          loss_scale=None):
     """Gradients of one training step, by mode (see the module docstring).

@@ -4,10 +4,12 @@
 evaluation program against: `dlgm.DLGM`, `pixelcnn.GatedPixelCNN` and
 `lstm.LSTMDecoder` subclass it, and so can a user's model.
 `standard_normal_log_prob` and `standard_normal` are the N(0, I) prior of z.
+`onednn_enabled` says which CPU kernels TensorFlow runs (what `prefers_xla` may ask).
 """
 
 import abc
 import math
+import os
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -16,7 +18,21 @@ from tf_lti.data import documents
 
 tfd = tfp.distributions
 
-__all__ = ["GenerativeModel", "standard_normal", "standard_normal_log_prob"]
+__all__ = ["GenerativeModel", "onednn_enabled", "standard_normal", "standard_normal_log_prob"]
+
+
+def onednn_enabled():
+  """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+  TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI/BF16 or AMX
+  (`TF_ENABLE_ONEDNN_OPTS` overrides it); convolutions are then faster on TensorFlow's
+  kernels than under XLA, and slower without them (docs/benchmarks.md, "XLA per preset").
+  """
+  try:  # TensorFlow's own answer (its default depends on the CPU's features).
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):  # A TensorFlow without it: the variable alone.
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").lower() in ("1", "true")
 
 
 def standard_normal_log_prob(z):
@@ -117,11 +133,19 @@ class GenerativeModel(abc.ABC):
   def prefers_xla(self):
     """Whether XLA runs this model's training step faster than TensorFlow's own CPU kernels
     (`jit_compile="auto"` compiles only when every network of a model says so). Wide dense
-    layers do (1.2-1.6x on the MNIST presets' steps); narrow ones, convolutions and LSTMs do
-    not -- XLA took 25x longer on the PixelCNN's SA-VAE step (docs/benchmarks.md, "XLA per
-    preset"). Default value: `False` (TensorFlow's
-    kernels are never far off; a model that measured faster under XLA says `True`)."""
+    layers do (1.1-1.6x on the MNIST presets' steps); narrow ones and LSTMs do not;
+    convolutions only where TensorFlow runs without oneDNN (docs/benchmarks.md, "XLA per
+    preset"). Default value: `False` (TensorFlow's kernels are never far off; a model that
+    measured faster under XLA says `True`)."""
     return False
+
+  @property
+  def prefers_xla_in_loops(self):
+    """Whether XLA still wins when the training step runs this model inside a
+    `tf.while_loop` (SA-VAE's SVI steps in `reverse` mode, `inference.base.InferenceProcedure.
+    runs_model_in_loops`). A gated PixelCNN's HVPs in a compiled loop took > 100 s per step
+    against 8 s without XLA. Default value: `prefers_xla`."""
+    return self.prefers_xla
 
   @property
   def max_sample_length(self):

@@ -129,6 +129,19 @@ class GatedPixelCNN(models_base.GenerativeModel, keras.layers.Layer):
       reference's pure autoregressive baseline). Default value: 4.
   """
 
+  @property
+  def prefers_xla(self):
+    """Without oneDNN only: XLA's convolutions beat TensorFlow's Eigen kernels (the small image
+    model's SA-VAE step 1.17-1.31x) and lose to its oneDNN kernels (1.27x slower);
+    docs/benchmarks.md, "XLA per preset"."""
+    return not models_base.onednn_enabled()
+
+  @property
+  def prefers_xla_in_loops(self):
+    """`False`: XLA compiles the HVPs of a `reverse` SVI loop for minutes and runs them > 10x
+    slower."""
+    return False
+
   def __init__(self, image_shape, latent_size, num_layers=12, channels=32, kernel_sizes=None,
                latent_feature_maps=4, **kwargs):
     super().__init__(**kwargs)

@@ -143,7 +143,8 @@ def _run(config, workdir, splits, strategy, *, total_steps, steps_per_epoch, ver
     model, checkpoint = workdir_lib.build(config, splits.spec, steps_per_epoch)
   jit_compile = distribute.check_supported(
       strategy, variable_length=_variable_length(splits),
-      jit_compile=model.resolve_jit_compile(config.train.jit_compile))
+      jit_compile=model.resolve_jit_compile(
+          config.train.jit_compile, _step_spec(splits, config.data.batch_size)))
   # Every worker resumes from the chief's checkpoints.
   workdir_lib.restore_checkpoint(checkpoint, os.path.join(workdir, "checkpoints"))
   step = int(model.generative_optimizer.iterations.numpy())
@@ -179,20 +180,32 @@ def _as_batch(batch):
   return batch if tf.is_tensor(batch) else tf.convert_to_tensor(batch)
 
 
-def _make_train_step(model, strategy, splits, jit_compile, batch_size):
-  """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
+def _batch_spec(splits, batch_size):
+  """A training batch's spec; with its batch size static when every batch is full."""
   spec = splits.batch_spec()
   if not _variable_length(splits):
     # Every batch is full: a static batch size lets trace-time choices see every shape
     # (`svi_backward=auto` sizes the stored SVI steps from them).
     spec = type(spec)([batch_size, *spec.shape[1:]], spec.dtype)
+  return spec
+
+
+def _step_spec(splits, batch_size):
+  """The dense `tf.TensorSpec` the compiled `train_step` sees (sparse batches densified)."""
+  spec = _batch_spec(splits, batch_size)
+  return tf.TensorSpec(spec.shape, spec.dtype)
+
+
+def _make_train_step(model, strategy, splits, jit_compile, batch_size):
+  """The training step: `train_step` on one device, `strategy.run(train_step)` distributed."""
+  spec = _batch_spec(splits, batch_size)
   if not distribute.is_distributed(strategy):
     if not isinstance(spec, tf.SparseTensorSpec):
       return tf.function(model.train_step, jit_compile=jit_compile, input_signature=[spec])
     # XLA compiles per input shape, and a sparse batch's number of values varies: densify
     # outside the compiled step, which then sees one shape [B, V].
     dense_step = tf.function(model.train_step, jit_compile=jit_compile,
-                             input_signature=[tf.TensorSpec(spec.shape, spec.dtype)])
+                             input_signature=[_step_spec(splits, batch_size)])
     return tf.function(lambda x: dense_step(tf.sparse.to_dense(x)), input_signature=[spec])
 
   @tf.function

@@ -122,14 +122,20 @@ class VAE(keras.Model):
     prefer XLA (`GenerativeModel.prefers_xla`, `InferenceProcedure.prefers_xla`)."""
     return bool(self.generative.prefers_xla and self.inference.prefers_xla)
 
-  def resolve_jit_compile(self, setting):
-    """`setting`, one of `choices.JIT_COMPILE_SETTINGS` or a bool, as a bool."""
+  def resolve_jit_compile(self, setting, batch_spec=None):
+    """`setting` (one of `choices.JIT_COMPILE_SETTINGS` or a bool) as a bool. `auto`:
+    `prefers_xla`, and `GenerativeModel.prefers_xla_in_loops` if the step on batches of
+    `batch_spec` (`None`: unknown) loops over it (`InferenceProcedure.runs_model_in_loops`)."""
     if isinstance(setting, bool):
       return setting
     if setting not in choices.JIT_COMPILE_SETTINGS:
       raise ValueError(f"`jit_compile` must be a bool or one of {choices.JIT_COMPILE_SETTINGS}; "
                        f"got {setting!r}.")
-    return self.prefers_xla if setting == "auto" else setting == "on"
+    if setting != "auto":
+      return setting == "on"
+    return self.prefers_xla and (
+        not self.inference.runs_model_in_loops(batch_spec, self.generative)
+        or bool(self.generative.prefers_xla_in_loops))
 
   @property
   def train_metric_names(self):
