@@ -222,15 +222,17 @@ def unrolled_refine(params, loss_fn, settings, num_groups, *, seed):
   return params, losses
 
 
-# Ops whose outputs are not new per-step activations (weights, constants, inputs).
+# Ops whose outputs are not new per-step tensors (weights, constants, inputs).
 _NOT_ACTIVATIONS = frozenset({"Const", "Placeholder", "ReadVariableOp", "VarHandleOp", "Identity"})
 
 
 def recorded_step_bytes(loss_fn, params, seed):
-  """Bytes of the float tensors one SVI step computes, from a trace of the step's gradient.
+  """Bytes of one SVI step's tensors that an enclosing tape keeps for its backward pass.
 
-  What an enclosing tape may keep alive per step of `unrolled_refine` (an upper
-  bound: a tape keeps only the tensors the backward pass reads).
+  The float tensors of the step (forward pass and g(lambda)) that the backward of g
+  (w.r.t. lambda and every variable the loss reads) takes as inputs, from one trace
+  of both: what each step of `unrolled_refine` holds until the backward pass (the
+  small image model: 274 MB counted, ~265 MB measured; docs/benchmarks.md).
 
   Args:
     loss_fn: `(params, seed) -> [B]`, as for `refine`.
@@ -242,19 +244,27 @@ def recorded_step_bytes(loss_fn, params, seed):
   """
   if not params.shape.is_fully_defined():
     return None
-  step = tf.function(lambda point: value_and_gradient(loss_fn, point, seed), autograph=False)
-  graph = step.get_concrete_function(tf.TensorSpec(params.shape, params.dtype)).graph
-  total = 0
-  for op in graph.get_operations():
-    if op.type in _NOT_ACTIVATIONS:
-      continue
-    for output in op.outputs:
-      if not output.dtype.is_floating:
-        continue
-      if not output.shape.is_fully_defined():
-        return None
-      total += int(np.prod(output.shape.as_list(), dtype=np.int64)) * output.dtype.size
-  return total
+  num_step_ops = []
+
+  def step_and_backward(point):
+    with tf.GradientTape() as tape:
+      tape.watch(point)
+      _, gradient = value_and_gradient(loss_fn, point, seed)
+      total = tf.reduce_sum(gradient)  # Any linear function of g needs the same tensors.
+    num_step_ops.append(len(tf.compat.v1.get_default_graph().get_operations()))
+    return tape.gradient(total, [point] + list(tape.watched_variables()),
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+  step = tf.function(step_and_backward, autograph=False)
+  operations = step.get_concrete_function(
+      tf.TensorSpec(params.shape, params.dtype)).graph.get_operations()
+  step_ops = {op.name for op in operations[:num_step_ops[0]] if op.type not in _NOT_ACTIVATIONS}
+  kept = {tensor.name: tensor for op in operations[num_step_ops[0]:] for tensor in op.inputs
+          if tensor.op.name in step_ops and tensor.dtype.is_floating}
+  if not all(tensor.shape.is_fully_defined() for tensor in kept.values()):
+    return None
+  return sum(int(np.prod(tensor.shape.as_list(), dtype=np.int64)) * tensor.dtype.size
+             for tensor in kept.values())
 
 
 def resolve_backward(settings, loss_fn, params, seed):
