@@ -250,7 +250,7 @@ def _run_one(config, jit_compile, strategy):
       return likelihood_lib.iw_log_likelihood(x_batch, model.generative,
                                               model.family.distribution(params),
                                               seed=tf.constant([0, 1]), num_samples=num_samples,
-                                              chunk_size=chunk, compile_likelihood=True)
+                                              chunk_size=chunk)  # As evaluation runs it.
     x = x[:config.eval.eval_batch_size]
     run = lambda: iw(x).numpy()
     run()

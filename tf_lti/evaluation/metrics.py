@@ -175,10 +175,11 @@ def make_evaluator(model, x, *, batch_size=50, num_importance_samples=5000, chun
     if result.bound_trajectory is not None:
       outputs["elbo_trajectory"] = tf.transpose(result.bound_trajectory)  # [B, T + 1]
     if num_importance_samples:
+      # log p(x | z) on TF's kernels, not in an XLA cluster of its own (~10% faster): XLA:CPU's
+      # YNNPACK fusions crashed 1 in ~8 evaluations on an AVX-512 host (docs/benchmarks.md).
       iw = likelihood_lib.iw_log_likelihood(
           x_batch, model.generative, posterior, seed=iw_seed,
-          num_samples=num_importance_samples, chunk_size=chunk_size, compile_likelihood=True,
-          diagnostics=True)
+          num_samples=num_importance_samples, chunk_size=chunk_size, diagnostics=True)
       outputs.update(log_likelihood=iw["log_likelihood"],
                      iw_effective_sample_size=iw["effective_sample_size"])
       if "top_log_weights" in iw:
