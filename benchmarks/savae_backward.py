@@ -6,8 +6,9 @@ r"""SA-VAE step time per backward mode against the VAE step, timed interleaved i
 Builds the preset's VAE (`procedure=amortized`) and one SA-VAE per mode on the same synthetic
 binary batch, then times `--rounds` rounds of one step of each in turn (ratios of interleaved
 timings are stable on a shared host; absolute times are not). Prints one JSON line: median
-step ms, the ratio to the VAE step, and the TF CPU allocator's peak per model over its first
-two steps (`tensor_peak_mb`: the memory the stored steps of `unrolled` grow with K).
+step ms, the ratio to the VAE step, whether oneDNN's kernels ran (`onednn`), and the TF CPU
+allocator's peak per model over its first two steps (`tensor_peak_mb`: the memory the stored
+steps of `unrolled` grow with K).
 """
 
 import argparse
@@ -22,6 +23,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from tf_lti.config import presets  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_lti.data import base as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_lti.models import base as models_base  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_lti.training import builders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_lti.training import optimizers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -64,7 +66,7 @@ def main():
       times[name].append(time.perf_counter() - start)
   medians = {name: statistics.median(values) for name, values in times.items()}
   print(json.dumps({"preset": args.preset, "svi_steps": args.svi_steps,
-                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
+                    "onednn": models_base.onednn_enabled(),  # TF's own answer, not the env
                     "step_ms": {n: round(1e3 * v) for n, v in medians.items()},
                     "ratio_to_vae": {n: round(v / medians["vae"], 2) for n, v in medians.items()},
                     "tensor_peak_mb": peaks}), flush=True)

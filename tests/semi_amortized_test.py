@@ -13,6 +13,7 @@ from tf_lti import posteriors
 from tf_lti.inference import amortized
 from tf_lti.inference import semi_amortized
 from tf_lti.inference import svi
+from tf_lti.inference import svi_memory
 from tf_lti.models import dlgm
 from tf_lti.objectives import estimators
 
@@ -343,15 +344,16 @@ def test_auto_backward_stores_the_steps_only_within_the_memory_budget(float64):
   generative, encoder, x = small_model()
   loss_fn = loss_function(generative, x)
   params = encoder.encode(x)
-  sizes = [svi.recorded_step_bytes(loss_function(generative, x[:b]), params[:b], SEED)
-           for b in (1, 2, 3)]
+  sizes = [svi_memory.recorded_step_bytes(loss_function(generative, x[:b]), params[:b],
+                                          SEED) for b in (1, 2, 3)]
   # Every traced tensor's size is affine in the batch size: equal increments per example.
   assert sizes[2] - sizes[1] == sizes[1] - sizes[0] > 0
-  needed_mb = 5 * svi.recorded_step_bytes(loss_fn, params, SEED) / 2**20  # K = 5 stored steps
+  # K = 5 stored steps
+  needed_mb = 5 * svi_memory.recorded_step_bytes(loss_fn, params, SEED) / 2**20
 
   def backward(budget_mb, point=params, mode="auto"):
     settings = svi.SVISettings(num_steps=5, backward=mode, memory_budget_mb=budget_mb)
-    return svi.resolve_backward(settings, loss_fn, point, SEED)
+    return svi_memory.resolve_backward(settings, loss_fn, point, SEED)
 
   assert backward(needed_mb) == "unrolled"
   assert backward(needed_mb * 0.99) == "reverse"
@@ -360,3 +362,25 @@ def test_auto_backward_stores_the_steps_only_within_the_memory_budget(float64):
   assert backward(1e9, mode="finite_difference") == "finite_difference"
   # The default budget is half the memory available: this model's steps fit.
   assert backward(0.0) == "unrolled"
+
+
+def test_auto_backward_is_resolved_once_per_batch_shape(float64, monkeypatch):
+  generative, encoder, x = small_model()
+  calls = []
+  resolve = svi_memory.resolve_backward
+
+  def counting(settings, loss_fn, params, seed):
+    calls.append(tuple(params.shape.as_list()))
+    return resolve(settings, loss_fn, params, seed)
+
+  monkeypatch.setattr(svi_memory, "resolve_backward", counting)
+  procedure = savae(encoder, svi.SVISettings(num_steps=2, backward="auto"))
+  # The jit-compile verdict resolves it for the training batch ...
+  assert not procedure.runs_model_in_loops(tf.TensorSpec(x.shape, x.dtype), generative)
+  # ... and the training step's traces reuse that verdict, at another batch size resolve anew.
+  step = tf.function(lambda batch: procedure.training_gradients(
+      batch, generative, OBJECTIVE, seed=SEED, kl_weight=1.0).loss)
+  step(x)
+  step(x[:2])
+  step(x[:2])
+  assert calls == [(4, procedure.num_params), (2, procedure.num_params)]

@@ -7,8 +7,10 @@ its initializer and initial estimate); `amortized` holds the single-pass
 encoders (`SinglePassEncoder`: MLP, convolutional, LSTM); `iterative` the
 iterative inference models of Marino et al.; `semi_amortized` refines an
 encoder's output by differentiable SVI steps (Kim et al.), whose forward and
-backward passes live in `svi`; `networks` wraps any Keras network in each of
-the three (`Amortized`, `Iterative`, `SemiAmortized`, the Python API's names).
+backward passes live in `svi` (and in `svi_memory`, how much memory the
+`unrolled` backward needs, so which one `auto` runs); `networks` wraps any
+Keras network in each of the three (`Amortized`, `Iterative`, `SemiAmortized`,
+the Python API's names).
 May import config, reporting, saving, distributions, data, posteriors, models
 and objectives; never evaluation, training or experiments.
 """

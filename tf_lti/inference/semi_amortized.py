@@ -21,7 +21,8 @@ applies inside SVI too, as in the reference); at test time the weight is 1. For
 adjoint sweep with exact Hessian-vector products; memory flat in K apart from
 storing lambda_k), `unrolled` (nested tapes; exact, memory grows with K),
 `finite_difference` (the paper's method) or `auto` (the default: `unrolled` when
-the K stored steps fit the memory budget, else `reverse`; `svi.resolve_backward`).
+the K stored steps fit the memory budget, else `reverse`; `svi_memory.resolve_backward`,
+resolved once per static batch shape).
 
 Any trained model gets test-time SVI by wrapping its inference procedure as the
 `encoder` ("VAE + SVI"); refinement only tightens the bound of the same theta,
@@ -40,11 +41,30 @@ import tensorflow_probability as tfp
 from tf_lti.config import choices
 from tf_lti.inference import base
 from tf_lti.inference import svi
+from tf_lti.inference import svi_memory
 from tf_lti.saving import serializable
 
 tfd = tfp.distributions
 
 __all__ = ["SemiAmortizedInference"]
+
+
+class _VerdictsByBatch:
+  """`auto`'s resolved backward pass per static batch (shape, dtype) and generative model.
+
+  Resolving traces a step and its backward pass; caching it traces that once and
+  makes the jit-compile verdict (`runs_model_in_loops`) and every trace of the
+  training step agree, even if the memory available changes in between. A plain
+  object, so that Keras does not track it as layer state.
+  """
+
+  def __init__(self):
+    self._verdicts = {}
+
+  def get(self, key, resolve):
+    if key not in self._verdicts:
+      self._verdicts[key] = resolve()
+    return self._verdicts[key]
 
 
 @serializable.serializable
@@ -82,6 +102,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
     self.settings = settings
     self.mode = mode
     self.encoder = encoder
+    self._backward_verdicts = _VerdictsByBatch()
 
   refinement_name = "svi_steps"
 
@@ -152,13 +173,18 @@ class SemiAmortizedInference(base.InferenceProcedure):
     return base.InferenceResult(params=params,
                                 bound_trajectory=tf.concat([-losses, final[None]], axis=0))
 
-  def _static_params(self, x):
-    """A `[B, P]` placeholder of lambda's static shape, for `svi.resolve_backward`."""
-    return tf.TensorSpec([x.shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
+  def _backward(self, x, generative, loss_fn, seed):
+    """The `savae` backward pass for `x`'s static batch: `svi_memory.resolve_backward`, once
+    per batch shape and dtype and generative model."""
+    key = (tuple(x.shape.as_list()) if x.shape.rank is not None else None, x.dtype.name,
+           id(generative))
+    params = tf.TensorSpec([x.shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
+    return self._backward_verdicts.get(
+        key, lambda: svi_memory.resolve_backward(self.settings, loss_fn, params, seed))
 
   def runs_model_in_loops(self, x_spec, generative):
     """`True` unless training is `savae` and its backward pass resolves to `unrolled` for
-    `x_spec` (`svi.resolve_backward`, as `training_gradients` resolves it; an unknown batch
+    `x_spec` (`svi_memory.resolve_backward`, as `training_gradients` resolves it; an unknown batch
     shape resolves `auto` to `reverse`): every other mode refines in a `tf.while_loop`."""
     if self.mode != "savae":
       return True
@@ -168,8 +194,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
 
     def trace(x):
       loss_fn = self.svi_loss(x, generative, training=True)
-      resolved.append(svi.resolve_backward(self.settings, loss_fn, self._static_params(x),
-                                           tf.zeros([2], tf.int32)))
+      resolved.append(self._backward(x, generative, loss_fn, tf.zeros([2], tf.int32)))
       return tf.zeros([])
 
     tf.function(trace, autograph=False).get_concrete_function(x_spec)
@@ -200,7 +225,7 @@ class SemiAmortizedInference(base.InferenceProcedure):
                         kl_weight=kl_weight, training=True)
       return -tf.reduce_mean(terms["bound"]), terms
 
-    backward = (svi.resolve_backward(self.settings, loss_fn, self._static_params(x), svi_seed)
+    backward = (self._backward(x, generative, loss_fn, svi_seed)
                 if self.mode == "savae" else None)
     if backward == "unrolled":
       with tf.GradientTape(persistent=True) as tape:
