@@ -59,6 +59,10 @@ def test_cpu_budget_is_the_documented_commands():
   # The T = 16 point of Marino et al.'s Fig. 5 did not fit the cpu session.
   fig5 = paper_tables.TABLES["marino_fig5"]
   assert len(fig5.budget_runs("paper")) == len(fig5.budget_runs("cpu")) + 4
+  # docs/results.md, "PTB", the Adam table: one optimizer for the three rows.
+  ptb = reproduce.table_configs(paper_tables.TABLES["ptb"], "cpu")
+  assert {(c.train.optimizer, c.train.learning_rate, c.train.epochs,
+           c.data.text_max_length) for c in ptb.values()} == {("adam", 1e-3, 6, 12)}
 
 
 def test_a_table_end_to_end_then_resumed(tmp_path, capsys):

@@ -133,10 +133,9 @@ PRESETS = {
     # on a CPU (embeddings 128, LSTM 256, z 32; the reference: 512 / 1024 / 32, 30 epochs).
     "ptb_lm": dict(_PTB, latent_sizes=(0,)),
     "ptb_vae": dict(_PTB, encoder="lstm", procedure="amortized"),
-    # SA-VAE clips the adjoint and H_theta,lambda v at 5 as the reference does: with SGD at lr 1
-    # and exact (unclipped) backward passes, PTB training diverged in its second epoch here.
-    # SA-VAE on PTB trains with Adam 1e-3: under the reference's SGD at lr 1 it diverged in
-    # its second epoch here (docs/results.md, "PTB").
+    # SA-VAE clips the adjoint and H_theta,lambda v at 5 as the reference does, and trains with
+    # Adam 1e-3: under the reference's SGD at lr 1 it diverged in its second epoch here, with
+    # or without those clips (docs/results.md, "PTB").
     "ptb_savae": dict(_PTB, encoder="lstm", procedure="semi_amortized", svi_training="savae",
                       svi_steps=10, adjoint_clip_norm=5.0, validation_max_examples=1000,
                       optimizer="adam", learning_rate=1e-3, **_svi_per_example(32)),
