@@ -18,6 +18,9 @@ RUNS = {
               "--num_iterations=2"],
     "iw_eval": ["--mode=iw_eval", "--xla=off", "--timed_steps=60", "--num_importance_samples=100",
                 "--eval_chunk_size=50", "--eval_batch_size=5"],
+    "iw_eval_bf16": ["--mode=iw_eval", "--xla=off", "--timed_steps=60",
+                     "--num_importance_samples=100", "--eval_chunk_size=50",
+                     "--eval_batch_size=5", "--eval_precision=mixed_bfloat16"],
     "xla_both": ["--mode=train", "--xla=both", "--timed_steps=50"],
     "svi_sweep": ["--mode=train", "--xla=off", "--timed_steps=3", "--procedure=semi_amortized",
                   "--sweep_svi_steps=1,3"],
@@ -49,6 +52,13 @@ def test_iw_eval_mode_reports_per_point_cost_and_share_of_matmul_ceiling(lines):
   (line,) = lines["iw_eval"]
   assert line["ms_per_test_point"] > 0 and line["num_importance_samples"] == 100
   assert 0 < line["fraction_of_matmul_ceiling"] < 1.5
+  assert line["eval_precision"] == "float32"  # evaluation's default, whatever trained
+
+
+def test_iw_eval_mode_runs_under_the_eval_precision(lines):
+  (line,) = lines["iw_eval_bf16"]
+  assert line["eval_precision"] == "mixed_bfloat16" and line["ms_per_test_point"] > 0
+  assert line["config"]["train"]["precision"] == "float32"  # only evaluation changes
 
 
 def test_xla_both_runs_each_setting_in_its_own_process(lines):

@@ -176,6 +176,7 @@ def _hvp_runners(tf, model, x, jit_compile):
 def _run_one(config, jit_compile, strategy):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_lti.evaluation import likelihood as likelihood_lib  # pylint: disable=g-import-not-at-top
+  from tf_lti.models import precision  # pylint: disable=g-import-not-at-top
   from tf_lti.training import distribute  # pylint: disable=g-import-not-at-top
   jit_compile = distribute.check_supported(strategy, variable_length=False,
                                            jit_compile=jit_compile)
@@ -253,7 +254,8 @@ def _run_one(config, jit_compile, strategy):
                                               chunk_size=chunk)  # As evaluation runs it.
     x = x[:config.eval.eval_batch_size]
     run = lambda: iw(x).numpy()
-    run()
+    with precision.using_policy(model, config.eval.eval_precision):  # As evaluation traces it.
+      run()
     _time(run, 2)
     times = _time(run, max(3, FLAGS.timed_steps // 20))
     median = statistics.median(times)
@@ -262,7 +264,7 @@ def _run_one(config, jit_compile, strategy):
     rows = likelihood_lib.pick_chunk_size(num_samples, chunk) * int(x.shape[0])
     ceiling = _matmul_gflops(tf, rows, 512, 784)
     result.update(num_importance_samples=num_samples, eval_batch_size=int(x.shape[0]),
-                  eval_chunk_size=chunk, ms_per_test_point=1e3 * per_point,
+                  eval_chunk_size=chunk, eval_precision=config.eval.eval_precision, ms_per_test_point=1e3 * per_point,
                   decoder_gflop_per_test_point=flops / 1e9, matmul_ceiling_gflops=ceiling,
                   fraction_of_matmul_ceiling=flops / per_point / 1e9 / ceiling)
   result["peak_memory_mb"] = _peak_memory_mb()
