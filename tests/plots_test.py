@@ -52,3 +52,27 @@ def test_atomic_file_appears_only_after_the_block(tmp_path):
     assert not path.exists()
     assert len(os.listdir(tmp_path)) == 1  # the hidden temporary
   assert os.listdir(tmp_path) == ["out.bin"] and path.read_bytes() == b"data"
+
+
+def test_bar_axis_is_zoomed_to_the_values_so_small_differences_show():
+  # 93.2 vs 94.2 nats: from zero the bars differ by 1%; zoomed, the span fills 1 / 1.55.
+  bottom, top = plots.bar_range([94.2, float("nan"), 93.2, 93.7])
+  np.testing.assert_allclose([bottom, top], [93.2 - 0.3, 94.2 + 0.25])
+  # Equal values still get an axis (5% of the value), no value gets none.
+  np.testing.assert_allclose(plots.bar_range([20.0, 20.0]), [20.0 - 0.3, 20.0 + 0.25])
+  assert plots.bar_range([float("nan")]) is None
+
+
+def test_bars_are_drawn_from_the_zoomed_bottom_with_their_values(tmp_path, monkeypatch):
+  drawn = {}
+  monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.update(figure=figure))
+  plots.save_bars([("-log p(x)", ["a", "b"], {"ours": [94.2, 93.2], "paper": [84.1, np.nan]})],
+                  str(tmp_path / "bars.png"), "t")
+  axis = drawn["figure"].axes[0]
+  bottom, top = plots.bar_range([94.2, 93.2, 84.1])
+  np.testing.assert_allclose(axis.get_ylim(), (bottom, top))
+  tops = sorted(patch.get_y() + patch.get_height() for patch in axis.patches
+                if np.isfinite(patch.get_height()))
+  np.testing.assert_allclose(tops, [84.1, 93.2, 94.2])
+  assert {text.get_text() for text in axis.texts} >= {"94.20", "93.20", "84.10"}
+  plt.close(drawn["figure"])

@@ -90,6 +90,8 @@ def test_a_table_end_to_end_then_resumed(tmp_path, capsys):
   assert lines["rank-one"].split(" | ")[2] == "86.60"
   assert lines["IAF (4)"].split(" | ")[2] == "—"
   assert "Budget `cpu`" in markdown and "max_steps 2" in markdown and "Host: " in markdown
+  # Every run took 2 steps: one number, not a range; the host line names the CPU model.
+  assert "steps per run 2;" in markdown and reproduce._cpu_model() in markdown  # pylint: disable=protected-access
   capsys.readouterr()
 
   def must_not_train(config, run_dir, verbose):

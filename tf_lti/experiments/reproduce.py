@@ -159,6 +159,18 @@ def _format(value, ours):
   return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
+def _cpu_model():
+  """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
 def _budget_line(table, budget, results, max_steps, overrides):
   """What was run: the table's budget, the runs' epochs and steps, data, host."""
   epochs, steps, data = set(), [], set()
@@ -174,13 +186,14 @@ def _budget_line(table, budget, results, max_steps, overrides):
       data.add(f"{record['settings']['num_train']} oracle training sequences")
   measured = (f"epochs {', '.join(map(str, sorted(epochs)))}" if epochs else "no run finished")
   if steps:
-    measured += f"; steps per run {min(steps)}–{max(steps)}"
+    measured += (f"; steps per run {steps[0]}" if min(steps) == max(steps)
+                 else f"; steps per run {min(steps)}–{max(steps)}")
   if data:
     measured += f"; data: {', '.join(sorted(data))}"
   extra = f"; max_steps {max_steps}" if max_steps > 0 else ""
   if overrides:
     extra += "; overrides " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-  host = (f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, "
+  host = (f"{platform.node()} ({_cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, "
           f"{platform.system()}, Python {platform.python_version()})")
   return (f"Budget `{budget}`: {table.budgets[budget]}. Measured: {measured}{extra}. "
           f"Host: {host}.")

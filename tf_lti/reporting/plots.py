@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tf_lti.reporting import files
 
 __all__ = [
-    "save_bars", "save_curves", "save_embedding", "save_figure", "save_image_grid",
+    "bar_range", "save_bars", "save_curves", "save_embedding", "save_figure", "save_image_grid",
     "save_landscape", "save_training_curves",
 ]
 
@@ -93,8 +93,32 @@ def save_landscape(values, axis, paths, path, title):
   save_figure(figure, path)
 
 
+def bar_range(values):
+  """`(bottom, top)` of a bar axis zoomed to `values`' range: the bars of a results table
+  differ by a few percent, which an axis from zero hides.
+
+  ```none
+  span = max - min  (5% of |max|, or 1, if all values are equal)
+  bottom = min - 0.3 span,  top = max + 0.25 span (room for the value labels)
+  ```
+
+  Args:
+    values: floats; NaNs are ignored.
+
+  Returns:
+    `(bottom, top)`, or `None` if no value is finite.
+  """
+  finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+  if not finite.size:
+    return None
+  low, high = float(finite.min()), float(finite.max())
+  span = high - low or (0.05 * abs(high) or 1.0)
+  return low - 0.3 * span, high + 0.25 * span
+
+
 def save_bars(panels, path, title):
-  """Side-by-side grouped bar charts (e.g. our numbers beside a paper's).
+  """Side-by-side grouped bar charts (e.g. our numbers beside a paper's), each bar labelled
+  with its value on an axis zoomed to the panel's values (`bar_range`).
 
   Args:
     panels: list of `(y_label, bar_labels [N], {series: values [N]})`; a NaN value
@@ -107,9 +131,16 @@ def save_bars(panels, path, title):
   for axis, (y_label, labels, series) in zip(axes[0], panels):
     positions = np.arange(len(labels))
     bar_width = 0.8 / max(len(series), 1)
+    limits = bar_range([v for values in series.values() for v in values])
+    bottom = 0.0 if limits is None else limits[0]
     for index, (name, values) in enumerate(series.items()):
-      axis.bar(positions + (index - (len(series) - 1) / 2) * bar_width,
-               np.asarray(values, dtype=float), bar_width, label=name)
+      values = np.asarray(values, dtype=float)
+      bars = axis.bar(positions + (index - (len(series) - 1) / 2) * bar_width,
+                      values - bottom, bar_width, bottom=bottom, label=name)
+      axis.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in values],
+                     fontsize=6, rotation=90, padding=2)
+    if limits is not None:
+      axis.set_ylim(*limits)
     axis.set_xticks(positions)
     axis.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
     axis.set_ylabel(y_label)
