@@ -176,9 +176,10 @@ class SemiAmortizedInference(base.InferenceProcedure):
   def _backward(self, x, generative, loss_fn, seed):
     """The `savae` backward pass for `x`'s static batch: `svi_memory.resolve_backward`, once
     per batch shape and dtype and generative model."""
-    key = (tuple(x.shape.as_list()) if x.shape.rank is not None else None, x.dtype.name,
-           id(generative))
-    params = tf.TensorSpec([x.shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
+    shape = tf.TensorShape(x.shape)  # a Tensor's, or a tuple (Keras' symbolic inputs)
+    key = (tuple(shape.as_list()) if shape.rank is not None else None,
+           tf.as_dtype(x.dtype).name, id(generative))
+    params = tf.TensorSpec([shape[0], self.num_params], self.variable_dtype)  # lambda's dtype
     return self._backward_verdicts.get(
         key, lambda: svi_memory.resolve_backward(self.settings, loss_fn, params, seed))
 
